@@ -1,0 +1,33 @@
+"""`python -m harness [overrides]`: one run (or a Hydra multirun with -m)."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from harness.runner import run
+
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    record = run(plain, extra_dirs=[HydraConfig.get().runtime.output_dir])
+    m = record["metrics"]
+    parts = [f"method={record['method']['quant_method']}"]
+    if "perplexity" in m:
+        p = m["perplexity"]
+        parts.append(f"ppl={p['perplexity']:.4f} ({p['scored_tokens']} tokens, {p['dataset']})")
+    if "throughput" in m:
+        t = m["throughput"]
+        parts.append(f"prefill={t['prefill_tokens_per_s']:.1f} tok/s decode={t['decode_tokens_per_s']:.1f} tok/s")
+    print("[quantbench] " + "  ".join(parts))
+    print(f"[quantbench] record: {record['paths'][0]}")
+
+
+if __name__ == "__main__":
+    main()

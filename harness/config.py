@@ -1,0 +1,104 @@
+"""Typed run configuration (Hydra structured configs), registered once; conf/ holds only YAML presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+import methods
+
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+DEFAULT_DATASET = "embedded"
+
+
+@dataclass
+class ModelConf:
+    # A hub name, a local directory (HF layout), or `embedded:<name>` for a model the project installs offline.
+    name_or_path: str = DEFAULT_MODEL
+    # auto = bfloat16 on GPU, float32 on CPU.
+    dtype: str = "auto"
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    # Build the architecture from its config with random weights (for speed runs at real sizes).
+    random_weights: bool = False
+
+
+@dataclass
+class DatasetConf:
+    name: str = DEFAULT_DATASET
+    # embedded: the corpus the project installs offline; hf: a `datasets` dataset (hub name or local path);
+    # text: a plain UTF-8 text file at `path`.
+    source: str = "embedded"
+    path: Optional[str] = None
+    config_name: Optional[str] = None
+    split: str = "test"
+    text_column: str = "text"
+    # How records are joined before tokenizing once (GPTQ/AWQ papers join WikiText-2 test with "\n\n").
+    join: str = "\n\n"
+
+
+@dataclass
+class PerplexityConf:
+    enabled: bool = True
+    seq_len: int = 2048
+    # Tokens the window advances by; None = seq_len (non-overlapping, as the GPTQ/AWQ papers evaluate).
+    stride: Optional[int] = None
+    batch_size: int = 1
+    # Evaluate only the first N windows (None = the whole corpus). The record says how many tokens were scored.
+    max_windows: Optional[int] = None
+
+
+@dataclass
+class ThroughputConf:
+    enabled: bool = True
+    batch_size: int = 1
+    prompt_len: int = 128
+    gen_len: int = 32
+    warmup: int = 1
+    repeats: int = 3
+
+
+@dataclass
+class BenchConf:
+    name: str = "default"
+    perplexity: PerplexityConf = field(default_factory=PerplexityConf)
+    throughput: ThroughputConf = field(default_factory=ThroughputConf)
+
+
+@dataclass
+class RunConf:
+    model: ModelConf = MISSING
+    method: Any = MISSING
+    dataset: DatasetConf = MISSING
+    bench: BenchConf = MISSING
+    device: str = "auto"
+    seed: int = 0
+    # Result records land here (relative to the directory the command runs in) and in Hydra's run dir.
+    results_dir: str = "results"
+    progress: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConf)
+    cs.store(group="model", name="base_model", node=ModelConf)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConf)
+    cs.store(group="bench", name="default", node=BenchConf)
+    cs.store(group="bench", name="base_bench", node=BenchConf)
+    for name in methods.known_methods():
+        cs.store(group="method", name=name, node=methods.get_method_class(name))
+
+
+def method_options(method_cfg: Any) -> dict:
+    """The method group as a plain dict (plain dict, OmegaConf node or dataclass)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if dataclasses.is_dataclass(method_cfg):
+        return dataclasses.asdict(method_cfg)
+    if isinstance(method_cfg, DictConfig):
+        return OmegaConf.to_container(method_cfg, resolve=True)
+    return dict(method_cfg)

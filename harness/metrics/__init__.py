@@ -1,0 +1,1 @@
+"""Metrics: perplexity, throughput (kernel and lm-eval metrics join as their issues land)."""

@@ -1,0 +1,124 @@
+"""One run: config -> model -> method -> metrics -> result record."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import methods
+from harness import data, records
+from harness.config import method_options
+from harness.metrics.perplexity import perplexity
+from harness.metrics.throughput import throughput
+from harness.models import describe, load_model, resolve_device
+
+
+def build_method(method_cfg: Any) -> methods.QuantizationConfig:
+    """The QuantizationConfig a `method=...` group selects (validated, unknown names listed)."""
+    opts = method_options(method_cfg)
+    name = opts.pop("quant_method", None)
+    if name is None:
+        raise ValueError(f"method config has no quant_method; known methods: {', '.join(methods.known_methods())}")
+    return methods.get_method_class(name).from_dict(opts)
+
+
+def _resolve_method(requested: methods.QuantizationConfig,
+                    checkpoint: methods.QuantizationConfig | None) -> tuple[methods.QuantizationConfig, bool]:
+    """Returns (method in effect, whether the harness must still quantize the model)."""
+    if checkpoint is None:
+        return requested, True
+    if requested.name not in ("none", checkpoint.name):
+        raise ValueError(f"the model is a {checkpoint.name} checkpoint; method={requested.name} cannot re-quantize "
+                         f"it. Use method=none or method={checkpoint.name} (its quantization_config is used).")
+    return checkpoint, False
+
+
+class _Phases:
+    def __init__(self, timings: dict):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.timings[name] = round(time.perf_counter() - t0, 4)
+
+
+def run(cfg: dict, extra_dirs: list[str] | None = None) -> dict:
+    """Run one configuration (a resolved plain dict) and write its record; returns the record.
+
+    A failure still writes a record with status=failed and the error, then re-raises.
+    """
+    record = records.new_record(cfg)
+    record["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    phase = _Phases(record["timings"])
+    try:
+        _run(cfg, record, phase)
+        record["status"] = "ok"
+    except BaseException as e:
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc(limit=20)
+        raise
+    finally:
+        paths = [str(records.write_record(record, d)) for d in [cfg["results_dir"], *(extra_dirs or [])]]
+        record["paths"] = paths
+    return record
+
+
+def _run(cfg: dict, record: dict, phase: _Phases) -> None:
+    torch.manual_seed(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    requested = build_method(cfg["method"])
+    progress = cfg.get("progress", True)
+    with phase("load_model"):
+        loaded = load_model(_ns(cfg["model"]), device)
+    model, tok = loaded.model, loaded.tokenizer
+    qconfig, must_quantize = _resolve_method(requested, loaded.checkpoint_method)
+    record["method"] = qconfig.to_dict()
+    info = describe(model)
+    record["model"] = {"path": loaded.path, "architecture": info["architecture"], "parameters": info["parameters"],
+                       "dtype": str(next(model.parameters()).dtype), "device": str(device),
+                       "config": info["config"]}
+    dataset = _ns(cfg["dataset"])
+    if must_quantize:
+        with phase("quantize"):
+            calib = None
+            if qconfig.needs_calibration():
+                calib = data.calibration_batches(tok, dataset, n=getattr(qconfig, "calibration_samples", 16),
+                                                 seq_len=getattr(qconfig, "calibration_seq_len", 512),
+                                                 seed=cfg["seed"])
+            swapped = qconfig.prepare_model(model, calib, progress=progress)
+        record["model"]["quantized_layers"] = len(swapped)
+    record["model"]["weight_bytes"] = describe(model)["weight_bytes"]
+    bench = cfg["bench"]
+    if bench["perplexity"]["enabled"]:
+        p = bench["perplexity"]
+        with phase("tokenize"):
+            ids = data.load_token_ids(tok, dataset)
+        with phase("perplexity"):
+            res = perplexity(model, ids, seq_len=p["seq_len"], stride=p["stride"], batch_size=p["batch_size"],
+                             max_windows=p["max_windows"], progress=progress)
+        record["metrics"]["perplexity"] = res.as_dict() | {"dataset": dataset.name}
+    if bench["throughput"]["enabled"]:
+        t = bench["throughput"]
+        with phase("throughput"):
+            res = throughput(model, vocab_size=len(tok), batch_size=t["batch_size"], prompt_len=t["prompt_len"],
+                             gen_len=t["gen_len"], warmup=t["warmup"], repeats=t["repeats"], seed=cfg["seed"])
+        record["metrics"]["throughput"] = res.as_dict()
+
+
+class _ns(dict):
+    """Attribute access over a plain config dict."""
+
+    __getattr__ = dict.__getitem__

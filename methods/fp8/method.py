@@ -1,0 +1,139 @@
+"""FP8 (float8_e4m3fn) weights and activations, like vLLM's Fp8LinearMethod and llm-compressor's FP8 schemes.
+
+Tensors of a layer, in the HF `quant_method: fp8` checkpoint layout:
+  weight            float8_e4m3fn [out, in]
+  weight_scale      float32 [1] (per tensor) or [out, 1] (per channel); dequantized W = weight * weight_scale
+  weight_scale_inv  float32 [ceil(out/bn), ceil(in/bk)] for `weight_block_size: [bn, bk]` (DeepSeek-V3 naming;
+                    despite the name it multiplies: W = weight * weight_scale_inv per block)
+  input_scale       float32 [1], only with `activation_scheme: static`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import torch
+
+from kernels import fp8 as fp8k
+from methods.base import LinearMethodBase, QuantizationConfig, QuantLinear, register_method
+
+WEIGHT_GRANULARITIES = ("tensor", "channel", "block")
+ACTIVATION_SCHEMES = ("dynamic", "static")
+ACTIVATION_GRANULARITIES = ("tensor", "token")
+BACKENDS = ("auto", "torch", "triton", "scaled_mm")
+
+
+@register_method("fp8")
+@dataclasses.dataclass
+class FP8Config(QuantizationConfig):
+    quant_method: str = "fp8"
+    # How weight scales are shared: one per tensor, one per output channel, or one per weight_block_size block.
+    weight_granularity: str = "tensor"
+    weight_block_size: Optional[list[int]] = None
+    # dynamic: scales computed from each batch at run time; static: one calibrated input_scale per layer.
+    activation_scheme: str = "dynamic"
+    activation_granularity: str = "tensor"
+    backend: str = "auto"
+    # Static calibration: how many windows of how many tokens from the run's dataset.
+    calibration_samples: int = 16
+    calibration_seq_len: int = 512
+
+    @classmethod
+    def ignored_keys(cls) -> tuple[str, ...]:
+        return ("fmt", "ignored_layers")
+
+    def validate(self) -> None:
+        if self.weight_block_size is not None:
+            self.weight_block_size = [int(v) for v in self.weight_block_size]
+            if len(self.weight_block_size) != 2 or min(self.weight_block_size) <= 0:
+                raise ValueError(f"fp8: weight_block_size must be two positive ints, got {self.weight_block_size}")
+            self.weight_granularity = "block"
+        elif self.weight_granularity == "block":
+            self.weight_block_size = [128, 128]
+        for name, value, allowed in (("weight_granularity", self.weight_granularity, WEIGHT_GRANULARITIES),
+                                     ("activation_scheme", self.activation_scheme, ACTIVATION_SCHEMES),
+                                     ("activation_granularity", self.activation_granularity, ACTIVATION_GRANULARITIES),
+                                     ("backend", self.backend, BACKENDS)):
+            if value not in allowed:
+                raise ValueError(f"fp8: {name}={value!r} is not supported; use one of {list(allowed)}")
+        if self.activation_scheme == "static" and self.activation_granularity != "tensor":
+            raise ValueError("fp8: static activation scales are per tensor; set activation_granularity=tensor")
+        if self.weight_granularity == "block" and self.activation_scheme == "static":
+            raise ValueError("fp8: block-scaled weights take dynamic per-token-group activations; "
+                             "set activation_scheme=dynamic")
+
+    def to_dict(self) -> dict:
+        d = {"quant_method": "fp8", "activation_scheme": self.activation_scheme,
+             "modules_to_not_convert": list(self.modules_to_not_convert)}
+        if self.weight_block_size is not None:
+            d["weight_block_size"] = list(self.weight_block_size)
+        else:
+            d["weight_granularity"] = self.weight_granularity
+        if self.activation_scheme == "dynamic":
+            d["activation_granularity"] = self.activation_granularity
+        return d
+
+    def get_linear_method(self) -> LinearMethodBase:
+        return FP8LinearMethod(self)
+
+
+class FP8LinearMethod(LinearMethodBase):
+    def __init__(self, config: FP8Config):
+        self.config = config
+
+    @property
+    def _scale_name(self) -> str:
+        return "weight_scale_inv" if self.config.weight_granularity == "block" else "weight_scale"
+
+    def _scale_shape(self, layer: QuantLinear) -> tuple[int, ...]:
+        c = self.config
+        if c.weight_granularity == "block":
+            bn, bk = c.weight_block_size
+            return (-(-layer.out_features // bn), -(-layer.in_features // bk))
+        return (layer.out_features, 1) if c.weight_granularity == "channel" else (1,)
+
+    def create_weights(self, layer: QuantLinear) -> None:
+        shape = (layer.out_features, layer.in_features)
+        if not self.config.from_checkpoint:
+            layer.register("weight", layer.new_tensor(shape, layer.params_dtype))
+            return
+        layer.register("weight", layer.new_tensor(shape, torch.float8_e4m3fn))
+        layer.register(self._scale_name, layer.new_tensor(self._scale_shape(layer), torch.float32))
+        if self.config.activation_scheme == "static":
+            layer.register("input_scale", layer.new_tensor((1,), torch.float32))
+
+    def process_weights_after_loading(self, layer: QuantLinear) -> None:
+        c = self.config
+        if c.from_checkpoint:
+            if layer.weight.dtype != torch.float8_e4m3fn:
+                raise ValueError(f"fp8 checkpoint weight has dtype {layer.weight.dtype}, expected float8_e4m3fn")
+            scale = getattr(layer, self._scale_name)
+            if not torch.isfinite(scale).all() or (scale <= 0).any():
+                raise ValueError(f"fp8 checkpoint {self._scale_name} has non-positive or non-finite values")
+            return
+        w = layer.weight.data
+        if c.weight_granularity == "block":
+            q, scale = fp8k.quantize_fp8_block(w, tuple(c.weight_block_size))
+        elif c.weight_granularity == "channel":
+            q, scale = fp8k.quantize_fp8_per_channel(w)
+        else:
+            q, scale = fp8k.quantize_fp8_per_tensor(w)
+        layer.weight = torch.nn.Parameter(q, requires_grad=False)
+        layer.register(self._scale_name, scale.to(torch.float32).reshape(self._scale_shape(layer)))
+        if c.activation_scheme == "static" and not hasattr(layer, "input_scale"):
+            # Filled by methods.fp8.calibration before the layer is used.
+            layer.register("input_scale", torch.full((1,), float("nan"), device=q.device))
+
+    def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        input_scale = getattr(layer, "input_scale", None)
+        if c.activation_scheme == "static" and (input_scale is None or torch.isnan(input_scale).any()):
+            raise RuntimeError("fp8 static activation scheme: input_scale not calibrated; run calibration first")
+        x2 = x.reshape(-1, x.shape[-1])
+        y = fp8k.fp8_linear(
+            x2, layer.weight, getattr(layer, self._scale_name), activation_scheme=c.activation_scheme,
+            act_granularity=c.activation_granularity, input_scale=input_scale,
+            block_size=tuple(c.weight_block_size) if c.weight_block_size else None, bias=layer.bias,
+            backend=c.backend, out_dtype=x.dtype)
+        return y.reshape(*x.shape[:-1], layer.out_features)
