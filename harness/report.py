@@ -1,0 +1,92 @@
+"""`python -m harness.report [RESULTS...] [--out reports/summary.md]`: render result records as Markdown."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from harness.records import RecordError, load_frame
+
+COLUMNS = {
+    "config.model.name_or_path": "model",
+    "config.method.quant_method": "method",
+    "env.gpu": "gpu",
+    "metrics.perplexity.dataset": "dataset",
+    "metrics.perplexity.seq_len": "seq_len",
+    "metrics.perplexity.scored_tokens": "tokens",
+    "metrics.perplexity.perplexity": "ppl",
+    "ppl_delta_pct": "Δppl %",
+    "metrics.throughput.prefill_tokens_per_s": "prefill tok/s",
+    "metrics.throughput.decode_tokens_per_s": "decode tok/s",
+    "metrics.throughput.peak_memory_bytes": "peak mem (MiB)",
+    "env.git_sha": "git",
+    "created_at": "date",
+}
+
+
+def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Successful runs, newest per (model, method, dataset, device), with perplexity delta vs the `none` run."""
+    if df.empty:
+        return df
+    df = df[df["status"] == "ok"].copy()
+    df["env.gpu"] = df.get("env.gpu", pd.Series(index=df.index, dtype=object)).fillna("cpu")
+    keys = [c for c in ("config.model.name_or_path", "config.method.quant_method", "metrics.perplexity.dataset",
+                        "metrics.perplexity.seq_len", "metrics.perplexity.scored_tokens", "env.gpu") if c in df]
+    df = df.sort_values("created_at").groupby(keys, dropna=False).tail(1)
+    if "metrics.perplexity.perplexity" in df:
+        base_keys = [k for k in keys if k != "config.method.quant_method"]
+        base = df[df["config.method.quant_method"] == "none"].set_index(base_keys)["metrics.perplexity.perplexity"]
+        joined = df.join(base.rename("_base"), on=base_keys)
+        df["ppl_delta_pct"] = 100 * (joined["metrics.perplexity.perplexity"] / joined["_base"] - 1)
+    if "metrics.throughput.peak_memory_bytes" in df:
+        df["metrics.throughput.peak_memory_bytes"] = df["metrics.throughput.peak_memory_bytes"] / 2**20
+    if "env.git_sha" in df:
+        df["env.git_sha"] = df["env.git_sha"].astype(str).str[:8]
+    cols = [c for c in COLUMNS if c in df]
+    return df[cols].rename(columns=COLUMNS).sort_values(["model", "method"]).reset_index(drop=True)
+
+
+def render_markdown(df: pd.DataFrame, sources: list[str]) -> str:
+    lines = ["# quantbench results", "", f"Records from: {', '.join(sources)}", ""]
+    table = summary_frame(df)
+    if table.empty:
+        lines.append("No successful runs recorded.")
+    else:
+        lines.append(table.to_markdown(index=False, floatfmt=".4g"))
+    failed = df[df["status"] != "ok"] if not df.empty else df
+    if not failed.empty:
+        lines += ["", "## Failed runs", ""]
+        lines.append(failed[["created_at", "config.method.quant_method", "error"]].to_markdown(index=False))
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__)
+    ap.add_argument("results", nargs="*", default=["results"], help="record files or directories")
+    ap.add_argument("--out", default="reports/summary.md")
+    args = ap.parse_args(argv)
+    try:
+        df = load_frame(args.results)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_atomic(Path(args.out), render_markdown(df, args.results))
+    print(f"wrote {args.out} ({len(df)} records)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

