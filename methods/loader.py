@@ -15,7 +15,7 @@ class CheckpointError(ValueError):
     """A checkpoint whose tensors do not match what the method expects."""
 
 
-def _linear_layers(model: nn.Module, qconfig: QuantizationConfig) -> Iterator[tuple[str, nn.Linear]]:
+def linear_layers(model: nn.Module, qconfig: QuantizationConfig) -> Iterator[tuple[str, nn.Linear]]:
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and not qconfig.is_skipped(name):
             yield name, module
@@ -56,7 +56,7 @@ def load_layer_tensors(layer: QuantLinear, tensors: Mapping[str, torch.Tensor], 
 def replace_linear_layers(model: nn.Module, qconfig: QuantizationConfig, device=None) -> list[str]:
     """Swap every (non-skipped) nn.Linear for an empty QuantLinear; returns the swapped names."""
     names = []
-    for name, linear in _linear_layers(model, qconfig):
+    for name, linear in linear_layers(model, qconfig):
         _set_submodule(model, name, _empty_quant_linear(linear, qconfig, device))
         names.append(name)
     return names
@@ -71,7 +71,7 @@ def process_all(model: nn.Module, progress: bool = True) -> None:
 
 def quantize_model(model: nn.Module, qconfig: QuantizationConfig, progress: bool = True) -> list[str]:
     """Online path: replace each nn.Linear by a QuantLinear filled from its own weights, then process it."""
-    targets = list(_linear_layers(model, qconfig))
+    targets = list(linear_layers(model, qconfig))
     for name, linear in tqdm(targets, desc=f"quantize [{qconfig.name}]", disable=not progress, leave=False):
         layer = _empty_quant_linear(linear, qconfig)
         load_layer_tensors(layer, dict(linear.state_dict()), name)

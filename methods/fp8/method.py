@@ -77,6 +77,28 @@ class FP8Config(QuantizationConfig):
     def get_linear_method(self) -> LinearMethodBase:
         return FP8LinearMethod(self)
 
+    def needs_calibration(self) -> bool:
+        return self.activation_scheme == "static" and not self.from_checkpoint
+
+    def prepare_model(self, model, calibration=None, progress: bool = True) -> list[str]:
+        """Quantize weights; with static activations, first record each layer's input range on `calibration`."""
+        from methods.fp8.calibration import input_amax, static_input_scale
+        from methods.loader import linear_layers, quantize_model
+
+        amax = None
+        if self.activation_scheme == "static":
+            if not calibration:
+                raise ValueError("fp8 activation_scheme=static needs calibration batches (the run's dataset "
+                                 "provides them; set method.calibration_samples > 0)")
+            names = [n for n, _ in linear_layers(model, self)]
+            amax = input_amax(model, names, calibration, progress)
+        swapped = quantize_model(model, self, progress=progress)
+        if amax is not None:
+            for name in swapped:
+                layer = model.get_submodule(name)
+                layer.input_scale.data = static_input_scale(amax[name]).to(layer.input_scale.device)
+        return swapped
+
 
 class FP8LinearMethod(LinearMethodBase):
     def __init__(self, config: FP8Config):

@@ -1,0 +1,132 @@
+"""GEMM backends side by side on real linear-layer shapes, against the GPU's measured roofline.
+
+Each backend builds its weights once per (K, N) and exposes `run(x)`; every (backend, shape, M) is timed with
+CUDA events after warm-up (median of many runs, inputs rotated so the L2 cache does not hold them), and
+reported with achieved GB/s and TFLOP/s and the fraction of the roofline measured in the same run (a large
+device copy for bandwidth, a large bf16 and fp8 matmul for the matrix rate).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# (K, N) = (in_features, out_features) of the fused linear layers; qkv and gate_up fused as serving engines do.
+MODEL_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
+    "llama-2-7b": {"qkv": (4096, 12288), "o": (4096, 4096), "gate_up": (4096, 22016), "down": (11008, 4096)},
+    "llama-3-8b": {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)},
+    "llama-3-70b": {"qkv": (8192, 10240), "o": (8192, 8192), "gate_up": (8192, 57344), "down": (28672, 8192)},
+}
+M_VALUES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
+
+
+@dataclass
+class Backend:
+    """A GEMM implementation: `build(K, N, device)` returns (run(x) -> y, weight bytes, activation dtype)."""
+
+    name: str
+    build: Callable[[int, int, torch.device], tuple[Callable[[torch.Tensor], torch.Tensor], int, torch.dtype]]
+    available: Callable[[torch.device], str | None] = lambda d: None  # None = available, else why not
+
+
+@dataclass
+class Roofline:
+    hbm_gbps: float
+    bf16_tflops: float
+    fp8_tflops: float | None
+    details: dict = field(default_factory=dict)
+
+
+def cuda_time_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50) -> tuple[float, float, float]:
+    """(median, min, max) ms of fn() over `iters` CUDA-event-timed runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), min(times), max(times)
+
+
+def measure_roofline(device: torch.device) -> Roofline:
+    """HBM bandwidth from a 4 GiB device copy (bytes read + written), matrix rates from 8192^3 matmuls."""
+    src = torch.empty(2**30, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    ms, _, _ = cuda_time_ms(lambda: dst.copy_(src), warmup=3, iters=20)
+    hbm = 2 * src.numel() * 4 / (ms / 1e3) / 1e9
+    del src, dst
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    ms, _, _ = cuda_time_ms(lambda: a @ b, warmup=5, iters=20)
+    bf16 = 2 * n**3 / (ms / 1e3) / 1e12
+    fp8 = None
+    if torch.cuda.get_device_capability(device) >= (8, 9):
+        a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+        one = torch.ones((), device=device)
+        ms, _, _ = cuda_time_ms(lambda: torch._scaled_mm(a8, b8, one, one, out_dtype=torch.bfloat16), 5, 20)
+        fp8 = 2 * n**3 / (ms / 1e3) / 1e12
+    return Roofline(hbm_gbps=hbm, bf16_tflops=bf16, fp8_tflops=fp8,
+                    details={"copy_bytes": 2 * 2**30 * 4, "matmul_n": n})
+
+
+def _dense(dtype: torch.dtype) -> Backend:
+    def build(K, N, device):
+        w = torch.randn(N, K, device=device, dtype=dtype) * 0.02
+        return (lambda x: F.linear(x, w)), w.numel() * w.element_size(), dtype
+
+    return Backend(f"cublas_{str(dtype).split('.')[-1]}", build)
+
+
+def torch_backends() -> list[Backend]:
+    """Peers that ship with torch: cuBLAS in bf16/fp16 (F.linear)."""
+    return [_dense(torch.bfloat16), _dense(torch.float16)]
+
+
+def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofline, rotate: int = 4,
+                warmup: int = 10, iters: int = 50) -> list[dict]:
+    """Time one backend on one (K, N) for every M; returns one row per M (or one row saying why it can't run)."""
+    why = backend.available(device)
+    if why is not None:
+        return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why}
+                for m in m_values]
+    try:
+        run, w_bytes, act_dtype = backend.build(K, N, device)
+    except Exception as e:  # a peer that cannot serve this shape: recorded, not fatal
+        return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable",
+                 "reason": f"{type(e).__name__}: {e}"} for m in m_values]
+    rows = []
+    for m in m_values:
+        xs = [torch.randn(m, K, device=device, dtype=act_dtype) for _ in range(rotate)]
+        i = [0]
+
+        def step():
+            i[0] = (i[0] + 1) % rotate
+            return run(xs[i[0]])
+
+        try:
+            med, lo, hi = cuda_time_ms(step, warmup, iters)
+        except Exception as e:
+            rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "failed",
+                         "reason": f"{type(e).__name__}: {e}"})
+            continue
+        act_bytes = m * K * xs[0].element_size() + m * N * 2
+        bytes_moved = w_bytes + act_bytes
+        flops = 2 * m * N * K
+        gbps = bytes_moved / (med / 1e3) / 1e9
+        tflops = flops / (med / 1e3) / 1e12
+        floor_ms = max(bytes_moved / (roof.hbm_gbps * 1e9), flops / (roof.bf16_tflops * 1e12)) * 1e3
+        rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "ok", "median_ms": med,
+                     "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
+                     "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
+                     "roofline_fraction": floor_ms / med})
+    return rows
