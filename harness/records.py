@@ -38,6 +38,9 @@ def _version(dist: str) -> str | None:
 
 
 def git_info(repo_dir: Path | None = None) -> dict:
+    """Commit of the code that ran; QUANTBENCH_GIT_SHA stands in where the tree travelled without .git."""
+    if os.environ.get("QUANTBENCH_GIT_SHA"):
+        return {"git_sha": os.environ["QUANTBENCH_GIT_SHA"], "git_dirty": os.environ.get("QUANTBENCH_GIT_DIRTY") == "1"}
     repo_dir = repo_dir or Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=repo_dir, capture_output=True,

@@ -60,7 +60,8 @@ def run(cfg: dict, extra_dirs: list[str] | None = None) -> dict:
     A failure still writes a record with status=failed and the error, then re-raises.
     """
     record = records.new_record(cfg)
-    record["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    prog = "python -m harness" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
+    record["command"] = " ".join([prog, *sys.argv[1:]])
     phase = _Phases(record["timings"])
     try:
         _run(cfg, record, phase)

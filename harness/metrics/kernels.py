@@ -130,3 +130,65 @@ def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofli
                      "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
                      "roofline_fraction": floor_ms / med})
     return rows
+
+
+def fp8_backends() -> list[Backend]:
+    """Our FP8 paths and torch._scaled_mm, bf16 activations in, bf16 out (activation quantization timed too)."""
+    from kernels import fp8 as k
+
+    def need_fp8(device):
+        return None if k.fp8_supported(device) else "needs an FP8 GPU (compute capability >= 8.9)"
+
+    def make(name, quant, **opts):
+        def build(K, N, device):
+            w = torch.randn(N, K, device=device) * 0.02
+            wq, ws = quant(w)
+            return (lambda x: k.fp8_linear(x, wq, ws, **opts)), wq.numel() + ws.numel() * 4, torch.bfloat16
+
+        return Backend(name, build, need_fp8)
+
+    return [
+        make("scaled_mm_tensor", k.quantize_fp8_per_tensor, backend="scaled_mm"),
+        make("scaled_mm_rowwise", k.quantize_fp8_per_channel, backend="scaled_mm", act_granularity="token"),
+        make("triton_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="triton",
+             block_size=(128, 128)),
+    ]
+
+
+def main(argv=None) -> None:
+    """python -m harness.metrics.kernels OUT.json [--models ...] [--m ...]: time all backends, write rows."""
+    import argparse
+    import json
+
+    from harness.records import environment
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--models", nargs="*", default=list(MODEL_SHAPES))
+    ap.add_argument("--m", nargs="*", type=int, default=list(M_VALUES))
+    ap.add_argument("--backends", nargs="*", default=None)
+    args = ap.parse_args(argv)
+    device = torch.device("cuda")
+    roof = measure_roofline(device)
+    print(f"roofline: {roof}")
+    backends = torch_backends() + fp8_backends()
+    if args.backends:
+        backends = [b for b in backends if b.name in args.backends]
+    rows = []
+    for model in args.models:
+        for layer, (K, N) in MODEL_SHAPES[model].items():
+            for b in backends:
+                for row in bench_point(b, K, N, args.m, device, roof):
+                    rows.append({"model": model, "layer": layer, **row})
+                    if row["status"] == "ok":
+                        print(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
+                              f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s", flush=True)
+                    else:
+                        print(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
+                torch.cuda.empty_cache()
+    with open(args.out, "w") as f:
+        json.dump({"env": environment(), "roofline": roof.__dict__, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
