@@ -164,7 +164,7 @@ def flatten(record: dict) -> dict:
         else:
             row[prefix] = obj if not isinstance(obj, list) else json.dumps(obj)
 
-    for section in ("config", "metrics", "env", "timings"):
+    for section in ("config", "method", "metrics", "env", "timings"):
         walk(section, record.get(section) or {})
     return row
 

@@ -15,6 +15,7 @@ from harness.records import RecordError, load_frame
 COLUMNS = {
     "config.model.name_or_path": "model",
     "config.method.quant_method": "method",
+    "scheme": "scheme",
     "env.gpu": "gpu",
     "metrics.perplexity.dataset": "dataset",
     "metrics.perplexity.seq_len": "seq_len",
@@ -29,26 +30,38 @@ COLUMNS = {
 }
 
 
+def _scheme(row: pd.Series) -> str:
+    """The method's options as written to its quantization_config, e.g. `weight_granularity=channel`."""
+    skip = {"method.quant_method", "method.modules_to_not_convert"}
+    parts = [f"{c.split('.', 1)[1]}={row[c]}" for c in row.index
+             if c.startswith("method.") and c not in skip and pd.notna(row[c])]
+    return ", ".join(sorted(parts)) or "-"
+
+
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Successful runs, newest per (model, method, dataset, device), with perplexity delta vs the `none` run."""
     if df.empty:
         return df
-    df = df[df["status"] == "ok"].copy()
+    df = df[(df["status"] == "ok") & (df.get("kind", "run") == "run")].copy()
     df["env.gpu"] = df.get("env.gpu", pd.Series(index=df.index, dtype=object)).fillna("cpu")
-    keys = [c for c in ("config.model.name_or_path", "config.method.quant_method", "metrics.perplexity.dataset",
+    df["scheme"] = df.apply(_scheme, axis=1)
+    keys = [c for c in ("config.model.name_or_path", "config.method.quant_method", "scheme", "metrics.perplexity.dataset",
                         "metrics.perplexity.seq_len", "metrics.perplexity.scored_tokens", "env.gpu") if c in df]
     df = df.sort_values("created_at").groupby(keys, dropna=False).tail(1)
     if "metrics.perplexity.perplexity" in df:
-        base_keys = [k for k in keys if k != "config.method.quant_method"]
+        base_keys = [k for k in keys if k not in ("config.method.quant_method", "scheme")]
         base = df[df["config.method.quant_method"] == "none"].set_index(base_keys)["metrics.perplexity.perplexity"]
         joined = df.join(base.rename("_base"), on=base_keys)
         df["ppl_delta_pct"] = 100 * (joined["metrics.perplexity.perplexity"] / joined["_base"] - 1)
     if "metrics.throughput.peak_memory_bytes" in df:
         df["metrics.throughput.peak_memory_bytes"] = df["metrics.throughput.peak_memory_bytes"] / 2**20
+    for col in ("metrics.perplexity.seq_len", "metrics.perplexity.scored_tokens"):
+        if col in df:
+            df[col] = df[col].astype("Int64")
     if "env.git_sha" in df:
         df["env.git_sha"] = df["env.git_sha"].astype(str).str[:8]
     cols = [c for c in COLUMNS if c in df]
-    return df[cols].rename(columns=COLUMNS).sort_values(["model", "method"]).reset_index(drop=True)
+    return df[cols].rename(columns=COLUMNS).sort_values(["model", "method", "scheme"]).reset_index(drop=True)
 
 
 def render_markdown(df: pd.DataFrame, sources: list[str]) -> str:
@@ -58,7 +71,7 @@ def render_markdown(df: pd.DataFrame, sources: list[str]) -> str:
         lines.append("No successful runs recorded.")
     else:
         lines.append(table.to_markdown(index=False, floatfmt=".4g"))
-    failed = df[df["status"] != "ok"] if not df.empty else df
+    failed = df[(df["status"] != "ok") & (df["kind"] == "run")] if not df.empty else df
     if not failed.empty:
         lines += ["", "## Failed runs", ""]
         lines.append(failed[["created_at", "config.method.quant_method", "error"]].to_markdown(index=False))

@@ -156,14 +156,14 @@ def fp8_backends() -> list[Backend]:
 
 
 def main(argv=None) -> None:
-    """python -m harness.metrics.kernels OUT.json [--models ...] [--m ...]: time all backends, write rows."""
+    """python -m harness.metrics.kernels OUT_DIR [--models ...] [--m ...]: time all backends, write a record."""
     import argparse
-    import json
+    import sys
 
-    from harness.records import environment
+    from harness import records
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("out")
+    ap.add_argument("out", help="directory the record is written to")
     ap.add_argument("--models", nargs="*", default=list(MODEL_SHAPES))
     ap.add_argument("--m", nargs="*", type=int, default=list(M_VALUES))
     ap.add_argument("--backends", nargs="*", default=None)
@@ -186,8 +186,11 @@ def main(argv=None) -> None:
                     else:
                         print(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
                 torch.cuda.empty_cache()
-    with open(args.out, "w") as f:
-        json.dump({"env": environment(), "roofline": roof.__dict__, "rows": rows}, f, indent=1)
+    record = records.new_record({"models": args.models, "m": args.m, "backends": [b.name for b in backends]},
+                                kind="kernels")
+    record.update(status="ok", command=" ".join(["python -m harness.metrics.kernels", *sys.argv[1:]]))
+    record["metrics"] = {"roofline": roof.__dict__, "rows": rows}
+    print(f"record: {records.write_record(record, args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,299 @@
+"""W4A16 / W8A16 GEMM with fused dequantisation (GPTQ- and AWQ-style layers): Triton kernel and torch reference.
+
+    y[M, N] = x[M, K] @ W[K, N] (+ bias[N]),   W[k, n] = q[k, n] * s[g(k), n] - zs[g(k), n]
+    g(k) = g_idx[k] (act-order, any group per row) or k // group_size (group_size = -1: one group, per-channel)
+
+Canonical layout (K = in_features, N = out_features, G groups, P = 32 // bits codes per int32 word):
+
+  qweight  int32 [K / P, N]  codes packed along K; word qweight[i, n] holds rows k = P*i .. P*i + P-1 of
+                             column n, the lowest bits holding the lowest k (the GPTQ/AutoGPTQ qweight as is):
+
+             bits=4   bit 31                                                    bit 0
+                      | k=8i+7 | k=8i+6 | k=8i+5 | k=8i+4 | k=8i+3 | k=8i+2 | k=8i+1 | k=8i+0 |
+                        31..28   27..24   23..20   19..16   15..12   11..8    7..4     3..0
+             bits=8   |    k=4i+3     |    k=4i+2     |    k=4i+1     |    k=4i+0     |
+                           31..24          23..16          15..8            7..0
+
+                             so row k is (qweight[k // P, n] >> (bits * (k % P))) & (2^bits - 1); the word
+                             0x76543210 (bits=4) holds codes 0, 1, ..., 7 for rows 8i .. 8i+7. (AWQ packs along
+                             N in the order 0,2,4,6,1,3,5,7: unpack it and repack with `pack_int_weights`.)
+  scales   float [G, N]      fp16 or bf16 (fp32 accepted)
+  zeros    float [G, N]      zero points pre-multiplied by their scales, zs = z * s (`premultiply_zeros`), unpacked,
+                             so the inner loop dequantises with one FMA, q * s - zs, and never unpacks qzeros.
+                             Rounding zs to the storage dtype shifts W by at most |zs| * 2^-11 (fp16) or 2^-8 (bf16):
+                             exact for symmetric zeros (z = 2^(bits-1), a power of two), <= 0.7% of a step for 4-bit
+                             asymmetric fp16; for 8-bit asymmetric or bf16 scales store zeros as fp32 (any float
+                             dtype is accepted: the kernel upcasts s and zs to fp32).
+  g_idx    int32 [K] or None None: contiguous groups of group_size rows (G = ceil(K / group_size), last may be short).
+  bias     float [N] or None
+
+Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweight has K * bits / 32 rows); any
+M and N. The Triton kernel uses int32 offsets (each tensor below 2^31 elements) and fp16/bf16/fp32 activations
+(fp32 goes through tf32 tl.dot on GPU). The kernel computes W in fp32, casts it to the activation dtype and
+accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the torch paths still work
+    triton = None
+
+SUPPORTED_BITS = (4, 8)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _per_word(bits: int) -> int:
+    if bits not in SUPPORTED_BITS:
+        raise ValueError(f"w4a16: bits={bits} is not supported; use one of {list(SUPPORTED_BITS)}")
+    return 32 // bits
+
+
+def pack_int_weights(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack codes q [K, N] in [0, 2^bits) into qweight int32 [K * bits / 32, N] (layout in the module docstring)."""
+    per = _per_word(bits)
+    if q.dim() != 2 or q.shape[0] % per:
+        raise ValueError(f"w4a16: cannot pack codes of shape {tuple(q.shape)} into {bits}-bit words: need [K, N] "
+                         f"with K a multiple of {per}")
+    if q.dtype.is_floating_point or q.dtype == torch.bool:
+        raise ValueError(f"w4a16: codes must be an integer tensor, got {q.dtype}")
+    c = q.to(torch.int64)
+    if c.numel() and (int(c.min()) < 0 or int(c.max()) >= 2**bits):
+        raise ValueError(f"w4a16: codes outside [0, {2**bits - 1}] cannot be packed in {bits} bits")
+    K, N = c.shape
+    shifts = torch.arange(per, device=c.device, dtype=torch.int64) * bits
+    words = (c.reshape(K // per, per, N) << shifts[None, :, None]).sum(1)  # disjoint fields: sum == or
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).contiguous()
+
+
+def unpack_int_weights(qweight: torch.Tensor, bits: int, K: int) -> torch.Tensor:
+    """Inverse of `pack_int_weights`: int32 codes [K, N]."""
+    per = _per_word(bits)
+    if qweight.dtype != torch.int32 or qweight.dim() != 2 or qweight.shape[0] * per != K:
+        raise ValueError(f"w4a16: qweight {tuple(qweight.shape)} {qweight.dtype} does not hold K={K} rows of "
+                         f"{bits}-bit codes; expected int32 [{K}/{per}, N]")
+    shifts = torch.arange(per, device=qweight.device, dtype=torch.int32) * bits
+    q = (qweight[:, None, :] >> shifts[None, :, None]) & (2**bits - 1)  # arithmetic shift; the mask drops sign bits
+    return q.reshape(K, qweight.shape[1])
+
+
+def premultiply_zeros(z: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Integer zero points z [G, N] -> zs = z * s in `dtype` (default: scales' dtype), computed in fp32."""
+    return (z.float() * scales.float()).to(dtype or scales.dtype).contiguous()
+
+
+def _num_groups(K: int, group_size: int) -> int:
+    return 1 if group_size == -1 else -(-K // group_size)
+
+
+def _check(x_k: int, qweight, scales, zeros, g_idx, group_size, bits, bias=None, values: bool = True) -> int:
+    """Validate a layer's tensors against K = x_k; returns N. `values` also checks g_idx range and finiteness."""
+    per = _per_word(bits)
+    if x_k % per:
+        raise ValueError(f"w4a16: K={x_k} (x's last dim) must be a multiple of 32/bits = {per}: each int32 of "
+                         f"qweight packs {per} rows of {bits}-bit codes")
+    if qweight.dtype != torch.int32 or qweight.dim() != 2 or qweight.shape[0] != x_k // per:
+        raise ValueError(f"w4a16: qweight {tuple(qweight.shape)} {qweight.dtype} does not match K={x_k}: expected "
+                         f"int32 [K * bits / 32 = {x_k // per}, N]")
+    N = qweight.shape[1]
+    if scales.dim() != 2 or scales.shape[1] != N or scales.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"w4a16: scales {tuple(scales.shape)} {scales.dtype}: expected fp16/bf16/fp32 [G, N={N}]")
+    if zeros.shape != scales.shape or zeros.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"w4a16: zeros {tuple(zeros.shape)} {zeros.dtype}: expected float {tuple(scales.shape)} "
+                         f"like scales (pre-multiplied zs = z * s)")
+    G = scales.shape[0]
+    if G < 1:
+        raise ValueError("w4a16: scales has no groups")
+    if g_idx is None:
+        if group_size != -1 and group_size < 1:
+            raise ValueError(f"w4a16: group_size={group_size}; use a positive size or -1 (per-channel)")
+        if G != _num_groups(x_k, group_size):
+            raise ValueError(f"w4a16: scales has {G} groups but K={x_k} with group_size={group_size} gives "
+                             f"{_num_groups(x_k, group_size)}")
+    else:
+        if g_idx.dim() != 1 or g_idx.numel() != x_k or g_idx.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"w4a16: g_idx {tuple(g_idx.shape)} {g_idx.dtype}: expected int32 [K={x_k}]")
+        if values and (int(g_idx.min()) < 0 or int(g_idx.max()) >= G):
+            raise ValueError(f"w4a16: g_idx values must lie in [0, G={G}); got [{int(g_idx.min())}, "
+                             f"{int(g_idx.max())}]")
+    if bias is not None and (bias.shape != (N,) or bias.dtype not in FLOAT_DTYPES):
+        raise ValueError(f"w4a16: bias {tuple(bias.shape)} {bias.dtype}: expected float [N={N}]")
+    if values and not (torch.isfinite(scales).all() and torch.isfinite(zeros).all()):
+        raise ValueError("w4a16: scales or zeros hold NaN/inf")
+    return N
+
+
+def _group_index(g_idx, group_size: int, K: int, device) -> torch.Tensor:
+    if g_idx is not None:
+        return g_idx.long()
+    rows = torch.arange(K, device=device)
+    return torch.zeros_like(rows) if group_size == -1 else rows // group_size
+
+
+def dequantize_ref(qweight, scales, zeros, g_idx, group_size: int, bits: int, K: int,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """W [K, N] = q * s[g] - zs[g], computed in fp32 (plain torch)."""
+    _check(K, qweight, scales, zeros, g_idx, group_size, bits)
+    g = _group_index(g_idx, group_size, K, qweight.device)
+    w = unpack_int_weights(qweight, bits, K).float()
+    return w.mul_(scales.float()[g]).sub_(zeros.float()[g]).to(dtype)
+
+
+def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None) -> torch.Tensor:
+    """x [..., K] @ dequantized W (+ bias) in torch; W is rounded to x's dtype as the kernel does, fp32 accumulation."""
+    K = x.shape[-1]
+    w = dequantize_ref(qweight, scales, zeros, g_idx, group_size, bits, K).to(x.dtype).float()
+    y = x.reshape(-1, K).float() @ w
+    if bias is not None:
+        y += bias.float()
+    return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[1])
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
+                      BITS: tl.constexpr, HAS_GIDX: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        pid_k = tl.program_id(2)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        m_ok = rm < M
+        n_ok = rn < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
+            k = k0 + rk
+            k_ok = k < K
+            kn_ok = k_ok[:, None] & n_ok[None, :]
+            a = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            # row k: word k // (32 // BITS), bits [BITS * (k % (32 // BITS)), + BITS); each word is loaded per row
+            words = tl.load(qw_ptr + (k // (32 // BITS))[:, None] * N + rn[None, :], mask=kn_ok, other=0)
+            q = (words >> ((k % (32 // BITS)) * BITS)[:, None]) & ((1 << BITS) - 1)
+            if SCALE_ROW:  # the whole K-block lies in one group
+                g = k0 // group_size
+                s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            else:
+                if HAS_GIDX:
+                    g = tl.load(g_ptr + k, mask=k_ok, other=0)
+                else:
+                    g = k // group_size
+                s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+            w = (q.to(tl.float32) * s - z).to(x_ptr.dtype.element_ty)
+            acc += tl.dot(a, w)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=n_ok & (pid_k == 0), other=0.0).to(tl.float32)[None, :]
+        y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        if SPLIT_K == 1:
+            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device) -> dict:
+    """Heuristic tile sizes: small BLOCK_M and split-K for decode, big tiles for prefill."""
+    if M <= 16:
+        cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif M <= 64:
+        cfg = dict(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    else:
+        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3)
+    if not has_g_idx and group_size != -1 and _pow2(group_size) and 16 <= group_size < cfg["block_k"]:
+        cfg["block_k"] = group_size  # one scale row per K-block
+    split = 1
+    device = torch.device(device)
+    if M <= 64 and device.type == "cuda":
+        tiles = triton.cdiv(M, cfg["block_m"]) * triton.cdiv(N, cfg["block_n"])
+        k_blocks = triton.cdiv(K, cfg["block_k"])
+        split = max(1, min(8, 2 * _num_sms(device.index or 0) // tiles, k_blocks // 2))
+    cfg["split_k"] = split
+    return cfg
+
+
+def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
+                        block_m: int | None = None, block_n: int | None = None, block_k: int | None = None,
+                        split_k: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
+                        validate: bool = True) -> torch.Tensor:
+    """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset tile sizes come from `default_config`."""
+    if triton is None:
+        raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
+    if not x.is_cuda and not _interpreted():
+        raise ValueError("w4a16: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    if x.dim() != 2 or x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"w4a16: x {tuple(x.shape)} {x.dtype}: expected fp16/bf16/fp32 [M, K]")
+    M, K = x.shape
+    N = _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
+    if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
+        raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
+    cfg = default_config(M, N, K, group_size, g_idx is not None, x.device)
+    for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
+                            num_warps=num_warps, num_stages=num_stages).items():
+        if value is not None:
+            cfg[name] = value
+    for name in ("block_m", "block_n", "block_k"):
+        if not _pow2(cfg[name]) or cfg[name] < 16:
+            raise ValueError(f"w4a16: {name}={cfg[name]} must be a power of two >= 16 (tl.dot tiles)")
+    if cfg["split_k"] < 1:
+        raise ValueError(f"w4a16: split_k={cfg['split_k']} must be >= 1")
+    if M == 0 or N == 0:
+        return torch.zeros((M, N), dtype=x.dtype, device=x.device)
+    gs = K if group_size == -1 else group_size
+    scale_row = g_idx is None and gs % cfg["block_k"] == 0
+    x = x.contiguous()
+    split = cfg["split_k"]
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
+        torch.zeros((M, N), dtype=torch.float32, device=x.device)
+    g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
+    grid = (triton.cdiv(M, cfg["block_m"]), triton.cdiv(N, cfg["block_n"]), split)
+    _w4a16_kernel[grid](
+        x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+        bias.contiguous() if bias is not None else y, y, M, N, K, gs, x.stride(0), y.stride(0),
+        BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
+        BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return y if split == 1 else y.to(x.dtype)
+
+
+def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *, backend: str = "auto",
+                 validate: bool = True, **tile) -> torch.Tensor:
+    """y = x [..., K] @ W (+ bias). backend: auto (Triton for CUDA tensors, torch otherwise), 'triton' or 'torch'.
+
+    validate=False skips the checks that sync the GPU (g_idx range, finite scales/zeros); shapes are always checked.
+    """
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton is not None else "torch"
+    if backend not in ("triton", "torch"):
+        raise ValueError(f"w4a16: backend={backend!r}; use auto, triton or torch")
+    if x.dim() < 1 or x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"w4a16: x {tuple(x.shape)} {x.dtype}: expected fp16/bf16/fp32 [..., K]")
+    K = x.shape[-1]
+    if backend == "torch":
+        _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
+        return w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits, bias)
+    y = w4a16_matmul_triton(x.reshape(-1, K), qweight, scales, zeros, g_idx, group_size, bits, bias,
+                            validate=validate, **tile)
+    return y.reshape(*x.shape[:-1], y.shape[1])
