@@ -93,7 +93,9 @@ def register_configs() -> None:
     cs.store(group="bench", name="default", node=BenchConf)
     cs.store(group="bench", name="base_bench", node=BenchConf)
     for name in methods.known_methods():
-        cs.store(group="method", name=name, node=methods.get_method_class(name))
+        cls = methods.get_method_class(name)
+        if cls.selectable:
+            cs.store(group="method", name=name, node=cls)
 
 
 def method_options(method_cfg: Any) -> dict:

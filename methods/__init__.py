@@ -7,6 +7,7 @@ from methods.loader import CheckpointError, load_state_into_model, quantize_mode
 # Importing a method module registers it.
 from methods import none as _none  # noqa: E402,F401
 from methods import fp8 as _fp8  # noqa: E402,F401
+from methods import compressed_tensors as _ct  # noqa: E402,F401
 from methods import gptq as _gptq  # noqa: E402,F401
 
 __all__ = ["CheckpointError", "LinearMethodBase", "QuantLinear", "QuantizationConfig", "UnknownMethodError",

@@ -74,6 +74,8 @@ class QuantizationConfig(ABC):
     # True when built from a checkpoint's quantization_config (tensors arrive quantized), False when the
     # method quantizes full-precision weights at load time. Set by from_config; not a config field.
     from_checkpoint: ClassVar[bool] = False
+    # False for names that only describe checkpoints (dispatchers such as compressed-tensors): not a `method=`.
+    selectable: ClassVar[bool] = True
     # Linear layers matched by these fnmatch patterns (on the module's qualified name, or its last part) stay in
     # full precision. HF calls the key `modules_to_not_convert`.
     modules_to_not_convert: list[str] = dataclasses.field(default_factory=lambda: ["lm_head"])
@@ -122,6 +124,14 @@ class QuantizationConfig(ABC):
         d["quant_method"] = self.name
         return d
 
+    def checkpoint_config(self) -> dict:
+        """The `quantization_config` a checkpoint we export carries (the format's own keys)."""
+        return self.to_dict()
+
+    def extra_config_files(self) -> dict[str, dict]:
+        """Other JSON files some readers of the format expect beside config.json (name -> content)."""
+        return {}
+
     def is_skipped(self, module_name: str) -> bool:
         leaf = module_name.rsplit(".", 1)[-1]
         return any(fnmatch.fnmatch(module_name, p) or fnmatch.fnmatch(leaf, p) for p in self.modules_to_not_convert)
@@ -156,6 +166,11 @@ class LinearMethodBase(ABC):
     @abstractmethod
     def apply(self, layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
         ...
+
+    def checkpoint_tensors(self, layer: "QuantLinear") -> dict[str, torch.Tensor]:
+        """The layer's tensors as the checkpoint format stores them (default: as registered)."""
+        tensors = dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))
+        return {k: v.data for k, v in tensors.items() if v is not None}
 
 
 class QuantLinear(nn.Module):

@@ -42,13 +42,17 @@ def load_layer_tensors(layer: QuantLinear, tensors: Mapping[str, torch.Tensor], 
             f"{type(layer.method).__name__} (has {sorted(tensors)}); check the checkpoint's quant_method/format")
     for key, dest in expected.items():
         src = tensors[key]
+        if tuple(src.shape) != tuple(dest.shape) and src.squeeze().shape == dest.squeeze().shape:
+            src = src.reshape(dest.shape)  # e.g. a 0-d per-tensor scale, or [N] for [N, 1]
         if tuple(src.shape) != tuple(dest.shape):
             raise CheckpointError(
                 f"{layer_name}.{key}: checkpoint shape {tuple(src.shape)} != expected {tuple(dest.shape)} "
                 f"for in_features={layer.in_features}, out_features={layer.out_features}; "
                 f"check bits/group_size in quantization_config")
-        if src.dtype.is_floating_point != dest.dtype.is_floating_point:
-            raise CheckpointError(f"{layer_name}.{key}: checkpoint dtype {src.dtype}, expected {dest.dtype}")
+        exact = not dest.dtype.is_floating_point or dest.dtype.itemsize == 1  # packed ints and fp8: no casting
+        if (exact and src.dtype != dest.dtype) or src.dtype.is_floating_point != dest.dtype.is_floating_point:
+            raise CheckpointError(f"{layer_name}.{key}: checkpoint dtype {src.dtype}, expected {dest.dtype}; "
+                                  "the checkpoint does not match its quantization_config")
         with torch.no_grad():
             dest.data = src.to(device=dest.device, dtype=dest.dtype).clone()
 

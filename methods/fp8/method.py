@@ -35,6 +35,8 @@ class FP8Config(QuantizationConfig):
     activation_scheme: str = "dynamic"
     activation_granularity: str = "tensor"
     backend: str = "auto"
+    # Checkpoint tensor name of block scales: HF/DeepSeek write weight_scale_inv, compressed-tensors weight_scale.
+    block_scale_name: str = "weight_scale_inv"
     # Static calibration: how many windows of how many tokens from the run's dataset.
     calibration_samples: int = 16
     calibration_seq_len: int = 512
@@ -64,6 +66,7 @@ class FP8Config(QuantizationConfig):
                              "set activation_scheme=dynamic")
 
     def to_dict(self) -> dict:
+        """HF `quant_method: fp8` keys (vLLM reads activation_scheme, weight_block_size); ours for the rest."""
         d = {"quant_method": "fp8", "activation_scheme": self.activation_scheme,
              "modules_to_not_convert": list(self.modules_to_not_convert)}
         if self.weight_block_size is not None:
@@ -106,7 +109,7 @@ class FP8LinearMethod(LinearMethodBase):
 
     @property
     def _scale_name(self) -> str:
-        return "weight_scale_inv" if self.config.weight_granularity == "block" else "weight_scale"
+        return self.config.block_scale_name if self.config.weight_granularity == "block" else "weight_scale"
 
     def _scale_shape(self, layer: QuantLinear) -> tuple[int, ...]:
         c = self.config
