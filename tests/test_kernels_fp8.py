@@ -75,7 +75,12 @@ def test_triton_block_gemm_matches_float64(M, N, K, bias):
         k.dequantize_fp8_block(wq, ws, (128, 128)).double().t()
     if bias:
         ref = ref + b.double()
-    assert rel(y, ref) < 1e-5  # float32 accumulation of exactly representable products
+    # Interpreted: float32 sums of exactly representable products. Hopper's FP8 tensor cores accumulate each
+    # 128-deep block with fewer mantissa bits than float32 (DeepSeek-V3 report, sec. 3.3.2): looser bound there.
+    tol = 2e-3 if DEV == "cuda" else 1e-5
+    err = rel(y, ref)
+    print(f"block gemm M={M} N={N} K={K}: rel err {err:.2e}")
+    assert err < tol
 
 
 @pytest.mark.parametrize("opts", [dict(), dict(act_granularity="token"), dict(block_size=(128, 128))])
