@@ -155,6 +155,40 @@ def fp8_backends() -> list[Backend]:
     ]
 
 
+def w4a16_backends(group_size: int = 128) -> list[Backend]:
+    """Our Triton W4A16 (GPTQ layout, with and without act-order g_idx) and torch's int4 tinygemm."""
+    from kernels import w4a16
+
+    def need_cuda(device):
+        return None if device.type == "cuda" else "needs a CUDA GPU"
+
+    def ours(act_order: bool):
+        def build(K, N, device):
+            G = K // group_size
+            q = torch.randint(0, 16, (K, N), device=device, dtype=torch.int32)
+            qweight = w4a16.pack_int_weights(q, 4)
+            scales = (torch.rand(G, N, device=device) * 0.01 + 0.001).half()
+            zeros = w4a16.premultiply_zeros(torch.full((G, N), 8.0, device=device), scales, torch.float16)
+            g_idx = None
+            if act_order:
+                g_idx = (torch.randperm(K, device=device) // group_size).to(torch.int32)
+            w_bytes = qweight.numel() * 4 + scales.numel() * 2 + zeros.numel() * 2 + (K * 4 if act_order else 0)
+            return (lambda x: w4a16.w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, 4,
+                                                 validate=False)), w_bytes, torch.float16
+
+        return Backend(f"triton_w4a16_g{group_size}" + ("_actorder" if act_order else ""), build, need_cuda)
+
+    def tinygemm(K, N, device):
+        w = torch.randint(0, 16, (N, K), device=device, dtype=torch.int32)
+        packed_u8 = (w[:, ::2] << 4 | w[:, 1::2]).to(torch.uint8)
+        wp = torch._convert_weight_to_int4pack(packed_u8, 8)
+        sz = torch.rand(K // group_size, N, 2, device=device, dtype=torch.bfloat16) * 0.01
+        w_bytes = N * K // 2 + sz.numel() * 2
+        return (lambda x: torch._weight_int4pack_mm(x, wp, group_size, sz)), w_bytes, torch.bfloat16
+
+    return [ours(False), ours(True), Backend(f"torch_tinygemm_int4_g{group_size}", tinygemm, need_cuda)]
+
+
 def main(argv=None) -> None:
     """python -m harness.metrics.kernels OUT_DIR [--models ...] [--m ...]: time all backends, write a record."""
     import argparse
@@ -171,7 +205,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda")
     roof = measure_roofline(device)
     print(f"roofline: {roof}")
-    backends = torch_backends() + fp8_backends()
+    backends = torch_backends() + fp8_backends() + w4a16_backends()
     if args.backends:
         backends = [b for b in backends if b.name in args.backends]
     rows = []
