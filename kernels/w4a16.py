@@ -28,9 +28,10 @@ Canonical layout (K = in_features, N = out_features, G groups, P = 32 // bits co
   bias     float [N] or None
 
 Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweight has K * bits / 32 rows); any
-M and N. The Triton kernel uses int32 offsets (each tensor below 2^31 elements) and fp16/bf16/fp32 activations
-(fp32 goes through tf32 tl.dot on GPU). The kernel computes W in fp32, casts it to the activation dtype and
-accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics.
+M and N; group_size any positive size (or -1), g_idx any group per row. The Triton kernel uses int32 offsets (each
+tensor below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it
+loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes, computes W in fp32, casts
+it to the activation dtype and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics.
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ def premultiply_zeros(z: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype 
     return (z.float() * scales.float()).to(dtype or scales.dtype).contiguous()
 
 
+def _cdiv(a: int, b: int) -> int:  # triton.cdiv is a jit function: slow on the host
+    return -(-a // b)
+
+
 def _num_groups(K: int, group_size: int) -> int:
-    return 1 if group_size == -1 else -(-K // group_size)
+    return 1 if group_size == -1 else _cdiv(K, group_size)
 
 
 def _check(x_k: int, qweight, scales, zeros, g_idx, group_size, bits, bias=None, values: bool = True) -> int:
@@ -137,23 +142,31 @@ def _group_index(g_idx, group_size: int, K: int, device) -> torch.Tensor:
     return torch.zeros_like(rows) if group_size == -1 else rows // group_size
 
 
+def _dequant(qweight, scales, zeros, g_idx, group_size: int, bits: int, K: int) -> torch.Tensor:
+    g = _group_index(g_idx, group_size, K, qweight.device)
+    w = unpack_int_weights(qweight, bits, K).float()
+    return w.mul_(scales.float()[g]).sub_(zeros.float()[g])
+
+
 def dequantize_ref(qweight, scales, zeros, g_idx, group_size: int, bits: int, K: int,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """W [K, N] = q * s[g] - zs[g], computed in fp32 (plain torch)."""
     _check(K, qweight, scales, zeros, g_idx, group_size, bits)
-    g = _group_index(g_idx, group_size, K, qweight.device)
-    w = unpack_int_weights(qweight, bits, K).float()
-    return w.mul_(scales.float()[g]).sub_(zeros.float()[g]).to(dtype)
+    return _dequant(qweight, scales, zeros, g_idx, group_size, bits, K).to(dtype)
 
 
-def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None) -> torch.Tensor:
+def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
+                     validate: bool = True) -> torch.Tensor:
     """x [..., K] @ dequantized W (+ bias) in torch; W is rounded to x's dtype as the kernel does, fp32 accumulation."""
+    if x.dim() < 1 or x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"w4a16: x {tuple(x.shape)} {x.dtype}: expected fp16/bf16/fp32 [..., K]")
     K = x.shape[-1]
-    w = dequantize_ref(qweight, scales, zeros, g_idx, group_size, bits, K).to(x.dtype).float()
+    N = _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
+    w = _dequant(qweight, scales, zeros, g_idx, group_size, bits, K).to(x.dtype).float()
     y = x.reshape(-1, K).float() @ w
     if bias is not None:
         y += bias.float()
-    return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[1])
+    return y.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
 def _interpreted() -> bool:
@@ -162,27 +175,39 @@ def _interpreted() -> bool:
 
 if triton is not None:
 
+    # Triton 3.9's CPU interpreter truncates fp32 -> bf16 casts and gets bf16 tl.dot wrong: there (EMULATE_BF16)
+    # the kernel rounds to bf16 by hand and multiplies in fp32, which is what the GPU computes.
+    @triton.jit
+    def _round_to_bf16(v):
+        # nearest bf16 (ties to even), kept in fp32: add half an ulp at bit 16, clear the 16 low mantissa bits
+        b = v.to(tl.int32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+        return b.to(tl.float32, bitcast=True)
+
     @triton.jit
     def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
                       BITS: tl.constexpr, HAS_GIDX: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_K: tl.constexpr):
+        P: tl.constexpr = 32 // BITS
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
         pid_k = tl.program_id(2)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        rk = tl.arange(0, BLOCK_K)
         m_ok = rm < M
         n_ok = rn < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
-            k = k0 + rk
+            k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            kn_ok = k_ok[:, None] & n_ok[None, :]
             a = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            # row k: word k // (32 // BITS), bits [BITS * (k % (32 // BITS)), + BITS); each word is loaded per row
-            words = tl.load(qw_ptr + (k // (32 // BITS))[:, None] * N + rn[None, :], mask=kn_ok, other=0)
-            q = (words >> ((k % (32 // BITS)) * BITS)[:, None]) & ((1 << BITS) - 1)
+            # word row i of the block holds rows k0 + P*i + j at bits [BITS*j, BITS*j + BITS): [BK/P, P, BN] -> [BK, BN]
+            rw = k0 // P + tl.arange(0, BLOCK_K // P)
+            words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=(rw < K // P)[:, None] & n_ok[None, :],
+                            other=0)
+            q = (words[:, None, :] >> (tl.arange(0, P) * BITS)[None, :, None]) & ((1 << BITS) - 1)
+            q = tl.reshape(q, (BLOCK_K, BLOCK_N))
             if SCALE_ROW:  # the whole K-block lies in one group
                 g = k0 // group_size
                 s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -192,20 +217,27 @@ if triton is not None:
                     g = tl.load(g_ptr + k, mask=k_ok, other=0)
                 else:
                     g = k // group_size
+                kn_ok = k_ok[:, None] & n_ok[None, :]
                 s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
                 z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
-            w = (q.to(tl.float32) * s - z).to(x_ptr.dtype.element_ty)
-            acc += tl.dot(a, w)
+            w = q.to(tl.float32) * s - z
+            if EMULATE_BF16:
+                acc += tl.dot(a.to(tl.float32), _round_to_bf16(w))
+            else:
+                acc += tl.dot(a, w.to(x_ptr.dtype.element_ty))
         if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=n_ok & (pid_k == 0), other=0.0).to(tl.float32)[None, :]
+            if pid_k == 0:
+                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
         if SPLIT_K == 1:
+            if EMULATE_BF16:
+                acc = _round_to_bf16(acc)
             tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-        else:
+        else:  # fp32 partial sums; the wrapper casts
             tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
@@ -215,22 +247,20 @@ def _pow2(n: int) -> bool:
 
 
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device) -> dict:
-    """Heuristic tile sizes: small BLOCK_M and split-K for decode, big tiles for prefill."""
+    """Heuristic tiles (tuned on an H100): BLOCK_M 16 and split-K for decode, 128x128 tiles for prefill."""
+    device = torch.device(device)
+    sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
-    elif M <= 64:
+    elif M <= 64 or _cdiv(M, 128) * _cdiv(N, 128) < sms:
         cfg = dict(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=4)
     else:
-        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3)
+        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3)
     if not has_g_idx and group_size != -1 and _pow2(group_size) and 16 <= group_size < cfg["block_k"]:
         cfg["block_k"] = group_size  # one scale row per K-block
-    split = 1
-    device = torch.device(device)
-    if M <= 64 and device.type == "cuda":
-        tiles = triton.cdiv(M, cfg["block_m"]) * triton.cdiv(N, cfg["block_n"])
-        k_blocks = triton.cdiv(K, cfg["block_k"])
-        split = max(1, min(8, 2 * _num_sms(device.index or 0) // tiles, k_blocks // 2))
-    cfg["split_k"] = split
+    # small M streams the weights: split K until there are about 4 programs per SM
+    tiles = _cdiv(M, cfg["block_m"]) * _cdiv(N, cfg["block_n"])
+    cfg["split_k"] = max(1, min(8, 4 * sms // tiles, _cdiv(K, cfg["block_k"]) // 2)) if cfg["block_m"] <= 64 else 1
     return cfg
 
 
@@ -268,11 +298,12 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
         torch.zeros((M, N), dtype=torch.float32, device=x.device)
     g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
-    grid = (triton.cdiv(M, cfg["block_m"]), triton.cdiv(N, cfg["block_n"]), split)
+    grid = (_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)
     _w4a16_kernel[grid](
         x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
         bias.contiguous() if bias is not None else y, y, M, N, K, gs, x.stride(0), y.stride(0),
         BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
+        EMULATE_BF16=_interpreted() and x.dtype == torch.bfloat16,
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return y if split == 1 else y.to(x.dtype)
@@ -288,12 +319,11 @@ def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, b
         backend = "triton" if x.is_cuda and triton is not None else "torch"
     if backend not in ("triton", "torch"):
         raise ValueError(f"w4a16: backend={backend!r}; use auto, triton or torch")
-    if x.dim() < 1 or x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"w4a16: x {tuple(x.shape)} {x.dtype}: expected fp16/bf16/fp32 [..., K]")
-    K = x.shape[-1]
     if backend == "torch":
-        _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
-        return w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits, bias)
+        return w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits, bias, validate=validate)
+    if x.dim() < 1:
+        raise ValueError(f"w4a16: x {tuple(x.shape)}: expected [..., K]")
+    K = x.shape[-1]
     y = w4a16_matmul_triton(x.reshape(-1, K), qweight, scales, zeros, g_idx, group_size, bits, bias,
                             validate=validate, **tile)
     return y.reshape(*x.shape[:-1], y.shape[1])

@@ -1,0 +1,166 @@
+"""W4A16/W8A16 fused-dequant GEMM against float64 references (Triton runs interpreted on CPU)."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+
+import pytest
+
+from kernels import w4a16 as k
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def make_layer(K, N, bits, group, act_order=False, dtype=torch.float16, seed=0):
+    """Random codes, scales, asymmetric zeros: (layer kwargs, codes [K, N], group of each row, integer zeros)."""
+    gen = torch.Generator().manual_seed(seed)
+    G = 1 if group == -1 else -(-K // group)
+    q = torch.randint(0, 2**bits, (K, N), generator=gen)
+    if act_order:  # each group keeps its rows, scattered over K
+        rows_group = (torch.randperm(K, generator=gen) // group).to(torch.int32)
+    else:
+        rows_group = torch.tensor([0 if group == -1 else r // group for r in range(K)], dtype=torch.int32)
+    scales = (torch.rand(G, N, generator=gen) * 0.02 + 0.002).to(dtype)
+    z = torch.randint(0, 2**bits, (G, N), generator=gen)
+    layer = dict(qweight=k.pack_int_weights(q, bits).to(DEV), scales=scales.to(DEV),
+                 zeros=k.premultiply_zeros(z, scales).to(DEV), g_idx=rows_group.to(DEV) if act_order else None,
+                 group_size=group, bits=bits)
+    return layer, q, rows_group.long(), z
+
+
+def dequant64(layer, q, rows_group):
+    """Independent float64 W[k, n] = q * s[g(k), n] - zs[g(k), n] from the codes before packing."""
+    s, zs = layer["scales"].cpu().double(), layer["zeros"].cpu().double()
+    return q.double() * s[rows_group] - zs[rows_group]
+
+
+def test_known_answer_words():
+    w = torch.tensor([[0x76543210, -0x01234568]], dtype=torch.int32)  # second word is 0xFEDCBA98
+    assert k.unpack_int_weights(w, 4, 8).tolist() == [[r, r + 8] for r in range(8)]
+    w = torch.tensor([[0x04030201], [-0x007FFE81]], dtype=torch.int32)  # second word is 0xFF80017F
+    assert k.unpack_int_weights(w, 8, 8).flatten().tolist() == [1, 2, 3, 4, 0x7F, 0x01, 0x80, 0xFF]
+    assert k.pack_int_weights(torch.arange(8).reshape(8, 1), 4).item() == 0x76543210
+    assert k.pack_int_weights(torch.full((8, 1), 15), 4).item() == -1
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_pack_unpack_round_trip(bits):
+    q = torch.randint(0, 2**bits, (64, 24), generator=torch.Generator().manual_seed(bits))
+    qw = k.pack_int_weights(q, bits)
+    assert qw.dtype == torch.int32 and qw.shape == (64 * bits // 32, 24)
+    assert torch.equal(k.unpack_int_weights(qw, bits, 64), q.to(torch.int32))
+    assert torch.equal(k.pack_int_weights(k.unpack_int_weights(qw, bits, 64), bits), qw)
+
+
+@pytest.mark.parametrize("bits,group,act_order", [(4, 32, False), (4, -1, False), (8, 64, True), (4, 48, False)])
+def test_reference_dequant_matches_float64(bits, group, act_order):
+    layer, q, rows_group, _ = make_layer(192, 40, bits, group, act_order)
+    w = k.dequantize_ref(K=192, **layer)
+    assert w.dtype == torch.float32 and w.shape == (192, 40)
+    assert (w.cpu().double() - dequant64(layer, q, rows_group)).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("dtype,bound", [(torch.float16, 2.0**-11), (torch.bfloat16, 2.0**-8)])
+def test_premultiplied_zero_rounding_bound(dtype, bound):
+    # W = q * s - round(z * s) differs from (q - z) * s by at most half an ulp of z * s
+    layer, q, rows_group, z = make_layer(128, 64, 4, 32, dtype=dtype)
+    s = layer["scales"].cpu().double()[rows_group]
+    exact = (q.double() - z.double()[rows_group]) * s
+    err = (k.dequantize_ref(K=128, **layer).cpu().double() - exact).abs()
+    assert (err <= z.double()[rows_group] * s * bound + 1e-6).all()
+
+
+CASES = [
+    # M, K, N, bits, group, act_order, dtype, bias, tiles (block_m, block_n, block_k, split_k)
+    (1, 64, 24, 4, 32, False, torch.float16, False, (16, 32, 32, 1)),  # one scale row per K-block
+    (5, 128, 40, 4, 64, False, torch.float16, True, (16, 32, 32, 1)),
+    (33, 192, 64, 4, 32, False, torch.float16, True, (16, 32, 64, 1)),  # group < BLOCK_K: per-row scales
+    (5, 192, 40, 4, 128, False, torch.float16, False, (16, 32, 64, 1)),  # short last group (192 = 128 + 64)
+    (5, 192, 40, 4, -1, False, torch.float16, True, (16, 32, 128, 1)),  # per-channel, K % BLOCK_K != 0
+    (33, 192, 24, 4, -1, False, torch.bfloat16, False, (16, 16, 64, 1)),
+    (5, 128, 40, 4, 32, True, torch.float16, True, (16, 32, 32, 1)),  # act-order g_idx
+    (33, 192, 64, 4, 64, True, torch.bfloat16, True, (32, 64, 64, 1)),
+    (1, 64, 24, 4, 24, False, torch.float16, False, (16, 32, 32, 1)),  # group not a power of two
+    (1, 128, 64, 8, 32, False, torch.float16, True, (16, 32, 32, 1)),
+    (5, 192, 40, 8, 64, True, torch.bfloat16, False, (16, 32, 64, 1)),
+    (33, 64, 24, 8, -1, False, torch.float32, True, (16, 32, 32, 1)),
+    (5, 192, 40, 4, 32, True, torch.float16, True, (16, 32, 32, 3)),  # split-K, bias added once
+    (33, 128, 64, 8, 64, False, torch.bfloat16, True, (16, 64, 32, 2)),
+    (5, 192, 40, 4, 64, False, torch.float16, True, (None, None, None, None)),  # default_config
+    (33, 128, 24, 8, 32, True, torch.bfloat16, False, (None, None, None, None)),
+]
+
+
+@pytest.mark.parametrize("M,K,N,bits,group,act_order,dtype,bias,tiles", CASES)
+def test_triton_matches_float64(M, K, N, bits, group, act_order, dtype, bias, tiles):
+    layer, q, rows_group, _ = make_layer(K, N, bits, group, act_order, seed=M + K + N)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = (torch.randn(N, generator=gen).to(dtype).to(DEV)) if bias else None
+    bm, bn, bk, split = tiles
+    y = k.w4a16_matmul_triton(x, bias=b, block_m=bm, block_n=bn, block_k=bk, split_k=split, **layer)
+    assert y.shape == (M, N) and y.dtype == dtype and torch.isfinite(y).all()
+    ref = x.cpu().double() @ dequant64(layer, q, rows_group)
+    if bias:
+        ref += b.cpu().double()
+    assert rel(y.cpu(), ref) < 1e-2
+    # against the torch path, which rounds W to x's dtype (the kernel does unless it folds the scales)
+    fp32_tol = 2e-3 if DEV == "cuda" else 1e-5  # fp32 tl.dot runs in tf32 on GPUs
+    tol = {torch.float16: 2e-3, torch.bfloat16: 6e-3, torch.float32: fp32_tol}[dtype]
+    assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < tol
+
+
+def test_dispatcher_flattens_leading_dims_and_backends_agree():
+    layer, q, rows_group, _ = make_layer(128, 40, 4, 32, act_order=True)
+    x = torch.randn(2, 3, 128).half().to(DEV)
+    y_torch = k.w4a16_matmul(x, backend="torch", **layer)
+    y_triton = k.w4a16_matmul(x, backend="triton", block_m=16, block_n=32, block_k=32, **layer)
+    assert y_torch.shape == y_triton.shape == (2, 3, 40)
+    assert rel(y_triton, y_torch) < 2e-3
+    assert rel(y_torch.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
+    assert torch.equal(k.w4a16_matmul(x, **layer), y_triton if DEV == "cuda" else y_torch)
+
+
+def _call(x_k=64, backend="triton", **over):
+    layer, _, _, _ = make_layer(64, 24, 4, 32)
+    layer.update(over)
+    return k.w4a16_matmul(torch.randn(3, x_k).half().to(DEV), backend=backend, **layer)
+
+
+@pytest.mark.parametrize("over,match", [
+    (dict(bits=3), r"bits=3 is not supported"),
+    (dict(x_k=60), r"K=60 .* multiple of 32/bits = 8"),
+    (dict(x_k=128), r"qweight \(8, 24\).* K=128"),
+    (dict(bits=8), r"qweight \(8, 24\).* K=64"),
+    (dict(scales=torch.ones(2, 25, dtype=torch.float16)), r"scales \(2, 25\)"),
+    (dict(zeros=torch.ones(2, 24, dtype=torch.int32)), r"zeros \(2, 24\) torch.int32"),
+    (dict(group_size=16), r"2 groups but K=64 with group_size=16 gives 4"),
+    (dict(g_idx=torch.zeros(63, dtype=torch.int32)), r"g_idx \(63,\)"),
+    (dict(g_idx=torch.full((64,), 2, dtype=torch.int32)), r"g_idx values must lie in \[0, G=2\)"),
+    (dict(scales=torch.full((2, 24), float("nan"), dtype=torch.float16)), r"NaN"),
+    (dict(bias=torch.ones(23)), r"bias \(23,\)"),
+    (dict(block_n=24), r"block_n=24 must be a power of two"),
+    (dict(backend="cuda"), r"backend='cuda'"),
+])
+def test_unsupported_inputs_raise_clear_errors(over, match):
+    over = dict(over)
+    for key in ("scales", "zeros", "g_idx", "bias"):
+        if key in over:
+            over[key] = over[key].to(DEV)
+    with pytest.raises(ValueError, match=match):
+        _call(**over)
+
+
+def test_pack_rejects_bad_codes():
+    with pytest.raises(ValueError, match=r"outside \[0, 15\]"):
+        k.pack_int_weights(torch.full((8, 2), 16), 4)
+    with pytest.raises(ValueError, match=r"K a multiple of 4"):
+        k.pack_int_weights(torch.zeros(6, 2, dtype=torch.int32), 8)
