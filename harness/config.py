@@ -82,6 +82,9 @@ class RunConf:
     seed: int = 0
     # Result records land here (relative to the directory the command runs in) and in Hydra's run dir.
     results_dir: str = "results"
+    # Save the quantized model here as a checkpoint in its method's standard layout (loads back with
+    # model.name_or_path=<dir>); None = don't save.
+    export_dir: Optional[str] = None
     progress: bool = True
 
 

@@ -101,6 +101,11 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
                                                  seed=cfg["seed"])
             swapped = qconfig.prepare_model(model, calib, progress=progress)
         record["model"]["quantized_layers"] = len(swapped)
+        if cfg.get("export_dir"):
+            from methods.export import save_checkpoint
+
+            with phase("export"):
+                record["model"]["exported_to"] = str(save_checkpoint(model, qconfig, cfg["export_dir"], tok))
     record["model"]["weight_bytes"] = describe(model)["weight_bytes"]
     bench = cfg["bench"]
     if bench["perplexity"]["enabled"]:
