@@ -45,11 +45,14 @@ def test_bad_method_option_fails_before_loading_and_records_the_error(tmp_path):
     assert rec["status"] == "failed" and "activation_scheme" in rec["error"]
 
 
+SMALL = ("bench.perplexity.seq_len=256", "bench.perplexity.max_windows=2", "bench.throughput.prompt_len=16",
+         "bench.throughput.gen_len=4", "bench.throughput.repeats=2", "progress=false")
+
+
 @pytest.mark.slow
-def test_fp8_end_to_end_writes_a_complete_record(tmp_path):
-    r = harness("method=fp8", "model=llama", f"results_dir={tmp_path}", "bench.perplexity.seq_len=256",
-                "bench.perplexity.max_windows=2", "bench.throughput.prompt_len=16", "bench.throughput.gen_len=4",
-                "bench.throughput.repeats=2", "progress=false", cwd=tmp_path)
+def test_fp8_end_to_end_writes_a_complete_record_and_exports_a_checkpoint(tmp_path):
+    r = harness("method=fp8", "model=llama", f"results_dir={tmp_path}", f"export_dir={tmp_path / 'ckpt'}", *SMALL,
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     (path,) = tmp_path.glob("*.json")
     rec = json.loads(path.read_text())
@@ -63,3 +66,11 @@ def test_fp8_end_to_end_writes_a_complete_record(tmp_path):
     assert rec["config"]["method"]["quant_method"] == "fp8" and rec["env"]["git_sha"]
     # The same record also lands in Hydra's run directory.
     assert len(list((tmp_path / "outputs").rglob(path.name))) == 1
+
+    # The exported FP8 checkpoint loads back (its quantization_config picks the method) with the same perplexity.
+    out = tmp_path / "reload"
+    r = harness(f"model.name_or_path={tmp_path / 'ckpt'}", f"results_dir={out}", *SMALL, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (again,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert again["method"] == rec["method"]
+    assert again["metrics"]["perplexity"]["perplexity"] == ppl["perplexity"]
