@@ -1,11 +1,15 @@
 """FP8 (float8_e4m3fn) quantization and GEMMs: plain-torch reference/emulation, Triton kernels, torch._scaled_mm.
 
 Conventions (as vLLM, llm-compressor and HF `fp8` checkpoints): a scale is a dequantization multiplier,
-x ≈ x_q.float() * scale, with scale = amax / 448 (448 = e4m3 max). Values are clamped to [-448, 448] before
-the cast (casting a larger value to e4m3fn gives NaN, not saturation), and amax is clamped below by
-MIN_AMAX so an all-zero tensor gets a tiny finite scale instead of 0/0.
-Block scales (DeepSeek-V3 `weight_scale_inv`, shape [ceil(N/bn), ceil(K/bk)]) cover bn x bk tiles of the
-[N, K] weight; the matching activations carry one scale per token per 128-column group ([M, ceil(K/128)]).
+x ≈ x_q.float() * scale, with scale = max(amax, MIN_AMAX) / 448 (448 = e4m3 max). Values are clamped to
+[-448, 448] before the cast (e4m3fn has no inf; a plain cast of a value >= 480 gives NaN in some torch
+builds and saturates in others); the amax clamp gives an all-zero tensor a tiny finite scale instead of 0/0.
+Scale shapes: per tensor [1]; per token [M, 1]; per channel [N, 1]; block (DeepSeek-V3 `weight_scale_inv`)
+[ceil(N/bn), ceil(K/bk)] over bn x bk tiles of the [N, K] weight, edge tiles partial; the matching
+activations carry one scale per token per bk columns, [M, ceil(K/bk)].
+Under TRITON_INTERPRET=1 (CPU) the quant kernels write the saturated float32 values and torch casts them to
+e4m3: the interpreter's own float32 -> e4m3 rounding is wrong (126.4 -> 64). The GEMMs use native FP8 `tl.dot`
+both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests run the GPU code.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ def _cast(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _scale(amax: torch.Tensor) -> torch.Tensor:
     return amax.float().clamp(min=MIN_AMAX) / FP8_MAX
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +71,7 @@ def quantize_fp8_block(w: torch.Tensor, block: tuple[int, int] = (128, 128)) -> 
     """One scale per (bn x bk) tile of a [N, K] weight (edge tiles may be partial): (q, scale[nb, kb])."""
     bn, bk = block
     N, K = w.shape
-    nb, kb = -(-N // bn), -(-K // bk)
+    nb, kb = _cdiv(N, bn), _cdiv(K, bk)
     tiles = _pad_to(w.float(), nb * bn, kb * bk).reshape(nb, bn, kb, bk)
     scale = _scale(tiles.abs().amax(dim=(1, 3)))
     q = (tiles / scale[:, None, :, None]).clamp(-FP8_MAX, FP8_MAX)
@@ -74,7 +82,7 @@ def quantize_fp8_block(w: torch.Tensor, block: tuple[int, int] = (128, 128)) -> 
 def quantize_fp8_per_token_group(x: torch.Tensor, group: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """One scale per token per `group` consecutive columns of [M, K]: (q, scale[M, ceil(K/group)])."""
     M, K = x.shape
-    g = -(-K // group)
+    g = _cdiv(K, group)
     tiles = _pad_to(x.float(), M, g * group).reshape(M, g, group)
     scale = _scale(tiles.abs().amax(dim=-1))
     q = (tiles / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).reshape(M, g * group)[:, :K].to(FP8_DTYPE)
@@ -85,19 +93,23 @@ def dequantize_fp8_block(q: torch.Tensor, scale: torch.Tensor, block: tuple[int,
     """Float32 [N, K] from block-scaled fp8."""
     bn, bk = block
     N, K = q.shape
-    full = scale.repeat_interleave(bn, 0).repeat_interleave(bk, 1)[:N, :K]
+    full = scale.float().repeat_interleave(bn, 0).repeat_interleave(bk, 1)[:N, :K]
     return q.float() * full
+
+
+def _dequant_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    # scale of one element (per tensor) or one per row ([R], [R, 1])
+    s = scale.float()
+    return q.float() * (s.reshape(()) if s.numel() == 1 else s.reshape(-1, 1))
 
 
 def fp8_linear_ref(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.float32, block_size=None):
     """Emulation: dequantize both operands to float32, matmul, add bias. x_q [M, K], w_q [N, K]."""
     if block_size is not None:
         w = dequantize_fp8_block(w_q, w_scale, block_size)
-        g = block_size[1]
-        x = x_q.float() * x_scale.float().repeat_interleave(g, 1)[:, :x_q.shape[1]]
+        x = x_q.float() * x_scale.float().repeat_interleave(block_size[1], 1)[:, :x_q.shape[1]]
     else:
-        w = w_q.float() * w_scale.float().reshape(-1, 1) if w_scale.numel() > 1 else w_q.float() * w_scale.float()
-        x = x_q.float() * x_scale.float().reshape(-1, 1) if x_scale.numel() > 1 else x_q.float() * x_scale.float()
+        w, x = _dequant_rows(w_q, w_scale), _dequant_rows(x_q, x_scale)
     y = x @ w.t()
     if bias is not None:
         y = y + bias.float()
@@ -105,28 +117,27 @@ def fp8_linear_ref(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.float3
 
 
 def fp8_supported(device: torch.device | str) -> bool:
-    """torch._scaled_mm runs FP8 on CUDA GPUs of compute capability >= 8.9 (Ada, Hopper and newer)."""
+    """torch._scaled_mm and Triton's fp8 dot run on CUDA GPUs of compute capability >= 8.9 (Ada, Hopper, newer)."""
     device = torch.device(device)
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16) -> torch.Tensor:
-    """cuBLASLt FP8 GEMM: per-tensor (scales of one element) or row-wise (x [M,1], w [N,1], bf16 out)."""
+    """cuBLASLt FP8 GEMM, x_q [M,K] @ w_q[N,K]^T: per-tensor scales ([1] both) or row-wise (any [M,1]/[N,1])."""
     M, K = x_q.shape
     N = w_q.shape[0]
     if K % 16 or N % 16:
-        raise ValueError(f"torch._scaled_mm needs K and N multiples of 16, got K={K}, N={N}; use backend=triton")
-    rowwise = x_scale.numel() > 1 or w_scale.numel() > 1
-    xs = x_scale.float().reshape(M, 1) if rowwise else x_scale.float().reshape(())
-    ws = w_scale.float().reshape(1, N) if rowwise else w_scale.float().reshape(())
-    if rowwise:
-        xs = xs.expand(M, 1).contiguous()
-        ws = ws.expand(1, N).contiguous()
-        out = torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16,
-                               bias=None if bias is None else bias.to(torch.bfloat16))
-        return out.to(out_dtype)
-    return torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=out_dtype,
-                            bias=None if bias is None else bias.to(out_dtype))
+        raise ValueError(f"torch._scaled_mm needs K and N multiples of 16, got K={K}, N={N}; "
+                         "use backend='triton' or 'torch'")
+    if x_scale.numel() == 1 and w_scale.numel() == 1:
+        b = None if bias is None else bias.to(out_dtype)
+        return torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale.float().reshape(()),
+                                scale_b=w_scale.float().reshape(()), out_dtype=out_dtype, bias=b)
+    # Row-wise cuBLASLt wants both scales row-wise, float32, x [M, 1] and w [1, N], and bf16 output.
+    xs = x_scale.float().reshape(-1, 1).expand(M, 1).contiguous()
+    ws = w_scale.float().reshape(1, -1).expand(1, N).contiguous()
+    b = None if bias is None else bias.to(torch.bfloat16)
+    return torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, bias=b).to(out_dtype)
 
 
 def _interpreted() -> bool:
@@ -136,68 +147,121 @@ def _interpreted() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _per_token_group_quant_kernel(x_ptr, q_ptr, s_ptr, K, G, stride_xm, stride_qm,
-                                      GROUP: tl.constexpr, BLOCK: tl.constexpr):
-        # One program per (row, group of GROUP columns); GROUP = K rounded up for plain per-token scales.
-        row = tl.program_id(0)
-        g = tl.program_id(1)
-        cols = g * GROUP + tl.arange(0, BLOCK)
-        mask = (cols < K) & (tl.arange(0, BLOCK) < GROUP)
-        x = tl.load(x_ptr + row * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
-        amax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-12)
-        scale = amax / 448.0
-        q = tl.minimum(tl.maximum(x / scale, -448.0), 448.0)
-        tl.store(q_ptr + row * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
-        tl.store(s_ptr + row * G + g, scale)
+    def _group_quant_kernel(x_ptr, q_ptr, s_ptr, K, G, n_groups, stride_xm, stride_qm,
+                            GROUP: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+        # Each program quantizes ROWS (token, group) pairs, r = token * G + g; GROUP = K for per-token scales.
+        r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        offs = tl.arange(0, BLOCK)
+        row = (r // G).to(tl.int64)
+        cols = (r % G)[:, None] * GROUP + offs[None, :]
+        mask = (r < n_groups)[:, None] & (cols < K) & (offs < GROUP)[None, :]
+        x = tl.load(x_ptr + row[:, None] * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
+        scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-12) / 448.0
+        q = tl.minimum(tl.maximum(x / scale[:, None], -448.0), 448.0)
+        tl.store(q_ptr + row[:, None] * stride_qm + cols, q.to(q_ptr.dtype.element_ty), mask=mask)
+        tl.store(s_ptr + r, scale, mask=r < n_groups)
 
     @triton.jit
-    def _block_fp8_gemm_kernel(x_ptr, w_ptr, y_ptr, xs_ptr, ws_ptr, b_ptr, M, N, K, KB,
-                               stride_xm, stride_wn, stride_ym, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                               SCALE_BN: tl.constexpr):
-        # y[m, n] = sum_kb (x_q[m, kb-block] . w_q[n, kb-block]) * xs[m, kb] * ws[n // SCALE_BN, kb]
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
+    def _amax_kernel(x_ptr, amax_ptr, numel, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + offs, mask=offs < numel, other=0.0).to(tl.float32)
+        tl.atomic_max(amax_ptr, tl.max(tl.abs(x), axis=0))
+
+    @triton.jit
+    def _tensor_quant_kernel(x_ptr, q_ptr, s_ptr, s_out_ptr, numel, FROM_AMAX: tl.constexpr, BLOCK: tl.constexpr):
+        # FROM_AMAX: s_ptr holds the tensor's amax (from _amax_kernel); each program derives the scale and
+        # program 0 writes it to s_out_ptr.
+        pid = tl.program_id(0)
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < numel
+        s = tl.load(s_ptr)
+        if FROM_AMAX:
+            s = tl.maximum(s, 1e-12) / 448.0
+            if pid == 0:
+                tl.store(s_out_ptr, s)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        q = tl.minimum(tl.maximum(x / s, -448.0), 448.0)
+        tl.store(q_ptr + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _fp8_gemm_kernel(x_ptr, w_ptr, y_ptr, xs_ptr, ws_ptr, b_ptr, M, N, K,
+                         stride_xm, stride_wn, stride_ym, stride_xsm, stride_xsk, stride_wsn, stride_wsk,
+                         HAS_BIAS: tl.constexpr, BLOCK_SCALED: tl.constexpr, EVEN_K: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr, INTERP_K_STEPS: tl.constexpr):
+        # BLOCK_SCALED: y[m, n] = sum_kb (x_q[m, kb] . w_q[n, kb]) * xs[m, kb] * ws[n // SCALE_BN, kb] with
+        # BLOCK_K the scale block; else y = (x_q . w_q) * xs[m] * ws[n] (stride 0 broadcasts a per-tensor scale).
+        pid = tl.program_id(0)
+        num_m = tl.cdiv(M, BLOCK_M)
+        num_n = tl.cdiv(N, BLOCK_N)
+        per_group = GROUP_M * num_n
+        first_m = (pid // per_group) * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % per_group) % size_m
+        pid_n = (pid % per_group) // size_m
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
+        m_ok = rm < M
+        n_ok = rn < N
+        a_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :]
+        b_ptrs = w_ptr + rn[None, :].to(tl.int64) * stride_wn + rk[:, None]
+        xs_ptrs = xs_ptr + rm * stride_xsm
+        ws_ptrs = ws_ptr + (rn // SCALE_BN) * stride_wsn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kb in range(0, KB):
-            k = kb * BLOCK_K + rk
-            a = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=(rm[:, None] < M) & (k[None, :] < K),
-                        other=0.0)
-            b = tl.load(w_ptr + rn[None, :] * stride_wn + k[:, None], mask=(rn[None, :] < N) & (k[:, None] < K),
-                        other=0.0)
-            if UPCAST:  # the CPU interpreter has no fp8 dot
-                part = tl.dot(a.to(tl.float32), b.to(tl.float32))
+        # Interpreted, the trip count is a constant: triton 3.6's interpreter cannot range() over a runtime
+        # scalar with numpy >= 2.4 (int() of a 1-element array).
+        for kb in range(0, INTERP_K_STEPS if INTERP_K_STEPS > 0 else tl.cdiv(K, BLOCK_K)):
+            if EVEN_K:
+                a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
+                b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
             else:
-                part = tl.dot(a, b)
-            xs = tl.load(xs_ptr + rm * KB + kb, mask=rm < M, other=0.0)
-            ws = tl.load(ws_ptr + (rn // SCALE_BN) * KB + kb, mask=rn < N, other=0.0)
-            acc += part * xs[:, None] * ws[None, :]
+                k_ok = rk < K - kb * BLOCK_K
+                a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs, mask=n_ok[None, :] & k_ok[:, None], other=0.0)
+            if BLOCK_SCALED:
+                xs = tl.load(xs_ptrs + kb * stride_xsk, mask=m_ok, other=0.0)
+                ws = tl.load(ws_ptrs + kb * stride_wsk, mask=n_ok, other=0.0)
+                acc += tl.dot(a, b) * xs[:, None] * ws[None, :]
+            else:
+                acc = tl.dot(a, b, acc)
+            a_ptrs += BLOCK_K
+            b_ptrs += BLOCK_K
+        if not BLOCK_SCALED:
+            xs = tl.load(xs_ptrs, mask=m_ok, other=0.0)
+            ws = tl.load(ws_ptrs, mask=n_ok, other=0.0)
+            acc = acc * xs[:, None] * ws[None, :]
         if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-                 mask=(rm[:, None] < M) & (rn[None, :] < N))
+            acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-def _need_triton():
+def _need_triton(*tensors: torch.Tensor) -> None:
     if triton is None:
-        raise RuntimeError("Triton is not installed: pip install 'quantbench[gpu]' or use backend=torch")
+        raise RuntimeError("Triton is not installed: pip install 'quantbench[gpu]', or use backend='torch'")
+    if not _interpreted() and any(not t.is_cuda for t in tensors):
+        raise ValueError("Triton FP8 kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU); "
+                         "use backend='torch' for CPU tensors")
+
+
+def _quant_out(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=torch.float32 if _interpreted() else FP8_DTYPE, device=x.device)
 
 
 def per_token_group_quant_fp8_triton(x: torch.Tensor, group_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused Triton amax/scale/saturate/cast, one scale per token per `group_size` columns."""
-    _need_triton()
+    """Fused Triton amax/scale/saturate/cast, one scale per token per `group_size` columns: (q, scale[M, G])."""
+    _need_triton(x)
     x = x.contiguous()
     M, K = x.shape
-    G = -(-K // group_size)
-    # Triton 3.9's CPU interpreter rounds float32 -> e4m3 wrongly where rounding crosses a power of two
-    # (126.4 -> 64): interpreted, the kernel writes the saturated float32 values and torch casts them.
-    q = torch.empty((M, K), dtype=torch.float32 if _interpreted() else FP8_DTYPE, device=x.device)
+    G = _cdiv(K, group_size)
+    q = _quant_out(x)
     s = torch.empty((M, G), dtype=torch.float32, device=x.device)
-    _per_token_group_quant_kernel[(M, G)](x, q, s, K, G, x.stride(0), q.stride(0), GROUP=group_size,
-                                          BLOCK=triton.next_power_of_2(group_size))
+    block = triton.next_power_of_2(group_size)
+    rows = max(1, 4096 // block)
+    _group_quant_kernel[(triton.cdiv(M * G, rows),)](
+        x, q, s, K, G, M * G, x.stride(0), q.stride(0), GROUP=group_size, BLOCK=block, ROWS=rows,
+        num_warps=min(max(rows * block // 512, 1), 16))
     return q.to(FP8_DTYPE), s
 
 
@@ -206,83 +270,171 @@ def per_token_quant_fp8_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return per_token_group_quant_fp8_triton(x, group_size=x.shape[-1])
 
 
-def fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size=(128, 128), bias=None, out_dtype=torch.bfloat16,
-                          block_m: int | None = None, block_n: int = 128) -> torch.Tensor:
-    """Block-scaled FP8 GEMM: x_q [M,K] with per-token-group scales [M, ceil(K/bk)], w_q [N,K] with [nb, kb]."""
-    _need_triton()
-    bn, bk = block_size
+def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = None
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton per-tensor quantization: dynamic (amax pass + cast pass) or static with `scale`: (q, scale[1])."""
+    _need_triton(x)
+    x = x.contiguous()
+    block = 4096
+    grid = (triton.cdiv(x.numel(), block),)
+    q = _quant_out(x)
+    if scale is None:
+        amax = torch.zeros(1, dtype=torch.float32, device=x.device)
+        s = torch.empty(1, dtype=torch.float32, device=x.device)
+        _amax_kernel[grid](x, amax, x.numel(), BLOCK=block, num_warps=8)
+        _tensor_quant_kernel[grid](x, q, amax, s, x.numel(), FROM_AMAX=True, BLOCK=block, num_warps=8)
+    else:
+        s = scale.float().reshape(1).contiguous()
+        _tensor_quant_kernel[grid](x, q, s, s, x.numel(), FROM_AMAX=False, BLOCK=block, num_warps=8)
+    return q.to(FP8_DTYPE), s
+
+
+def _gemm_config(M: int, block_scaled: bool) -> dict:
+    """Tiles and launch options by batch size: the best on average over Llama-3-8B shapes (H100, triton 3.6)."""
+    if block_scaled:
+        bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 3)
+    else:
+        bm, bn, warps, stages = (16, 64, 4, 4) if M <= 16 else (64, 128, 8, 3) if M <= 128 else (128, 256, 8, 3)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+
+
+def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config):
     M, K = x_q.shape
     N = w_q.shape[0]
-    KB = -(-K // bk)
-    if x_scale.shape != (M, KB) or w_scale.shape != (-(-N // bn), KB):
-        raise ValueError(f"block fp8 GEMM: scales {tuple(x_scale.shape)}/{tuple(w_scale.shape)} do not match "
-                         f"M={M}, N={N}, K={K}, block={block_size}; expected ({M}, {KB}) and ({-(-N // bn)}, {KB})")
-    if bn % block_n and block_n % bn:
-        raise ValueError(f"block fp8 GEMM: weight block rows {bn} and tile {block_n} must divide one another")
-    block_n = min(block_n, bn)
-    block_m = block_m or (16 if M <= 16 else 64 if M <= 64 else 128)
+    cfg = _gemm_config(M, block_scaled)
+    if block_m is not None:
+        cfg["BLOCK_M"] = block_m
+    if block_n is not None:
+        cfg["BLOCK_N"] = block_n
+    cfg.update(config or {})
+    if _interpreted():
+        cfg.pop("num_stages", None)
+    x_q, w_q = x_q.contiguous(), w_q.contiguous()
     y = torch.empty((M, N), dtype=out_dtype, device=x_q.device)
-    grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
-    _block_fp8_gemm_kernel[grid](
-        x_q, w_q, y, x_scale.float().contiguous(), w_scale.float().contiguous(), bias if bias is not None else y,
-        M, N, K, KB, x_q.stride(0), w_q.stride(0), y.stride(0), HAS_BIAS=bias is not None, UPCAST=_interpreted(),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=bk, SCALE_BN=bn)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _fp8_gemm_kernel[grid](
+        x_q, w_q, y, xs, ws, bias if bias is not None else y, M, N, K,
+        x_q.stride(0), w_q.stride(0), y.stride(0), xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1),
+        HAS_BIAS=bias is not None, BLOCK_SCALED=block_scaled, EVEN_K=K % block_k == 0, BLOCK_K=block_k,
+        SCALE_BN=scale_bn, GROUP_M=8, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
     return y
 
 
+def _pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+def fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size=(128, 128), bias=None, out_dtype=torch.bfloat16,
+                          block_m: int | None = None, block_n: int | None = None, config: dict | None = None
+                          ) -> torch.Tensor:
+    """Block-scaled FP8 GEMM: x_q [M,K] with per-token-group scales [M, ceil(K/bk)], w_q [N,K] with [nb, kb]."""
+    bn, bk = block_size
+    M, K = x_q.shape
+    N = w_q.shape[0]
+    KB, NB = _cdiv(K, bk), _cdiv(N, bn)
+    if tuple(x_scale.shape) != (M, KB) or tuple(w_scale.shape) != (NB, KB):
+        raise ValueError(f"block fp8 GEMM: scales {tuple(x_scale.shape)}/{tuple(w_scale.shape)} do not match "
+                         f"M={M}, N={N}, K={K}, block={tuple(block_size)}; expected ({M}, {KB}) and ({NB}, {KB})")
+    if not (_pow2(bk) and bk >= 32 and _pow2(bn)):
+        raise ValueError(f"block fp8 GEMM: block {tuple(block_size)} needs powers of two with bk >= 32 "
+                         "(one K step per scale block); use backend='torch'")
+    _need_triton(x_q, w_q)
+    return _launch_gemm(x_q, w_q, x_scale.float().contiguous(), w_scale.float().contiguous(), bias, out_dtype,
+                        True, bk, bn, block_m, block_n, config)
+
+
+def fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.bfloat16,
+                           block_m: int | None = None, block_n: int | None = None, config: dict | None = None
+                           ) -> torch.Tensor:
+    """FP8 GEMM with per-tensor or per-token x scales ([1] / [M,1]) and per-tensor or per-channel w ([1] / [N,1])."""
+    M, K = x_q.shape
+    N = w_q.shape[0]
+    if x_scale.numel() not in (1, M) or w_scale.numel() not in (1, N):
+        raise ValueError(f"fp8 scaled GEMM: scales of {x_scale.numel()} and {w_scale.numel()} elements; expected "
+                         f"1 or M={M} for x and 1 or N={N} for w (block scales: fp8_block_gemm_triton)")
+    _need_triton(x_q, w_q)
+    xs = x_scale.float().reshape(-1, 1).expand(M, 1)  # stride 0 when per tensor
+    ws = w_scale.float().reshape(-1, 1).expand(N, 1)
+    return _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, False, 128, 1, block_m, block_n, config)
+
+
 def _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size, use_triton):
+    if activation_scheme not in ("dynamic", "static"):
+        raise ValueError(f"fp8_linear: activation_scheme={activation_scheme!r}; use 'dynamic' or 'static'")
+    if act_granularity not in ("tensor", "token"):
+        raise ValueError(f"fp8_linear: act_granularity={act_granularity!r}; use 'tensor' or 'token'")
+    if activation_scheme == "static":
+        if input_scale is None:
+            raise ValueError("fp8_linear: activation_scheme='static' needs input_scale (calibrate, or load it "
+                             "from the checkpoint)")
+        if block_size is not None or act_granularity != "tensor":
+            raise ValueError("fp8_linear: static activation scales are per tensor and block-scaled weights take "
+                             "dynamic per-token-group activations; use activation_scheme='dynamic'")
+        if use_triton:
+            return per_tensor_quant_fp8_triton(x, input_scale)
+        return quantize_fp8_static(x, input_scale), input_scale.float().reshape(1)
     if block_size is not None:
         if use_triton:
             return per_token_group_quant_fp8_triton(x, block_size[1])
         return quantize_fp8_per_token_group(x, block_size[1])
-    if activation_scheme == "static":
-        if input_scale is None:
-            raise ValueError("fp8 static activation scheme needs input_scale (calibrate, or load it from the "
-                             "checkpoint)")
-        return quantize_fp8_static(x, input_scale), input_scale.float().reshape(1)
     if act_granularity == "token":
         return per_token_quant_fp8_triton(x) if use_triton else quantize_fp8_per_token(x)
-    return quantize_fp8_per_tensor(x)
+    return per_tensor_quant_fp8_triton(x) if use_triton else quantize_fp8_per_tensor(x)
 
 
 def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, activation_scheme: str = "dynamic",
                act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
                block_size: tuple[int, int] | None = None, bias: torch.Tensor | None = None, backend: str = "auto",
                out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """y = x @ dequant(w_q)^T (+ bias) with activations quantized to fp8 as the scheme says.
+    """y = x @ dequant(w_q)^T (+ bias) for x [M, K], w_q [N, K], activations quantized as the scheme says.
 
-    backend: auto picks torch._scaled_mm (per-tensor/row-wise on FP8 GPUs), the Triton block GEMM (block
-    scales on GPU), or the float32 emulation (CPU, or anything else); torch/triton/scaled_mm force one.
+    backend: auto picks torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and N multiples of 16),
+    the Triton GEMMs (block scales, or other shapes on an FP8 GPU), else the float32 emulation ('torch').
     """
     if x.dim() != 2 or w_q.dim() != 2 or x.shape[1] != w_q.shape[1]:
-        raise ValueError(f"fp8_linear: x {tuple(x.shape)} and weight {tuple(w_q.shape)} do not chain ([M,K] @ [N,K]^T)")
+        raise ValueError(f"fp8_linear: x {tuple(x.shape)} and weight {tuple(w_q.shape)} do not chain "
+                         "([M, K] @ [N, K]^T); flatten leading dims of x first")
     if w_q.dtype != FP8_DTYPE:
-        raise ValueError(f"fp8_linear: weight dtype {w_q.dtype}, expected {FP8_DTYPE}")
+        raise ValueError(f"fp8_linear: weight dtype {w_q.dtype}, expected {FP8_DTYPE} (quantize it first)")
+    M, K = x.shape
+    N = w_q.shape[0]
+    if block_size is not None:
+        block_size = tuple(block_size)
+        want = (_cdiv(N, block_size[0]), _cdiv(K, block_size[1]))
+        if tuple(w_scale.shape) != want:
+            raise ValueError(f"fp8_linear: block scales {tuple(w_scale.shape)} for weight {(N, K)} and block "
+                             f"{block_size}; expected {want}")
+    elif w_scale.numel() not in (1, N):
+        raise ValueError(f"fp8_linear: weight scale of {w_scale.numel()} elements for N={N}; expected 1 (per tensor)"
+                         f" or N (per channel); pass block_size for block scales")
     out_dtype = out_dtype or x.dtype
-    on_gpu = x.is_cuda
+    gpu = fp8_supported(x.device)
     if backend == "auto":
-        if not on_gpu:
+        if not gpu or triton is None and block_size is not None:
             backend = "torch"
-        elif block_size is not None:
-            backend = "triton" if triton is not None else "torch"
-        elif fp8_supported(x.device) and x.shape[1] % 16 == 0 and w_q.shape[0] % 16 == 0:
+        elif block_size is None and K % 16 == 0 and N % 16 == 0:
             backend = "scaled_mm"
         else:
-            backend = "torch"
+            backend = "triton" if triton is not None else "torch"
     if backend not in ("torch", "triton", "scaled_mm"):
-        raise ValueError(f"fp8_linear: backend={backend!r}; use auto, torch, triton or scaled_mm")
-    if backend == "scaled_mm" and block_size is not None:
-        raise ValueError("fp8_linear: torch._scaled_mm takes per-tensor or row-wise scales, not blocks; "
-                         "use backend=triton or torch")
-    if backend == "triton" and block_size is None:
-        raise ValueError("fp8_linear: the Triton FP8 GEMM serves block-scaled weights; use scaled_mm or torch")
-    use_triton_quant = backend != "torch" and triton is not None and (on_gpu or _interpreted())
+        raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'torch', 'triton' or 'scaled_mm'")
+    if backend == "scaled_mm":
+        if block_size is not None:
+            raise ValueError("fp8_linear: torch._scaled_mm takes per-tensor or row-wise scales, not blocks; "
+                             "use backend='triton' or 'torch'")
+        if not gpu:
+            raise ValueError("fp8_linear: torch._scaled_mm needs a CUDA GPU with compute capability >= 8.9; "
+                             "use backend='torch'")
+    if backend == "triton" and not (gpu or _interpreted()):
+        raise ValueError("fp8_linear: the Triton FP8 GEMMs need a CUDA GPU with compute capability >= 8.9 "
+                         "(or TRITON_INTERPRET=1 on CPU); use backend='torch'")
+    use_triton_quant = backend != "torch" and triton is not None
     x_q, x_scale = _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size,
                                         use_triton_quant)
     if backend == "scaled_mm":
-        if not fp8_supported(x.device):
-            raise ValueError("fp8_linear: torch._scaled_mm needs a CUDA GPU with compute capability >= 8.9")
         return scaled_mm(x_q, w_q, x_scale, w_scale, bias, out_dtype)
     if backend == "triton":
-        return fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size, bias, out_dtype)
+        if block_size is not None:
+            return fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size, bias, out_dtype)
+        return fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias, out_dtype)
     return fp8_linear_ref(x_q, x_scale, w_q, w_scale, bias, out_dtype, block_size)

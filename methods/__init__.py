@@ -9,6 +9,7 @@ from methods import none as _none  # noqa: E402,F401
 from methods import fp8 as _fp8  # noqa: E402,F401
 from methods import compressed_tensors as _ct  # noqa: E402,F401
 from methods import gptq as _gptq  # noqa: E402,F401
+from methods import awq as _awq  # noqa: E402,F401
 
 __all__ = ["CheckpointError", "LinearMethodBase", "QuantLinear", "QuantizationConfig", "UnknownMethodError",
            "get_method_class", "known_methods", "load_state_into_model", "quantize_model", "register_method",

@@ -1,22 +1,46 @@
-"""The GPTQ linear method: registers a layer's checkpoint tensors, checks them after loading, computes y = x W^T.
+"""The GPTQ linear method: registers a layer's checkpoint tensors, repacks them for the W4A16 kernel after
+loading, and computes y = x W^T with kernels.w4a16.
 
-PROVISIONAL: plain-torch dequantize-then-matmul until kernels/w4a16.py lands.
+What a layer holds after process_weights_after_loading (the kernel's canonical layout, kernels/w4a16.py):
+  qweight  int32 [K / P, N]  the checkpoint's qweight unchanged (the kernel reads GPTQ's packing as is)
+  scales   fp16  [G, N]      unchanged
+  zeros    fp16 or fp32 [G, N]  zs = z * s, the true zero points (v1's +1 applied) pre-multiplied by their scales;
+                             fp16 when that is exact for every group (always for sym: z = 2^(bits-1)), else fp32
+                             (exact: an 11-bit scale times a <= 9-bit zero fits fp32's 24-bit mantissa), so the
+                             kernel's q * s - zs equals s * (q - z) exactly, the weight the checkpoint describes
+  g_idx    int32 [K]         unchanged; handed to the kernel only when it differs from k // group_size (act-order)
+  qzeros   int32 [G, N / P]  unchanged and unused by the kernel: kept so export writes the checkpoint back bit for
+                             bit (it is 1/group_size of qweight's size)
+
+Shapes: K and N must be multiples of 32 / bits (the checkpoint packing itself needs that); create_weights says so.
+The kernel serves every other shape and g_idx. backend=torch (or a CPU tensor under backend=auto) runs the
+kernel module's plain-torch reference instead of Triton.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from kernels import w4a16
 from methods.base import LinearMethodBase, QuantLinear
 from methods.gptq import format as fmt
 from methods.loader import CheckpointError
+
+CHECKPOINT_KEYS = ("qweight", "qzeros", "scales", "g_idx")
+
+
+def kernel_zeros(zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Integer zero points [G, N] -> the kernel's zs = z * s: in the scales' dtype when exact, else fp32."""
+    zs = w4a16.premultiply_zeros(zeros, scales, dtype=torch.float32)
+    narrow = zs.to(scales.dtype)
+    return narrow if torch.equal(narrow.float(), zs) else zs
 
 
 class GPTQLinearMethod(LinearMethodBase):
     def __init__(self, bits: int, group_size: int, checkpoint_format: str, backend: str = "auto"):
         self.bits, self.group_size = bits, group_size
         self.checkpoint_format, self.backend = checkpoint_format, backend
+        self.act_order = False  # set per layer by process_weights_after_loading
 
     def create_weights(self, layer: QuantLinear) -> None:
         per = fmt.codes_per_word(self.bits)
@@ -31,25 +55,28 @@ class GPTQLinearMethod(LinearMethodBase):
         layer.register("scales", layer.new_tensor((groups, n), torch.float16))
         layer.register("g_idx", layer.new_tensor((k,), torch.int32))
 
-    def unpacked(self, layer: QuantLinear) -> fmt.GPTQLayer:
-        return fmt.from_checkpoint(layer.qweight, layer.qzeros, layer.scales, layer.g_idx, self.bits,
-                                   self.checkpoint_format)
-
     def process_weights_after_loading(self, layer: QuantLinear) -> None:
         try:
-            q = self.unpacked(layer)
+            q = fmt.from_checkpoint(layer.qweight, layer.qzeros, layer.scales, layer.g_idx, self.bits,
+                                    self.checkpoint_format)
         except fmt.GPTQFormatError as e:
-            raise CheckpointError(f"{e}; the checkpoint does not match its quantization_config") from None
-        if not torch.isfinite(q.scales).all():
-            raise CheckpointError("gptq: scales contain inf/nan; the checkpoint is corrupt")
+            raise CheckpointError(f"{e}; the tensors do not match the checkpoint's quantization_config") from None
+        if not torch.isfinite(layer.scales).all():
+            raise CheckpointError("gptq: scales hold inf/nan; the checkpoint is corrupt")
+        layer.register("zeros", kernel_zeros(q.zeros, layer.scales.data))
+        default = fmt.default_g_idx(layer.in_features, self.group_size, device=layer.g_idx.device)
+        # Contiguous groups take the kernel's faster path (g_idx=None); act-order passes g_idx.
+        self.act_order = not torch.equal(layer.g_idx.data, default)
 
     def checkpoint_tensors(self, layer: QuantLinear) -> dict[str, torch.Tensor]:
         """The layer's tensors in the checkpoint layout (what export writes)."""
-        out = {k: getattr(layer, k).detach() for k in ("qweight", "qzeros", "scales", "g_idx")}
+        out = {key: getattr(layer, key).detach() for key in CHECKPOINT_KEYS}
         if layer.bias is not None:
             out["bias"] = layer.bias.detach().to(torch.float16)
         return out
 
     def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-        w = self.unpacked(layer).dequantize().to(x.dtype)
-        return F.linear(x, w, layer.bias)
+        g_idx = layer.g_idx if self.act_order else None
+        bias = layer.bias.to(x.dtype) if layer.bias is not None else None
+        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, g_idx, self.group_size, self.bits,
+                                  bias, backend=self.backend, validate=False)

@@ -14,12 +14,13 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from methods.base import LinearMethodBase, QuantizationConfig, QuantLinear, register_method
+from methods.base import LinearMethodBase, QuantizationConfig, register_method
 from methods.gptq import format as fmt
 from methods.gptq.linear import GPTQLinearMethod
 from methods.gptq.quantizer import QuantSpec
 
 ALGORITHMS = ("gptq", "rtn")
+BACKENDS = ("auto", "triton", "torch")  # kernels.w4a16.w4a16_matmul
 
 
 @register_method("gptq")
@@ -50,12 +51,13 @@ class GPTQConfig(QuantizationConfig):
     block_size: int = 128
     calibration_samples: int = 128
     calibration_seq_len: int = 512
-    # W4A16 kernel backend; see kernels/w4a16.py.
+    # W4A16 kernel backend: auto (Triton on GPU, torch on CPU), triton or torch; see kernels/w4a16.py.
     backend: str = "auto"
 
     @classmethod
     def ignored_keys(cls) -> tuple[str, ...]:
-        # Written by AutoGPTQ/GPTQModel/transformers; none changes how the tensors are read.
+        # Written by AutoGPTQ/GPTQModel/transformers; none changes how the tensors are read (from_dict rejects
+        # the few that would when they are set: lm_head, dynamic, modules_in_block_to_quantize, is_marlin_format).
         return ("model_name_or_path", "model_file_base_name", "is_marlin_format", "meta", "pack_dtype", "lm_head",
                 "dynamic", "tokenizer", "dataset", "use_cuda_fp16", "model_seqlen", "block_name_to_quantize",
                 "module_name_preceding_first_block", "batch_size", "pad_token_id", "use_exllama",
@@ -95,6 +97,8 @@ class GPTQConfig(QuantizationConfig):
             raise ValueError(f"gptq: algorithm={self.algorithm!r} is not supported; use one of {list(ALGORITHMS)}")
         if not 0 < self.damp_percent <= 1:
             raise ValueError(f"gptq: damp_percent={self.damp_percent} must lie in (0, 1]")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"gptq: backend={self.backend!r} is not supported; use one of {list(BACKENDS)}")
         if self.block_size <= 0:
             raise ValueError(f"gptq: block_size={self.block_size} must be positive")
         if self.algorithm == "rtn" and self.desc_act:
@@ -114,6 +118,10 @@ class GPTQConfig(QuantizationConfig):
         d.pop("backend")
         return d | {"quant_method": "gptq"}
 
+    def extra_config_files(self) -> dict[str, dict]:
+        """AutoGPTQ reads the quantization config from quantize_config.json rather than config.json."""
+        return {"quantize_config.json": self.checkpoint_config()}
+
     def get_linear_method(self) -> LinearMethodBase:
         return GPTQLinearMethod(bits=self.bits, group_size=self.group_size,
                                 checkpoint_format=self.checkpoint_format, backend=self.backend)
@@ -123,28 +131,33 @@ class GPTQConfig(QuantizationConfig):
 
     def prepare_model(self, model: nn.Module, calibration: Optional[Sequence[torch.Tensor]] = None,
                       progress: bool = True) -> list[str]:
-        """Quantize every non-skipped nn.Linear (GPTQ block by block on `calibration`, or RTN), then swap each for
-        a QuantLinear filled through the checkpoint path: checkpoint tensors -> load -> process."""
-        from methods.gptq.sequential import quantize_sequential
+        """Quantize every non-skipped nn.Linear (GPTQ block by block on `calibration`, or RTN) and swap each for a
+        QuantLinear filled through the checkpoint path: checkpoint tensors -> load -> process. Under GPTQ the
+        swap happens as soon as a layer is quantized, so later layers calibrate on what the kernel computes."""
         from methods.gptq.quantizer import rtn
+        from methods.gptq.sequential import quantize_sequential
         from methods.loader import linear_layers
 
-        targets = list(linear_layers(model, self))
-        layers: dict[str, fmt.GPTQLayer] = {}
+        targets = [name for name, _ in linear_layers(model, self)]
+        done: set[str] = set()
         if self.algorithm == "gptq":
             if not calibration:
                 raise ValueError("gptq needs calibration batches (the harness passes method.calibration_samples "
                                  "windows of the dataset's calibration text); or use method=rtn")
-            results = quantize_sequential(model, self.spec, calibration, self.is_skipped,
-                                          true_sequential=self.true_sequential, progress=progress)
-            layers = {name: r.layer for name, r in results.items()}
-            outside = [name for name, _ in targets if name not in layers]
+
+            def install(name, linear, result):
+                install_layer(model, self, name, result.layer)
+                done.add(name)
+
+            quantize_sequential(model, self.spec, calibration, self.is_skipped, true_sequential=self.true_sequential,
+                                progress=progress, on_layer=install)
+            outside = [name for name in targets if name not in done]
             if outside:
                 warnings.warn(f"gptq: {outside} lie outside the decoder blocks; they are quantized by RTN")
-        for name, linear in targets:
-            if name not in layers:
-                layers[name] = rtn(linear.weight, self.spec)
-        return install_layers(model, self, {n: layers[n] for n, _ in targets}, progress=progress)
+        for name in targets:
+            if name not in done:
+                install_layer(model, self, name, rtn(model.get_submodule(name).weight, self.spec))
+        return targets
 
 
 @register_method("rtn")
@@ -160,18 +173,12 @@ class RTNConfig(GPTQConfig):
         super().validate()
 
 
-def install_layers(model: nn.Module, config: GPTQConfig, layers: dict[str, fmt.GPTQLayer],
-                   progress: bool = True) -> list[str]:
-    """Replace each named nn.Linear by a GPTQ QuantLinear loaded from its checkpoint tensors."""
-    from tqdm.auto import tqdm
-
+def install_layer(model: nn.Module, config: GPTQConfig, name: str, layer: fmt.GPTQLayer) -> None:
+    """Replace the nn.Linear `name` by a GPTQ QuantLinear loaded from `layer`'s checkpoint tensors."""
     from methods.loader import _empty_quant_linear, _set_submodule, load_layer_tensors
 
-    for name, layer in tqdm(layers.items(), desc="gptq pack", disable=not progress, leave=False):
-        linear = model.get_submodule(name)
-        tensors = fmt.to_checkpoint(layer, config.checkpoint_format, bias=linear.bias)
-        q = _empty_quant_linear(linear, config)
-        load_layer_tensors(q, tensors, name)
-        q.method.process_weights_after_loading(q)
-        _set_submodule(model, name, q)
-    return list(layers)
+    linear = model.get_submodule(name)
+    q = _empty_quant_linear(linear, config)
+    load_layer_tensors(q, fmt.to_checkpoint(layer, config.checkpoint_format, bias=linear.bias), name)
+    q.method.process_weights_after_loading(q)
+    _set_submodule(model, name, q)

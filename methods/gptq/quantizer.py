@@ -21,7 +21,6 @@ Where we differ from AutoGPTQ, on purpose:
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import torch
@@ -206,10 +205,10 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
             q = scales[g] * (c - zeros[g])
             codes[:, col] = c
             e = (x - q) / d
-            loss += (e.double() ** 2).sum() / 2
             w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+        loss += (err1.double() ** 2).sum() / 2
 
     g_idx = visit_group.to(torch.int32)
     if perm is not None:

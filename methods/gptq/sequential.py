@@ -2,8 +2,9 @@
 
 Calibration token batches run through the embeddings once; the first block's inputs are captured and then, for
 each block in turn: capture the inputs of its linear layers (forward hooks, Hessians accumulated on the fly),
-quantize them, write the dequantized weights back into the block, and run the now-quantized block to produce
-the next block's inputs. Each block therefore sees the errors of the quantized blocks before it.
+quantize them, put the quantized layers in place (`on_layer`: a QuantLinear under prepare_model), and run the
+now-quantized block to produce the next block's inputs. Each block therefore sees the errors of the quantized
+blocks before it. Memory: the calibration hidden states of one block boundary, plus one stage's Hessians.
 
 true_sequential=True quantizes a Llama-style block in four stages, each calibrated on inputs that already pass
 through the stages quantized before it: q/k/v (one shared Hessian), o_proj, up/gate (shared), down_proj. A
@@ -136,33 +137,36 @@ def stage_hessians(block: nn.Module, layers: dict[str, nn.Linear], samples: Sequ
     return {n: hessians[shared_with.get(n, n)] for n in layers}
 
 
+def write_dequantized(name: str, linear: nn.Linear, result: GPTQResult) -> None:
+    """Default `on_layer`: keep the nn.Linear, holding its dequantized weight from now on."""
+    linear.weight.data = result.layer.dequantize().to(device=linear.weight.device, dtype=linear.weight.dtype)
+
+
 @torch.no_grad()
 def quantize_sequential(model: nn.Module, spec: QuantSpec, batches: Sequence[torch.Tensor],
-                        is_skipped: Callable[[str], bool], true_sequential: bool = True,
-                        progress: bool = True) -> dict[str, GPTQResult]:
-    """GPTQ every (non-skipped) nn.Linear inside the decoder blocks; returns {qualified name: result}.
+                        is_skipped: Callable[[str], bool], true_sequential: bool = True, progress: bool = True,
+                        on_layer: Callable[[str, nn.Linear, GPTQResult], None] = write_dequantized) -> dict[str, float]:
+    """GPTQ every (non-skipped) nn.Linear inside the decoder blocks, block by block; returns {name: GPTQ loss}.
 
-    The model is changed in place: each quantized layer's weight becomes its dequantized weight (so later
-    blocks calibrate on the quantized model). Linear layers outside the blocks are left alone."""
+    After each stage, `on_layer(qualified name, linear, result)` must make the model compute with the quantized
+    layer (the default writes the dequantized weight into the nn.Linear; GPTQConfig.prepare_model swaps in the
+    QuantLinear), so the following stages and blocks calibrate on the quantized model. Linear layers outside
+    the blocks are left alone."""
     prefix, blocks = decoder_blocks(model)
     device = next(model.parameters()).device
     samples = capture_first_block_inputs(model, blocks[0], batches, device)
     if not samples:
         raise ValueError("gptq: no calibration batches")
-    results: dict[str, GPTQResult] = {}
-    bar = tqdm(total=len(blocks), desc="gptq", disable=not progress, leave=False)
-    for b, block in enumerate(blocks):
+    losses: dict[str, float] = {}
+    for b, block in enumerate(tqdm(blocks, desc="gptq", disable=not progress, leave=False)):
         names = [n for n, m in block.named_modules()
                  if isinstance(m, nn.Linear) and not is_skipped(f"{prefix}.{b}.{n}")]
         for stage in stages(names, true_sequential):
             layers = {n: block.get_submodule(n) for n in stage}
             hessians = stage_hessians(block, layers, samples)
             for n, layer in layers.items():
-                res = gptq(layer.weight, hessians[n].value(), spec)
-                layer.weight.data = res.layer.dequantize().to(device=layer.weight.device, dtype=layer.weight.dtype)
-                results[f"{prefix}.{b}.{n}"] = res
-            del hessians
+                result = gptq(layer.weight, hessians.pop(n).value(), spec)
+                on_layer(f"{prefix}.{b}.{n}", layer, result)
+                losses[f"{prefix}.{b}.{n}"] = result.loss
         samples = [(_run(block, s), s[1], s[2]) for s in samples]
-        bar.update(1)
-    bar.close()
-    return results
+    return losses
