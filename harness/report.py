@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+import methods
 
 from harness.records import RecordError, load_frame
 
@@ -30,12 +33,36 @@ COLUMNS = {
 }
 
 
+def _defaults(method: str) -> dict:
+    """The registered method's option defaults (empty for an unknown method name)."""
+    try:
+        cls = methods.get_method_class(method)
+    except Exception:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def _fmt(v) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def _scheme(row: pd.Series) -> str:
-    """The method's options as written to its quantization_config, e.g. `weight_granularity=channel`."""
+    """The method's options that differ from its defaults, e.g. `weight_granularity=channel` ("-": defaults)."""
     skip = {"method.quant_method", "method.modules_to_not_convert"}
-    parts = [f"{c.split('.', 1)[1]}={row[c]}" for c in row.index
-             if c.startswith("method.") and c not in skip and pd.notna(row[c])]
+    defaults = _defaults(str(row.get("config.method.quant_method", "")))
+    parts = []
+    for c in row.index:
+        if not c.startswith("method.") or c in skip or not _present(row[c]):
+            continue
+        key = c.split(".", 1)[1]
+        if key in defaults and _fmt(defaults[key]) == _fmt(row[c]):
+            continue
+        parts.append(f"{key}={_fmt(row[c])}")
     return ", ".join(sorted(parts)) or "-"
+
+
+def _present(v) -> bool:
+    return not (isinstance(v, float) and pd.isna(v)) and v is not None
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
