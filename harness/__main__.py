@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import register_configs
@@ -16,7 +17,18 @@ def main(cfg: DictConfig) -> None:
     from harness.runner import run
 
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    record = run(plain, extra_dirs=[HydraConfig.get().runtime.output_dir])
+    hc = HydraConfig.get()
+    try:
+        record = run(plain, extra_dirs=[hc.runtime.output_dir])
+    except Exception as e:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # One failed sweep point (its record says why) must not stop the others.
+        print(f"[quantbench] FAILED {' '.join(hc.overrides.task)}: {type(e).__name__}: {e}")
+        return
+    if record.get("skipped"):
+        print(f"[quantbench] skipped (already recorded, force=true re-runs): {record['paths'][0]}")
+        return
     m = record["metrics"]
     parts = [f"method={record['method']['quant_method']}"]
     if "perplexity" in m:

@@ -86,6 +86,8 @@ class RunConf:
     # model.name_or_path=<dir>); None = don't save.
     export_dir: Optional[str] = None
     progress: bool = True
+    # Re-run even when results_dir already holds an ok record of this config, code version and machine.
+    force: bool = False
 
 
 def register_configs() -> None:

@@ -24,9 +24,14 @@ class RecordError(ValueError):
     """A file that is not a valid result record."""
 
 
+# Run plumbing: where records and checkpoints go, progress bars, re-run policy. Not part of what was measured.
+PLUMBING_KEYS = ("results_dir", "export_dir", "progress", "force")
+
+
 def config_hash(config: dict) -> str:
-    """Stable hash of the resolved config (what the run measured, not where it ran)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    """Stable hash of the resolved config (what the run measured, not where it ran or where it wrote)."""
+    measured = {k: v for k, v in config.items() if k not in PLUMBING_KEYS}
+    blob = json.dumps(measured, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -122,6 +127,25 @@ def write_record(record: dict, directory: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def find_done(directory: str | os.PathLike, config_hash: str, env: dict) -> Path | None:
+    """A successful run record in `directory` for the same config hash, code version (git sha, clean tree) and
+    machine (GPU, or host when on CPU); None if there is none. Unreadable files are passed over."""
+    if not env.get("git_sha") or env.get("git_dirty"):
+        return None  # uncommitted code: no version to match against
+    machine = ("gpu", "host") if env.get("gpu") in (None, "cpu") else ("gpu",)
+    for path in sorted(Path(directory).glob("*.json"), reverse=True):
+        try:
+            r = read_record(path)
+        except RecordError:
+            continue
+        e = r.get("env") or {}
+        if (r.get("kind") == "run" and r.get("status") == "ok" and r.get("config_hash") == config_hash
+                and e.get("git_sha") == env["git_sha"] and not e.get("git_dirty")
+                and all(e.get(k) == env.get(k) for k in machine)):
+            return path
+    return None
 
 
 def validate(record: Any) -> dict:

@@ -57,9 +57,16 @@ class _Phases:
 def run(cfg: dict, extra_dirs: list[str] | None = None) -> dict:
     """Run one configuration (a resolved plain dict) and write its record; returns the record.
 
-    A failure still writes a record with status=failed and the error, then re-raises.
+    A failure still writes a record with status=failed and the error, then re-raises. A configuration already
+    recorded as ok in results_dir by the same code on the same machine is skipped (its record is returned, with
+    `skipped: True`) unless cfg["force"].
     """
     record = records.new_record(cfg)
+    if not cfg.get("force") and Path(cfg["results_dir"]).is_dir():
+        done = records.find_done(cfg["results_dir"], record["config_hash"], record["env"])
+        if done is not None:
+            old = records.read_record(done)
+            return old | {"paths": [str(done)], "skipped": True}
     prog = "python -m harness" if Path(sys.argv[0]).name == "__main__.py" else Path(sys.argv[0]).name
     record["command"] = " ".join([prog, *sys.argv[1:]])
     phase = _Phases(record["timings"])
