@@ -3,7 +3,7 @@
 # $OUT/h100 so a time-out loses nothing):
 #   A  carry .whl + .assets/a   kernel tests on CUDA
 #   B  carry .whl + .assets/b   baseline, RTN, GPTQ, AWQ on the full corpus (perplexity + throughput)
-#   C  carry .whl               GPTQ/AWQ/RTN option variants, perplexity only
+#   C  carry .whl (+ .assets/b when B did not run)   GPTQ/AWQ/RTN option variants, perplexity only
 source .ci/gpu/env.sh || exit 1
 mkdir -p $OUT/h100
 run() { timeout 200 python3 -m harness "$@" model=llama results_dir=$OUT/h100 progress=false 2>&1 | grep -E "quantbench\]|Error" | tail -2; }
@@ -15,13 +15,12 @@ B) for m in "method=none" "method=rtn" "method=gptq" "method=awq" "method=rtn me
             "method=gptq method.desc_act=true" "method=gptq method.sym=false"; do run $m; done ;;
 C) P=bench=perplexity
    run method=gptq method.sym=false method.desc_act=true $P
-   run method=rtn method.group_size=64 method.sym=false $P
-   run method=awq method.group_size=64 $P
-   run method=gptq method.sym=false method.damp_percent=0.001 $P
    run method=gptq method.sym=false method.damp_percent=0.1 $P
-   run method=gptq method.sym=false method.calibration_seq_len=2048 $P
-   run method=gptq method.desc_act=true method.calibration_seq_len=2048 $P
    run method=gptq method.sym=false method.true_sequential=false $P
+   run method=gptq method.sym=false method.calibration_seq_len=2048 $P
+   run method=gptq method.sym=false $P
+   run method=awq method.group_size=64 $P
+   run method=rtn method.group_size=64 method.sym=false $P
    run method=gptq method.bits=8 $P
    run method=rtn method.bits=8 $P ;;
 esac
