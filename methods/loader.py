@@ -77,11 +77,17 @@ def quantize_model(model: nn.Module, qconfig: QuantizationConfig, progress: bool
     """Online path: replace each nn.Linear by a QuantLinear filled from its own weights, then process it."""
     targets = list(linear_layers(model, qconfig))
     for name, linear in tqdm(targets, desc=f"quantize [{qconfig.name}]", disable=not progress, leave=False):
-        layer = _empty_quant_linear(linear, qconfig)
-        load_layer_tensors(layer, dict(linear.state_dict()), name)
-        layer.method.process_weights_after_loading(layer)
-        _set_submodule(model, name, layer)
+        install_quantized(model, qconfig, name, dict(linear.state_dict()))
     return [n for n, _ in targets]
+
+
+def install_quantized(model: nn.Module, qconfig: QuantizationConfig, name: str,
+                      tensors: Mapping[str, torch.Tensor]) -> None:
+    """Replace the nn.Linear `name` by a QuantLinear loaded from `tensors` (its checkpoint layout), processed."""
+    layer = _empty_quant_linear(model.get_submodule(name), qconfig)
+    load_layer_tensors(layer, tensors, name)
+    layer.method.process_weights_after_loading(layer)
+    _set_submodule(model, name, layer)
 
 
 def load_state_into_model(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:

@@ -17,13 +17,7 @@ CHECKPOINT_CONFIG = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_p
                      "modules_to_not_convert": None}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP's spinning slows them 100x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama():

@@ -18,13 +18,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's order_map in WQLinear_GEMM.from_linear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP's spinning slows them 100x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def word(x: int) -> int:

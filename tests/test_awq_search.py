@@ -13,13 +13,7 @@ from methods.awq.search import (SearchOptions, apply_clip, awq_spec, fake_quanti
 from methods.gptq.quantizer import rtn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP's spinning slows them 100x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama(kv_heads=4, seed=0):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from methods.awq.scaling import ScaleGroup, apply_scale, scale_groups
 from methods.awq.search import SearchOptions, apply_clip, clips, sample_tokens, search_clip, search_scale
 from methods.gptq.quantizer import QuantSpec
-from methods.gptq.sequential import Sample, capture_first_block_inputs, decoder_blocks
+from methods.gptq.sequential import Sample, as_sample, capture_first_block_inputs, decoder_blocks
 from methods.gptq.sequential import _run as run_module
 
 
@@ -31,11 +31,7 @@ def capture(block: nn.Module, modules: dict[str, nn.Module],
 
     def make_hook(name: str):
         def hook(module, args, kwargs):
-            if args:
-                seen[name].append((args[0], tuple(args[1:]), dict(kwargs)))
-            else:
-                kwargs = dict(kwargs)
-                seen[name].append((kwargs.pop("hidden_states"), (), kwargs))
+            seen[name].append(as_sample(args, kwargs))
         return hook
 
     handles = [m.register_forward_pre_hook(make_hook(n), with_kwargs=True) for n, m in modules.items()]

@@ -142,11 +142,8 @@ class AWQConfig(QuantizationConfig):
 def install_layer(model: nn.Module, config: AWQConfig, name: str, linear: nn.Linear) -> None:
     """RTN-quantize `linear` on the AWQ grid and replace it by an AWQ QuantLinear loaded from those tensors."""
     from methods.gptq.quantizer import rtn
-    from methods.loader import _empty_quant_linear, _set_submodule, load_layer_tensors
+    from methods.loader import install_quantized
 
     fmt.check_shape(linear.in_features, linear.out_features)
     tensors = fmt.to_checkpoint(rtn(linear.weight, awq_spec(config.group_size)), bias=linear.bias)
-    q = _empty_quant_linear(linear, config)
-    load_layer_tensors(q, tensors, name)
-    q.method.process_weights_after_loading(q)
-    _set_submodule(model, name, q)
+    install_quantized(model, config, name, tensors)

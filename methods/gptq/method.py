@@ -175,10 +175,7 @@ class RTNConfig(GPTQConfig):
 
 def install_layer(model: nn.Module, config: GPTQConfig, name: str, layer: fmt.GPTQLayer) -> None:
     """Replace the nn.Linear `name` by a GPTQ QuantLinear loaded from `layer`'s checkpoint tensors."""
-    from methods.loader import _empty_quant_linear, _set_submodule, load_layer_tensors
+    from methods.loader import install_quantized
 
-    linear = model.get_submodule(name)
-    q = _empty_quant_linear(linear, config)
-    load_layer_tensors(q, fmt.to_checkpoint(layer, config.checkpoint_format, bias=linear.bias), name)
-    q.method.process_weights_after_loading(q)
-    _set_submodule(model, name, q)
+    bias = model.get_submodule(name).bias
+    install_quantized(model, config, name, fmt.to_checkpoint(layer, config.checkpoint_format, bias=bias))

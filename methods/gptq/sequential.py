@@ -64,6 +64,15 @@ def stages(names: Sequence[str], true_sequential: bool) -> list[list[str]]:
     return [s for s in ([n for n in names if leaf[n] in stage] for stage in TRUE_SEQUENTIAL_STAGES) if s]
 
 
+def as_sample(args: tuple, kwargs: dict) -> Sample:
+    """What a forward pre-hook (with_kwargs=True) saw, as a replayable Sample: hidden states come positionally
+    or as the `hidden_states` keyword."""
+    if args:
+        return args[0], tuple(args[1:]), dict(kwargs)
+    kwargs = dict(kwargs)
+    return kwargs.pop("hidden_states"), (), kwargs
+
+
 def _run(block: nn.Module, sample: Sample):
     hidden, args, kwargs = sample
     out = block(hidden, *args, **kwargs)
@@ -77,11 +86,7 @@ def capture_first_block_inputs(model: nn.Module, block: nn.Module, batches: Sequ
     samples: list[Sample] = []
 
     def hook(module, args, kwargs):
-        if args:
-            samples.append((args[0], tuple(args[1:]), dict(kwargs)))
-        else:
-            kwargs = dict(kwargs)
-            samples.append((kwargs.pop("hidden_states"), (), kwargs))
+        samples.append(as_sample(args, kwargs))
         raise _Stop
 
     handle = block.register_forward_pre_hook(hook, with_kwargs=True)
