@@ -38,7 +38,13 @@ def reference_gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec):
     fixed = {}
     if spec.group_size == -1 or spec.static_groups:
         fixed = {j: group_params(w[:, c:c + gs], spec) for j, c in enumerate(range(0, k, gs))}
-    order = torch.argsort(h.diagonal(), descending=True, stable=True) if spec.desc_act else torch.arange(k)
+    if spec.desc_act:
+        order = torch.argsort(h.diagonal(), descending=True, stable=True)
+    elif spec.act_group_aware:
+        order = torch.tensor(reference_gar_order(h.diagonal().tolist(), gs))
+    else:
+        order = torch.arange(k)
+    row_groups = spec.act_group_aware and not spec.desc_act
     w, h = w[:, order], h[order][:, order]
     h += spec.damp_percent * h.diagonal().mean() * torch.eye(k, dtype=h.dtype)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
@@ -48,7 +54,7 @@ def reference_gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec):
             g = int(order[i]) // gs
             scale, zero = fixed[g]
         else:
-            g = i // gs
+            g = int(order[i]) // gs if row_groups else i // gs
             if i % gs == 0:
                 params[g] = group_params(w[:, i:i + gs], spec)
             scale, zero = params[g]
@@ -59,12 +65,23 @@ def reference_gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec):
     return codes[:, torch.argsort(order)].to(torch.int32), g_idx
 
 
+def reference_gar_order(diag: list[float], gs: int) -> list[int]:
+    """GAR written out: full row groups by decreasing max diag, then a short last group; rows by decreasing diag."""
+    groups = [list(range(c, min(c + gs, len(diag)))) for c in range(0, len(diag), gs)]
+    full, short = [g for g in groups if len(g) == gs], [g for g in groups if len(g) < gs]
+    full.sort(key=lambda g: -max(diag[i] for i in g))
+    return [i for g in full + short for i in sorted(g, key=lambda i: -diag[i])]
+
+
 SPECS = {
     "w4g32": QuantSpec(bits=4, group_size=32),
     "w4g64-actorder-asym": QuantSpec(bits=4, group_size=64, sym=False, desc_act=True),
     "w4g96-block64": QuantSpec(bits=4, group_size=96, block_size=64),  # groups straddling lazy blocks
     "w4g128-actorder-static": QuantSpec(bits=4, group_size=128, desc_act=True, static_groups=True),
     "w8-perchannel-asym-v2": QuantSpec(bits=8, group_size=-1, sym=False, checkpoint_format="gptq_v2"),
+    "w4g32-gar": QuantSpec(bits=4, group_size=32, act_group_aware=True),
+    "w4g80-gar-asym-short-group": QuantSpec(bits=4, group_size=80, sym=False, act_group_aware=True),
+    "w4-perchannel-gar": QuantSpec(bits=4, group_size=-1, act_group_aware=True),
 }
 
 
@@ -114,6 +131,26 @@ def test_act_order_groups_follow_the_permutation():
     # static_groups keeps the row groups.
     static = gptq(w, h, QuantSpec(bits=4, group_size=32, desc_act=True, static_groups=True))
     assert torch.equal(static.layer.g_idx, default_g_idx(K, 32))
+
+
+def test_group_aware_reordering_keeps_row_groups():
+    """GAR visits high-energy groups and rows first but stores plain row groups: g_idx is the default one, so the
+    checkpoint is a desc_act=false checkpoint. With every group's rows already in decreasing diag(H) order and
+    groups in decreasing order of their largest diag, GAR visits rows in their natural order: plain GPTQ."""
+    spec = QuantSpec(bits=4, group_size=32, act_group_aware=True)
+    torch.manual_seed(7)
+    w, h = torch.randn(N, K), hessian(correlated_inputs())
+    res = gptq(w, h, spec)
+    assert torch.equal(res.layer.g_idx, default_g_idx(K, 32))
+    assert sorted(res.perm.tolist()) == list(range(K)) and not torch.equal(res.perm, torch.arange(K))
+    diag = h.diagonal()
+    assert all(diag[res.perm[i]] >= diag[res.perm[i + 1]] for i in range(K - 1) if (i + 1) % 32)
+    ordered = torch.argsort(diag, descending=True, stable=True)
+    h_sorted, w_sorted = h[ordered][:, ordered], w[:, ordered]
+    natural = gptq(w_sorted, h_sorted, spec, dtype=torch.float64)
+    plain = gptq(w_sorted, h_sorted, QuantSpec(bits=4, group_size=32), dtype=torch.float64)
+    assert torch.equal(natural.perm, torch.arange(K))
+    assert torch.equal(natural.layer.codes, plain.layer.codes)
 
 
 def test_asymmetric_zero_points_and_the_v1_clamp():

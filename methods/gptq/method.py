@@ -38,6 +38,9 @@ class GPTQConfig(QuantizationConfig):
     sym: bool = True
     # With desc_act: keep groups as contiguous input rows, scale/zero fixed before quantizing.
     static_groups: bool = False
+    # Without desc_act: group-aware reordering (GAR, GPTQModel's act_group_aware): act-order inside row groups,
+    # groups by their largest Hessian diagonal. The checkpoint keeps plain row groups (no g_idx permutation).
+    act_group_aware: bool = False
     # Damping added to the Hessian diagonal, as a fraction of its mean.
     damp_percent: float = 0.01
     # Quantize q/k/v, then o, then up/gate, then down, each on inputs through the already-quantized ones.
@@ -101,6 +104,8 @@ class GPTQConfig(QuantizationConfig):
             raise ValueError(f"gptq: backend={self.backend!r} is not supported; use one of {list(BACKENDS)}")
         if self.block_size <= 0:
             raise ValueError(f"gptq: block_size={self.block_size} must be positive")
+        if self.algorithm == "rtn":
+            self.act_group_aware = False  # an order of GPTQ's column loop; round-to-nearest has none
         if self.algorithm == "rtn" and self.desc_act:
             raise ValueError("gptq: desc_act orders columns by calibration activations, which rtn does not use; "
                              "set desc_act=false or algorithm=gptq")
@@ -110,7 +115,7 @@ class GPTQConfig(QuantizationConfig):
         return QuantSpec(bits=self.bits, group_size=self.group_size, sym=self.sym,
                          checkpoint_format=self.checkpoint_format, desc_act=self.desc_act,
                          static_groups=self.static_groups, damp_percent=self.damp_percent,
-                         block_size=self.block_size)
+                         block_size=self.block_size, act_group_aware=self.act_group_aware)
 
     def checkpoint_config(self) -> dict:
         """The `quantization_config` an exported checkpoint carries (always `quant_method: gptq`)."""

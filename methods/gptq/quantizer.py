@@ -5,6 +5,9 @@ GPTQ quantizes the weight columns (input features) one at a time and spreads eac
 the columns not yet quantized, weighted by the inverse Hessian of the layer's reconstruction loss
 ||X W^T - X W_q^T||^2 (H = 2 X^T X over calibration tokens). Its structure follows AutoGPTQ's `fasterquant`:
 dead columns, damping, optional act-order, static groups, lazy block updates, the upper Cholesky factor of H^-1.
+Group-aware reordering (GAR; Gafni et al. 2025, GPTQModel's `act_group_aware`) is act-order that keeps groups
+as contiguous input rows: the checkpoint needs no g_idx permutation (desc_act=false), so kernels run their fast
+path, while the high-energy columns are still quantized first and absorb no one else's error.
 
 Where we differ from AutoGPTQ, on purpose:
   * scales are rounded to fp16 *before* the codes are chosen, so the error feedback sees exactly the weights the
@@ -43,6 +46,7 @@ class QuantSpec:
     static_groups: bool = False
     damp_percent: float = 0.01
     block_size: int = 128
+    act_group_aware: bool = False  # GAR; desc_act takes precedence
 
     @property
     def maxq(self) -> int:
@@ -133,6 +137,22 @@ def inverse_hessian_factor(h: torch.Tensor, damp_percent: float) -> torch.Tensor
         pct = min(pct * 10, 1.0)
 
 
+def gar_order(diag: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Group-aware visiting order: groups of contiguous rows by decreasing max diag(H), the rows inside a group by
+    decreasing diag(H). A short last group is visited last, so every other group starts at a multiple of
+    group_size (the lazy blocks and the group-start test of the column loop rely on that)."""
+    k = diag.numel()
+    rows_group = default_g_idx(k, group_size, device=diag.device).long()
+    groups = int(rows_group[-1]) + 1
+    key = torch.full((groups,), float("-inf"), dtype=diag.dtype, device=diag.device)
+    key = key.scatter_reduce(0, rows_group, diag, reduce="amax")
+    if group_size != -1 and k % group_size:
+        key[-1] = float("-inf")
+    group_rank = torch.argsort(torch.argsort(key, descending=True, stable=True))
+    within = torch.argsort(diag, descending=True, stable=True)
+    return within[torch.argsort(group_rank[rows_group[within]], stable=True)]
+
+
 def _effective_block(block_size: int, group_size: int) -> int:
     """A lazy block size at which every group starts at a block start or lies inside one block."""
     if group_size <= 0 or block_size % group_size == 0 or group_size % block_size == 0:
@@ -160,15 +180,21 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec,
     h[dead, dead] = 1.0  # a column that never sees input: any value is exact; quantize it as 0
     w[:, dead] = 0
 
-    # Columns are visited in `perm` order (act-order: largest diag(H), i.e. largest input energy, first).
-    perm = torch.argsort(h.diagonal(), descending=True, stable=True) if spec.desc_act else None
+    # Columns are visited in `perm` order (act-order: largest diag(H), i.e. largest input energy, first; GAR:
+    # the same inside row groups, groups by their largest diag(H)).
+    perm = None
+    if spec.desc_act:
+        perm = torch.argsort(h.diagonal(), descending=True, stable=True)
+    elif spec.act_group_aware:
+        perm = gar_order(h.diagonal(), spec.group_size)
     # Group of the column at each visiting position. Without act-order, groups are contiguous input rows; with
-    # act-order they are contiguous runs of the visiting order (AutoGPTQ), unless static_groups keeps the row
-    # groups. Per-channel and static groups get their scale/zero from the unquantized weights before the loop.
+    # act-order they are contiguous runs of the visiting order (AutoGPTQ), unless static_groups or GAR keep the
+    # row groups. Per-channel and static groups get their scale/zero from the unquantized weights before the
+    # loop; the others from the group's current (error-updated) weights when its first column is visited.
     rows_group = default_g_idx(k, spec.group_size, device=w.device).long()
     if perm is None:
         visit_group = rows_group
-    elif spec.static_groups:
+    elif spec.static_groups or not spec.desc_act:
         visit_group = rows_group[perm]
     else:
         visit_group = torch.arange(k, device=w.device) // gs
