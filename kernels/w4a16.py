@@ -237,6 +237,117 @@ if triton is not None:
             tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
 
 
+    @triton.jit
+    def _codes_as_float(words, shift, BITS: tl.constexpr):
+        # One code plane as exact floats without int->float conversion: OR the code into the mantissa of 2^23
+        # (0x4B000000) and subtract 2^23 (a shift + LOP3 + FADD instead of the slow I2F).
+        q = ((words >> shift) & ((1 << BITS) - 1)) | 0x4B000000
+        return q.to(tl.float32, bitcast=True) - 8388608.0
+
+    @triton.jit
+    def _w4a16_skinny_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, split_k,
+                             stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
+                             SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
+                             USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
+        [BLOCK_K / P, BLOCK_N] are read once and visited one code plane j at a time (rows P*i + j), so codes are
+        never interleaved back into row order. With one scale row per K-block (SCALE_ROW) the block computes
+        s * (x . q) - zs * sum(x): the scales touch each output once per block, not once per weight."""
+        P: tl.constexpr = 32 // BITS
+        WR: tl.constexpr = BLOCK_K // P
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        rm = tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_ok = rm < M
+        n_ok = rn < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if not USE_DOT:
+            acc3 = tl.zeros((BLOCK_M, WR, BLOCK_N), dtype=tl.float32)
+        for k0 in range(pid_k * BLOCK_K, K, split_k * BLOCK_K):
+            rw = k0 // P + tl.arange(0, WR)
+            w_ok = rw < K // P
+            words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=w_ok[:, None] & n_ok[None, :], other=0)
+            if SCALE_ROW:
+                dq = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                xs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+            for j in tl.static_range(P):
+                k = rw * P + j
+                xj = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & w_ok[None, :],
+                             other=0.0)
+                q = _codes_as_float(words, j * BITS, BITS)
+                if SCALE_ROW:
+                    xs += tl.sum(xj.to(tl.float32), axis=1)
+                    if USE_DOT:
+                        if EMULATE_BF16:
+                            dq += tl.dot(xj.to(tl.float32), q)
+                        else:
+                            dq += tl.dot(xj, q.to(x_ptr.dtype.element_ty))  # codes are exact in fp16/bf16
+                    else:
+                        acc3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
+                else:
+                    if HAS_GIDX:
+                        g = tl.load(g_ptr + k, mask=w_ok, other=0)
+                    else:
+                        g = k // group_size
+                    kn_ok = w_ok[:, None] & n_ok[None, :]
+                    s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+                    z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+                    w = q * s - z
+                    if USE_DOT:
+                        if EMULATE_BF16:
+                            acc += tl.dot(xj.to(tl.float32), _round_to_bf16(w))
+                        else:
+                            acc += tl.dot(xj, w.to(x_ptr.dtype.element_ty))
+                    else:
+                        acc3 += xj.to(tl.float32)[:, :, None] * w[None, :, :]
+            if SCALE_ROW:
+                g = k0 // group_size
+                s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+                if not USE_DOT:
+                    dq = tl.sum(acc3, axis=1)
+                    acc3 = tl.zeros((BLOCK_M, WR, BLOCK_N), dtype=tl.float32)
+                acc += dq * s[None, :] - xs[:, None] * z[None, :]
+        if not USE_DOT and not SCALE_ROW:
+            acc += tl.sum(acc3, axis=1)
+        if HAS_BIAS:
+            if pid_k == 0:
+                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        if ATOMIC:
+            tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            if EMULATE_BF16:
+                acc = _round_to_bf16(acc)
+            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    @triton.jit
+    def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
+                              HAS_GIDX: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_K: tl.constexpr):
+        """W [K, N] = q * s[g] - zs[g] in the activation dtype, for large M (then one cuBLAS GEMM)."""
+        P: tl.constexpr = 32 // BITS
+        WR: tl.constexpr = BLOCK_K // P
+        rw = tl.program_id(0) * WR + tl.arange(0, WR)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        ok = (rw < K // P)[:, None] & (rn < N)[None, :]
+        words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=ok, other=0)
+        for j in tl.static_range(P):
+            k = rw * P + j
+            if HAS_GIDX:
+                g = tl.load(g_ptr + k, mask=rw < K // P, other=0)
+            else:
+                g = k // group_size
+            s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=ok, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=ok, other=0.0).to(tl.float32)
+            w = _codes_as_float(words, j * BITS, BITS) * s - z
+            if EMULATE_BF16:
+                w = _round_to_bf16(w)
+            tl.store(w_ptr + k[:, None] * N + rn[None, :], w.to(w_ptr.dtype.element_ty), mask=ok)
+
+
 @functools.cache
 def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
@@ -246,29 +357,81 @@ def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device) -> dict:
-    """Heuristic tiles (tuned on an H100): BLOCK_M 16 and split-K for decode, 128x128 tiles for prefill."""
+SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
+DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
+PATHS = ("skinny", "tiled", "dequant")
+TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
+TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
+
+
+def m_bucket(M: int) -> int:
+    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
+    return min(1 << max(0, M - 1).bit_length(), 4096)
+
+
+def tuning_key(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool) -> str:
+    return f"N{N}_K{K}_b{bits}_g{group_size}{'_gidx' if has_g_idx else ''}_M{m_bucket(M)}"
+
+
+@functools.cache
+def _tuning_table(path: str) -> dict:
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device) -> dict | None:
+    """The committed per-GPU choice (path + tiles) for this shape and M-bucket, or None (heuristics apply).
+    Table: {gpu name: {tuning_key: config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
     device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
+    per_gpu = table.get(torch.cuda.get_device_name(device), {})
+    cfg = per_gpu.get(tuning_key(M, N, K, bits, group_size, has_g_idx))
+    return dict(cfg) if cfg else None
+
+
+def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:
+    """Path and tiles: the tuned table's entry for this GPU if there is one, else heuristics (tuned on an H100):
+    the skinny kernel for M <= 16, tiled tl.dot kernel (BLOCK_M 64 / 128x128) up to DEQUANT_MIN_M, then
+    dequantize + cuBLAS."""
+    device = torch.device(device)
+    tuned = tuned_config(M, N, K, bits, group_size, has_g_idx, device)
+    if tuned is not None:
+        return tuned
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
-    if M <= 16:
-        cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
-    elif M <= 64 or _cdiv(M, 128) * _cdiv(N, 128) < sms:
-        cfg = dict(block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=4)
+    per = 32 // bits
+    if M <= SKINNY_MAX_M:
+        cfg = dict(path="skinny", block_n=128, block_k=16 * per, num_warps=4, num_stages=3)
+        tiles = _cdiv(N, cfg["block_n"])
+        cfg["split_k"] = max(1, min(16, _cdiv(2 * sms, tiles), _cdiv(K, cfg["block_k"])))
+        return cfg
+    if M >= DEQUANT_MIN_M and device.type == "cuda":
+        return dict(path="dequant", block_n=128, block_k=16 * per, num_warps=4, num_stages=1, split_k=1)
+    if M <= 64 or _cdiv(M, 128) * _cdiv(N, 128) < sms:
+        cfg = dict(path="tiled", block_m=64, block_n=64, block_k=64, num_warps=4, num_stages=4)
     else:
-        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3)
+        cfg = dict(path="tiled", block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3)
     if not has_g_idx and group_size != -1 and _pow2(group_size) and 16 <= group_size < cfg["block_k"]:
         cfg["block_k"] = group_size  # one scale row per K-block
-    # small M streams the weights: split K until there are about 4 programs per SM
     tiles = _cdiv(M, cfg["block_m"]) * _cdiv(N, cfg["block_n"])
     cfg["split_k"] = max(1, min(8, 4 * sms // tiles, _cdiv(K, cfg["block_k"]) // 2)) if cfg["block_m"] <= 64 else 1
     return cfg
 
 
 def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
-                        block_m: int | None = None, block_n: int | None = None, block_k: int | None = None,
-                        split_k: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
-                        validate: bool = True) -> torch.Tensor:
-    """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset tile sizes come from `default_config`."""
+                        path: str | None = None, block_m: int | None = None, block_n: int | None = None,
+                        block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
+                        num_stages: int | None = None, validate: bool = True) -> torch.Tensor:
+    """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
+
+    path: skinny (M <= 16: one program holds all rows, split-K), tiled (tl.dot tiles of BLOCK_M rows), or
+    dequant (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
     if not x.is_cuda and not _interpreted():
@@ -279,12 +442,21 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     N = _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
     if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
-    cfg = default_config(M, N, K, group_size, g_idx is not None, x.device)
+    cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits))
+    if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
+        cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
+               "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
+               "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages).items():
         if value is not None:
             cfg[name] = value
-    for name in ("block_m", "block_n", "block_k"):
+    if cfg["path"] not in PATHS:
+        raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
+    if cfg["path"] == "skinny" and M > SKINNY_MAX_M:
+        raise ValueError(f"w4a16: the skinny path serves M <= {SKINNY_MAX_M} rows, got M={M}; use path='tiled'")
+    names = ("block_n", "block_k") if cfg["path"] != "tiled" else ("block_m", "block_n", "block_k")
+    for name in names:
         if not _pow2(cfg[name]) or cfg[name] < 16:
             raise ValueError(f"w4a16: {name}={cfg[name]} must be a power of two >= 16 (tl.dot tiles)")
     if cfg["split_k"] < 1:
@@ -292,20 +464,44 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     if M == 0 or N == 0:
         return torch.zeros((M, N), dtype=x.dtype, device=x.device)
     gs = K if group_size == -1 else group_size
-    scale_row = g_idx is None and gs % cfg["block_k"] == 0
     x = x.contiguous()
+    g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
+    emulate = _interpreted() and x.dtype == torch.bfloat16
+    launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if cfg["path"] == "dequant":
+        w = torch.empty((K, N), dtype=x.dtype, device=x.device)
+        wr = cfg["block_k"] // (32 // bits)
+        if wr < 1 or cfg["block_k"] % (32 // bits):
+            raise ValueError(f"w4a16: block_k={cfg['block_k']} must be a multiple of {32 // bits}")
+        grid = (_cdiv(K // (32 // bits), wr), _cdiv(N, cfg["block_n"]))
+        _w4a16_dequant_kernel[grid](qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g, w, N, K, gs,
+                                    BITS=bits, HAS_GIDX=g_idx is not None, EMULATE_BF16=emulate,
+                                    BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
+        if bias is None:
+            return x @ w
+        return torch.addmm(bias.to(x.dtype), x, w)
     split = cfg["split_k"]
     y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
         torch.zeros((M, N), dtype=torch.float32, device=x.device)
-    g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
-    grid = (_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)
-    _w4a16_kernel[grid](
-        x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
-        bias.contiguous() if bias is not None else y, y, M, N, K, gs, x.stride(0), y.stride(0),
-        BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
-        EMULATE_BF16=_interpreted() and x.dtype == torch.bfloat16,
-        BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    scale_row = g_idx is None and gs % cfg["block_k"] == 0
+    common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+              bias.contiguous() if bias is not None else y, y, M, N, K, gs)
+    if cfg["path"] == "skinny":
+        use_dot = M > 4
+        if use_dot and cfg["block_k"] // (32 // bits) < 16:
+            raise ValueError(f"w4a16: the skinny path with M > 4 uses tl.dot over code planes: block_k must be "
+                             f">= {16 * (32 // bits)} for {bits}-bit codes, got {cfg['block_k']}")
+        _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
+            *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
+            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate,
+            BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
+            BLOCK_K=cfg["block_k"], **launch)
+    else:
+        grid = (_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)
+        _w4a16_kernel[grid](
+            *common, x.stride(0), y.stride(0),
+            BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
+            EMULATE_BF16=emulate, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
     return y if split == 1 else y.to(x.dtype)
 
 

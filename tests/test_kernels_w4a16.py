@@ -78,7 +78,7 @@ def test_premultiplied_zero_rounding_bound(dtype, bound):
     assert (err <= z.double()[rows_group] * s * bound + 1e-6).all()
 
 
-CASES = [
+TILED = [
     # M, K, N, bits, group, act_order, dtype, bias, tiles (block_m, block_n, block_k, split_k)
     (1, 64, 24, 4, 32, False, torch.float16, False, (16, 32, 32, 1)),  # one scale row per K-block
     (5, 128, 40, 4, 64, False, torch.float16, True, (16, 32, 32, 1)),
@@ -94,19 +94,38 @@ CASES = [
     (33, 64, 24, 8, -1, False, torch.float32, True, (16, 32, 32, 1)),
     (5, 192, 40, 4, 32, True, torch.float16, True, (16, 32, 32, 3)),  # split-K, bias added once
     (33, 128, 64, 8, 64, False, torch.bfloat16, True, (16, 64, 32, 2)),
-    (5, 192, 40, 4, 64, False, torch.float16, True, (None, None, None, None)),  # default_config
-    (33, 128, 24, 8, 32, True, torch.bfloat16, False, (None, None, None, None)),
+    (33, 128, 24, 8, 32, True, torch.bfloat16, False, (None, None, None, None)),  # default_config
 ]
+SKINNY = [
+    # M <= 16, one program holds every row; tiles (block_n, block_k, split_k)
+    (1, 256, 40, 4, 128, False, torch.float16, False, (32, 128, 1)),  # scale row per block, FMA path
+    (3, 256, 40, 4, 64, False, torch.bfloat16, True, (32, 64, 2)),  # split-K atomics, bias once
+    (5, 256, 40, 4, 128, False, torch.float16, True, (32, 128, 1)),  # tl.dot over code planes
+    (16, 384, 40, 4, 128, True, torch.bfloat16, False, (32, 128, 2)),  # act-order g_idx through tl.dot
+    (2, 192, 24, 4, -1, False, torch.float16, True, (16, 64, 1)),  # per-channel
+    (1, 136, 24, 4, 24, False, torch.float16, False, (16, 128, 1)),  # group not a power of two, partial block
+    (4, 192, 40, 8, 32, True, torch.float16, False, (32, 32, 3)),  # 8-bit act-order
+    (12, 128, 40, 8, 64, False, torch.float32, True, (32, 64, 1)),  # 8-bit, fp32 through tl.dot
+    (5, 192, 40, 4, 64, False, torch.float16, True, (None, None, None)),  # default_config
+]
+DEQUANT = [
+    # dequantize + one GEMM; tiles (block_n, block_k)
+    (33, 192, 40, 4, 64, True, torch.bfloat16, True, (32, 64)),
+    (20, 128, 24, 8, -1, False, torch.float16, False, (16, 32)),
+    (7, 256, 40, 4, 128, False, torch.float32, True, (64, 128)),
+]
+CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k"), c[-1]))) for c in TILED]
+         + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k"), c[-1]))) for c in SKINNY]
+         + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
 
-@pytest.mark.parametrize("M,K,N,bits,group,act_order,dtype,bias,tiles", CASES)
-def test_triton_matches_float64(M, K, N, bits, group, act_order, dtype, bias, tiles):
+@pytest.mark.parametrize("path,M,K,N,bits,group,act_order,dtype,bias,tiles", CASES)
+def test_triton_matches_float64(path, M, K, N, bits, group, act_order, dtype, bias, tiles):
     layer, q, rows_group, _ = make_layer(K, N, bits, group, act_order, seed=M + K + N)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
     b = (torch.randn(N, generator=gen).to(dtype).to(DEV)) if bias else None
-    bm, bn, bk, split = tiles
-    y = k.w4a16_matmul_triton(x, bias=b, block_m=bm, block_n=bn, block_k=bk, split_k=split, **layer)
+    y = k.w4a16_matmul_triton(x, bias=b, path=path, **tiles, **layer)
     assert y.shape == (M, N) and y.dtype == dtype and torch.isfinite(y).all()
     ref = x.cpu().double() @ dequant64(layer, q, rows_group)
     if bias:
@@ -118,11 +137,31 @@ def test_triton_matches_float64(M, K, N, bits, group, act_order, dtype, bias, ti
     assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < tol
 
 
+def test_default_paths_by_m():
+    for M, path in ((1, "skinny"), (16, "skinny"), (17, "tiled"), (512, "tiled")):
+        assert k.default_config(M, 4096, 4096, 128, False, "cpu")["path"] == path
+    assert k.m_bucket(1) == 1 and k.m_bucket(3) == 4 and k.m_bucket(17) == 32 and k.m_bucket(10**5) == 4096
+    assert k.tuning_key(3, 4096, 11008, 4, 128, True) == "N4096_K11008_b4_g128_gidx_M4"
+    assert k.tuned_config(1, 4096, 4096, 4, 128, False, "cpu") is None  # the table is per GPU
+
+
+def test_tuned_table_is_read_per_gpu_and_key(tmp_path, monkeypatch):
+    """The committed table's entries are well-formed: every path known, tiles powers of two."""
+    import json
+
+    table = json.loads(open(k.TUNED_FILE).read()) if os.path.exists(k.TUNED_FILE) else {}
+    for gpu, entries in table.items():
+        for key, cfg in entries.items():
+            assert cfg["path"] in k.PATHS, (gpu, key)
+            assert all(k._pow2(cfg[t]) for t in ("block_n", "block_k")), (gpu, key)
+            assert cfg["split_k"] >= 1 and cfg["num_warps"] in (1, 2, 4, 8, 16), (gpu, key)
+
+
 def test_dispatcher_flattens_leading_dims_and_backends_agree():
     layer, q, rows_group, _ = make_layer(128, 40, 4, 32, act_order=True)
     x = torch.randn(2, 3, 128).half().to(DEV)
     y_torch = k.w4a16_matmul(x, backend="torch", **layer)
-    y_triton = k.w4a16_matmul(x, backend="triton", block_m=16, block_n=32, block_k=32, **layer)
+    y_triton = k.w4a16_matmul(x, backend="triton", path="tiled", block_m=16, block_n=32, block_k=32, **layer)
     assert y_torch.shape == y_triton.shape == (2, 3, 40)
     assert rel(y_triton, y_torch) < 2e-3
     assert rel(y_torch.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
@@ -148,6 +187,7 @@ def _call(x_k=64, backend="triton", **over):
     (dict(scales=torch.full((2, 24), float("nan"), dtype=torch.float16)), r"NaN"),
     (dict(bias=torch.ones(23)), r"bias \(23,\)"),
     (dict(block_n=24), r"block_n=24 must be a power of two"),
+    (dict(path="fast"), r"path='fast'; use one of"),
     (dict(backend="cuda"), r"backend='cuda'"),
 ])
 def test_unsupported_inputs_raise_clear_errors(over, match):
@@ -157,6 +197,14 @@ def test_unsupported_inputs_raise_clear_errors(over, match):
             over[key] = over[key].to(DEV)
     with pytest.raises(ValueError, match=match):
         _call(**over)
+
+
+def test_skinny_path_limits_raise_clear_errors():
+    layer, _, _, _ = make_layer(256, 24, 4, 128)
+    with pytest.raises(ValueError, match=r"block_k must be >= 128 for 4-bit"):
+        k.w4a16_matmul_triton(torch.randn(8, 256).half().to(DEV), path="skinny", block_k=64, **layer)
+    with pytest.raises(ValueError, match=r"skinny path serves M <= 16 rows, got M=17"):
+        k.w4a16_matmul_triton(torch.randn(17, 256).half().to(DEV), path="skinny", **layer)
 
 
 def test_pack_rejects_bad_codes():

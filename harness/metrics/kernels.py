@@ -8,12 +8,13 @@ device copy for bandwidth, a large bf16 and fp8 matmul for the matrix rate).
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from kernels.timing import cuda_time_ms, l2_flush_buffer
 
 # (K, N) = (in_features, out_features) of the fused linear layers; qkv and gate_up fused as serving engines do.
 MODEL_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
@@ -39,22 +40,6 @@ class Roofline:
     bf16_tflops: float
     fp8_tflops: float | None
     details: dict = field(default_factory=dict)
-
-
-def cuda_time_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50) -> tuple[float, float, float]:
-    """(median, min, max) ms of fn() over `iters` CUDA-event-timed runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times), max(times)
 
 
 def measure_roofline(device: torch.device) -> Roofline:
@@ -93,8 +78,10 @@ def torch_backends() -> list[Backend]:
 
 
 def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofline, rotate: int = 4,
-                warmup: int = 10, iters: int = 50) -> list[dict]:
-    """Time one backend on one (K, N) for every M; returns one row per M (or one row saying why it can't run)."""
+                warmup: int = 10, iters: int = 50, flush: torch.Tensor | None = None) -> list[dict]:
+    """Time one backend on one (K, N) for every M; returns one row per M (or one row saying why it can't run).
+    `flush` (kernels.timing.l2_flush_buffer) is overwritten before each timed run: weights then come from HBM
+    even when they would fit in L2 (Llama-3-8B o_proj in fp16 is 32 MB; an H100's L2 is 50 MB)."""
     why = backend.available(device)
     if why is not None:
         return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why}
@@ -114,7 +101,7 @@ def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofli
             return run(xs[i[0]])
 
         try:
-            med, lo, hi = cuda_time_ms(step, warmup, iters)
+            med, lo, hi = cuda_time_ms(step, warmup, iters, flush)
         except Exception as e:
             rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "failed",
                          "reason": f"{type(e).__name__}: {e}"})
@@ -128,7 +115,7 @@ def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofli
         rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "ok", "median_ms": med,
                      "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
                      "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
-                     "roofline_fraction": floor_ms / med})
+                     "roofline_fraction": floor_ms / med, "l2_flushed": flush is not None})
     return rows
 
 
@@ -205,6 +192,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda")
     roof = measure_roofline(device)
     print(f"roofline: {roof}")
+    flush = l2_flush_buffer(device)
     backends = torch_backends() + fp8_backends() + w4a16_backends()
     if args.backends:
         backends = [b for b in backends if b.name in args.backends]
@@ -212,7 +200,7 @@ def main(argv=None) -> None:
     for model in args.models:
         for layer, (K, N) in MODEL_SHAPES[model].items():
             for b in backends:
-                for row in bench_point(b, K, N, args.m, device, roof):
+                for row in bench_point(b, K, N, args.m, device, roof, flush=flush):
                     rows.append({"model": model, "layer": layer, **row})
                     if row["status"] == "ok":
                         print(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "

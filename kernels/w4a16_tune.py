@@ -1,0 +1,129 @@
+"""Tune the W4A16 GEMM per (shape, M-bucket) on the GPU at hand: which path (skinny / tiled / dequant + cuBLAS)
+and which tiles, written as `kernels/tuned/w4a16.json` ({gpu name: {tuning_key: config}}), the table
+`kernels.w4a16.default_config` reads, so a user's first run on a tuned GPU needs no search.
+
+    python -m kernels.w4a16_tune OUT.json --shapes 4096x12288 11008x4096 ... [--m 1 2 4 ...] [--merge FILE]
+
+Each candidate is timed with CUDA events after warm-up, the L2 cache flushed before every timed run (decode
+reads weights from HBM, not from a warm cache), median of `iters` runs; candidates that fail to compile or
+launch are skipped. The first candidate is the untuned heuristic, so a tuned entry is never slower than it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+import torch
+
+from kernels import w4a16 as k
+from kernels.timing import cuda_time_ms, l2_flush_buffer
+
+# Skinny (M <= 16) tiles tried: (block_n, block_k in code rows per 4-bit word group, num_warps, num_stages).
+SKINNY_TILES = ((64, 128, 4, 3), (128, 128, 4, 3), (256, 128, 8, 3), (128, 256, 4, 3), (128, 256, 8, 3),
+                (256, 256, 8, 3), (128, 128, 4, 4), (64, 256, 4, 4))
+
+
+def candidates(M: int, N: int, K: int, bits: int, sms: int) -> list[dict]:
+    """Configs worth timing for this M (the heuristic default first)."""
+    per = 32 // bits
+    out = []
+    if M <= k.SKINNY_MAX_M:
+        for bn, bk4, warps, stages in SKINNY_TILES:
+            bk = bk4 * per // 8
+            tiles = k._cdiv(N, bn)
+            for split in (1, 2, 4, 8, 16):
+                if split > 1 and (tiles * split > 16 * sms or split * bk > K):
+                    continue
+                if split == 1 or tiles * split >= sms // 2:
+                    out.append(dict(path="skinny", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
+                                    num_stages=stages))
+    else:
+        for bm, bn, bk, warps, stages in ((64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 64, 4, 3),
+                                          (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 256, 64, 8, 3)):
+            if bm > 2 * M and bm > 64:
+                continue
+            tiles = k._cdiv(M, bm) * k._cdiv(N, bn)
+            split = max(1, min(8, 4 * sms // tiles, k._cdiv(K, bk) // 2)) if bm <= 64 else 1
+            out.append(dict(path="tiled", block_m=bm, block_n=bn, block_k=bk, split_k=split, num_warps=warps,
+                            num_stages=stages))
+        for bn, bk in ((128, 16 * per), (256, 32 * per)):
+            out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
+    return out
+
+
+def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int = 128, iters: int = 15,
+               log=print) -> dict[str, dict]:
+    """Best config per M-bucket for one (K, N) with random codes, fp16 activations."""
+    G = k._num_groups(K, group_size)
+    qweight = k.pack_int_weights(torch.randint(0, 2**bits, (K, N), device=device, dtype=torch.int32), bits)
+    scales = (torch.rand(G, N, device=device) * 0.01 + 0.001).half()
+    zeros = k.premultiply_zeros(torch.full((G, N), 2.0 ** (bits - 1), device=device), scales, torch.float16)
+    flush = l2_flush_buffer(device)
+    sms = k._num_sms(torch.device(device).index or 0)
+    table = {}
+    for M in m_values:
+        x = torch.randn(M, K, device=device, dtype=torch.float16)
+        ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, group_size, bits, validate=False)
+        default = {key: v for key, v in k.default_config(M, N, K, group_size, False, device, bits).items()}
+        results = []
+        for cfg in [default] + candidates(M, N, K, bits, sms):
+            tiles = {key: v for key, v in cfg.items()}
+            try:
+                y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **tiles)
+                err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+                if not err < 5e-3:
+                    log(f"  rejected (rel err {err:.2e}): {cfg}")
+                    continue
+                ms = cuda_time_ms(lambda: k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits,
+                                                                validate=False, **tiles), 3, iters, flush)[0]
+            except Exception as e:  # a config this GPU/compiler cannot run: skip it
+                log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            results.append((ms, cfg))
+        results.sort(key=lambda r: r[0])
+        best_ms, best = results[0]
+        default_ms = next(ms for ms, c in results if c is default) if any(c is default for _, c in results) else None
+        key = k.tuning_key(M, N, K, bits, group_size, False)
+        table[key] = best | {"median_ms": round(best_ms, 5),
+                             "default_ms": round(default_ms, 5) if default_ms else None}
+        log(f"K={K:6d} N={N:6d} M={M:5d} best {best_ms:.4f} ms (default {default_ms or float('nan'):.4f}) {best}")
+    return table
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kernels.w4a16_tune", description=__doc__)
+    ap.add_argument("out", help="JSON table to write (merged with --merge / an existing file)")
+    ap.add_argument("--shapes", nargs="+", required=True, help="KxN pairs (in_features x out_features)")
+    ap.add_argument("--m", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=15)
+    ap.add_argument("--merge", default=None, help="start from this table (e.g. the committed one)")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda")
+    gpu = torch.cuda.get_device_name(device)
+    src = args.merge or (args.out if os.path.exists(args.out) else None)
+    table = json.load(open(src)) if src else {}
+    entries = table.setdefault(gpu, {})
+    for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
+        K, N = (int(v) for v in shape.lower().split("x"))
+        entries.update(tune_shape(K, N, args.m, device, group_size=args.group_size, iters=args.iters))
+        torch.cuda.empty_cache()
+        _write_json(args.out, table)
+    print(f"wrote {args.out}: {len(entries)} entries for {gpu}")
+
+
+def _write_json(path: str, obj: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
