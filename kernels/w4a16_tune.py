@@ -21,18 +21,21 @@ import torch
 from kernels import w4a16 as k
 from kernels.timing import cuda_time_ms, l2_flush_buffer
 
-# Skinny (M <= 16) tiles tried: (block_n, block_k in code rows per 4-bit word group, num_warps, num_stages).
-SKINNY_TILES = ((64, 128, 4, 3), (128, 128, 4, 3), (256, 128, 8, 3), (128, 256, 4, 3), (128, 256, 8, 3),
-                (256, 256, 8, 3), (128, 128, 4, 4), (64, 256, 4, 4))
+# Skinny (M <= 16) tiles tried: (block_n, num_warps, num_stages) x block_k (rows) dividing the group size, so
+# each K-block has one scale row.
+SKINNY_TILES = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (256, 8, 3), (64, 4, 4), (128, 4, 4), (256, 4, 4))
+SKINNY_BLOCK_K = (128, 64)
 
 
-def candidates(M: int, N: int, K: int, bits: int, sms: int) -> list[dict]:
-    """Configs worth timing for this M (the heuristic default first)."""
+def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
+    """Configs worth timing for this M (the heuristic default is timed first, by tune_shape)."""
     per = 32 // bits
+    gs = K if group_size == -1 else group_size
     out = []
     if M <= k.SKINNY_MAX_M:
-        for bn, bk4, warps, stages in SKINNY_TILES:
-            bk = bk4 * per // 8
+        for (bn, warps, stages), bk in ((t, b) for t in SKINNY_TILES for b in SKINNY_BLOCK_K):
+            if gs % bk or (M > 4 and bk < 16 * per):  # one scale row per block; tl.dot needs 16 word rows
+                continue
             tiles = k._cdiv(N, bn)
             for split in (1, 2, 4, 8, 16):
                 if split > 1 and (tiles * split > 16 * sms or split * bk > K):
@@ -69,7 +72,7 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
         ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, group_size, bits, validate=False)
         default = {key: v for key, v in k.default_config(M, N, K, group_size, False, device, bits).items()}
         results = []
-        for cfg in [default] + candidates(M, N, K, bits, sms):
+        for cfg in [default] + candidates(M, N, K, bits, sms, group_size):
             tiles = {key: v for key, v in cfg.items()}
             try:
                 y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **tiles)
