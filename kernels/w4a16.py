@@ -253,7 +253,10 @@ if triton is not None:
         """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
         [BLOCK_K / P, BLOCK_N] are read once and visited one code plane j at a time (rows P*i + j), so codes are
         never interleaved back into row order. With one scale row per K-block (SCALE_ROW) the block computes
-        s * (x . q) - zs * sum(x): the scales touch each output once per block, not once per weight."""
+        s * (x . q) - zs * sum(x): the scales touch each output once per block, not once per weight.
+        Without tl.dot (USE_DOT=False) products stay in a [BLOCK_M, BLOCK_K / P, BLOCK_N] accumulator laid out
+        like the words, so every thread adds into its own registers; the reduction over the word rows (across
+        warps) happens once, after the K loop."""
         P: tl.constexpr = 32 // BITS
         WR: tl.constexpr = BLOCK_K // P
         pid_n = tl.program_id(0)
@@ -270,22 +273,27 @@ if triton is not None:
             w_ok = rw < K // P
             words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=w_ok[:, None] & n_ok[None, :], other=0)
             if SCALE_ROW:
-                dq = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-                xs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+                if USE_DOT:
+                    dq = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+                    xs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+                else:
+                    dq3 = tl.zeros((BLOCK_M, WR, BLOCK_N), dtype=tl.float32)
+                    xs2 = tl.zeros((BLOCK_M, WR), dtype=tl.float32)
             for j in tl.static_range(P):
                 k = rw * P + j
                 xj = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & w_ok[None, :],
                              other=0.0)
                 q = _codes_as_float(words, j * BITS, BITS)
                 if SCALE_ROW:
-                    xs += tl.sum(xj.to(tl.float32), axis=1)
                     if USE_DOT:
+                        xs += tl.sum(xj.to(tl.float32), axis=1)
                         if EMULATE_BF16:
                             dq += tl.dot(xj.to(tl.float32), q)
                         else:
                             dq += tl.dot(xj, q.to(x_ptr.dtype.element_ty))  # codes are exact in fp16/bf16
                     else:
-                        acc3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
+                        xs2 += xj.to(tl.float32)
+                        dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
                 else:
                     if HAS_GIDX:
                         g = tl.load(g_ptr + k, mask=w_ok, other=0)
@@ -306,11 +314,11 @@ if triton is not None:
                 g = k0 // group_size
                 s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
                 z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-                if not USE_DOT:
-                    dq = tl.sum(acc3, axis=1)
-                    acc3 = tl.zeros((BLOCK_M, WR, BLOCK_N), dtype=tl.float32)
-                acc += dq * s[None, :] - xs[:, None] * z[None, :]
-        if not USE_DOT and not SCALE_ROW:
+                if USE_DOT:
+                    acc += dq * s[None, :] - xs[:, None] * z[None, :]
+                else:
+                    acc3 += dq3 * s[None, None, :] - xs2[:, :, None] * z[None, None, :]
+        if not USE_DOT:
             acc += tl.sum(acc3, axis=1)
         if HAS_BIAS:
             if pid_k == 0:
@@ -427,11 +435,13 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
 def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
-                        num_stages: int | None = None, validate: bool = True) -> torch.Tensor:
+                        num_stages: int | None = None, use_dot: bool | None = None,
+                        validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
-    path: skinny (M <= 16: one program holds all rows, split-K), tiled (tl.dot tiles of BLOCK_M rows), or
-    dequant (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M)."""
+    path: skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
+    for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), or dequant (W dequantized by a
+    Triton kernel into x's dtype, then one cuBLAS GEMM: large M)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
     if not x.is_cuda and not _interpreted():
@@ -448,7 +458,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
-                            num_warps=num_warps, num_stages=num_stages).items():
+                            num_warps=num_warps, num_stages=num_stages, use_dot=use_dot).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -487,7 +497,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
               bias.contiguous() if bias is not None else y, y, M, N, K, gs)
     if cfg["path"] == "skinny":
-        use_dot = M > 4
+        use_dot = cfg.get("use_dot", M > 4)
+        if not use_dot and M > 8:
+            raise ValueError(f"w4a16: the skinny path without tl.dot serves M <= 8 rows (its accumulator grows "
+                             f"with M), got M={M}; use use_dot=True")
         if use_dot and cfg["block_k"] // (32 // bits) < 16:
             raise ValueError(f"w4a16: the skinny path with M > 4 uses tl.dot over code planes: block_k must be "
                              f">= {16 * (32 // bits)} for {bits}-bit codes, got {cfg['block_k']}")

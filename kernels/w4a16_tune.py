@@ -23,7 +23,7 @@ from kernels.timing import cuda_time_ms, l2_flush_buffer
 
 # Skinny (M <= 16) tiles tried: (block_n, num_warps, num_stages) x block_k (rows) dividing the group size, so
 # each K-block has one scale row.
-SKINNY_TILES = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (256, 8, 3), (64, 4, 4), (128, 4, 4), (256, 4, 4))
+SKINNY_TILES = ((128, 4, 3), (128, 4, 4), (256, 4, 4), (256, 8, 3), (64, 4, 4))
 SKINNY_BLOCK_K = (128, 64)
 
 
@@ -34,15 +34,18 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
     out = []
     if M <= k.SKINNY_MAX_M:
         for (bn, warps, stages), bk in ((t, b) for t in SKINNY_TILES for b in SKINNY_BLOCK_K):
-            if gs % bk or (M > 4 and bk < 16 * per):  # one scale row per block; tl.dot needs 16 word rows
+            if gs % bk:  # one scale row per block
                 continue
             tiles = k._cdiv(N, bn)
             for split in (1, 2, 4, 8, 16):
                 if split > 1 and (tiles * split > 16 * sms or split * bk > K):
                     continue
                 if split == 1 or tiles * split >= sms // 2:
-                    out.append(dict(path="skinny", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
-                                    num_stages=stages))
+                    for use_dot in (False, True):
+                        if (use_dot and bk < 16 * per) or (not use_dot and M > 8):
+                            continue
+                        out.append(dict(path="skinny", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
+                                        num_stages=stages, use_dot=use_dot))
     else:
         for bm, bn, bk, warps, stages in ((64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 64, 4, 3),
                                           (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 256, 64, 8, 3)):

@@ -108,6 +108,10 @@ SKINNY = [
     (12, 128, 40, 8, 64, False, torch.float32, True, (32, 64, 1)),  # 8-bit, fp32 through tl.dot
     (5, 192, 40, 4, 64, False, torch.float16, True, (None, None, None)),  # default_config
 ]
+SKINNY_PATHS = [  # the same kernel with the other inner product: FMAs at M = 8, tl.dot at M = 1
+    (8, 256, 40, 4, 128, False, torch.bfloat16, True, (32, 128, 2, False)),
+    (1, 256, 40, 4, 64, True, torch.float16, False, (32, 128, 1, True)),
+]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
     (33, 192, 40, 4, 64, True, torch.bfloat16, True, (32, 64)),
@@ -116,6 +120,7 @@ DEQUANT = [
 ]
 CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k"), c[-1]))) for c in TILED]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k"), c[-1]))) for c in SKINNY]
+         + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "use_dot"), c[-1]))) for c in SKINNY_PATHS]
          + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
 
@@ -145,7 +150,7 @@ def test_default_paths_by_m():
     assert k.tuned_config(1, 4096, 4096, 4, 128, False, "cpu") is None  # the table is per GPU
 
 
-def test_tuned_table_is_read_per_gpu_and_key(tmp_path, monkeypatch):
+def test_committed_tuning_table_is_well_formed():
     """The committed table's entries are well-formed: every path known, tiles powers of two."""
     import json
 
@@ -203,6 +208,8 @@ def test_skinny_path_limits_raise_clear_errors():
     layer, _, _, _ = make_layer(256, 24, 4, 128)
     with pytest.raises(ValueError, match=r"block_k must be >= 128 for 4-bit"):
         k.w4a16_matmul_triton(torch.randn(8, 256).half().to(DEV), path="skinny", block_k=64, **layer)
+    with pytest.raises(ValueError, match=r"without tl.dot serves M <= 8 rows .* got M=9"):
+        k.w4a16_matmul_triton(torch.randn(9, 256).half().to(DEV), path="skinny", use_dot=False, **layer)
     with pytest.raises(ValueError, match=r"skinny path serves M <= 16 rows, got M=17"):
         k.w4a16_matmul_triton(torch.randn(17, 256).half().to(DEV), path="skinny", **layer)
 
