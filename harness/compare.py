@@ -30,6 +30,8 @@ def compare(base: pd.DataFrame, cur: pd.DataFrame, max_ppl_pct: float, max_slowd
     if b.empty:
         return pd.DataFrame(columns=KEYS + ["regression"])
     keys = [k for k in KEYS if k in b]
+    if c.empty or not set(keys) <= set(c):
+        c = b.iloc[:0]  # nothing succeeded now: every baseline point is missing (not a crash on absent columns)
     m = b.merge(c, on=keys, how="left", suffixes=("_base", ""), indicator=True)
     out = m[keys].copy()
     out["ppl_base"], out["ppl"] = m.get("ppl_base"), m.get("ppl")
