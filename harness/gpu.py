@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import tempfile
 import time
@@ -84,4 +85,11 @@ def use_pool(enabled: bool) -> Iterator[int | None]:
     with claim() as index:
         if index is not None:
             torch.cuda.set_device(index)
-        yield index
+        try:
+            yield index
+        finally:
+            if index is not None:
+                # joblib reuses worker processes: give this GPU's cached memory back before the next point,
+                # which may land on another GPU, while this one goes to another worker.
+                gc.collect()
+                torch.cuda.empty_cache()
