@@ -124,7 +124,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__)
     ap.add_argument("results", nargs="*", default=["results"], help="record files or directories")
-    ap.add_argument("--out-dir", default="reports", help="where summary.md, index.html and plots/ go")
+    ap.add_argument("--out-dir", default=None,
+                    help="where summary.md, index.html and plots/ go (default: reports, or --out's folder)")
     ap.add_argument("--out", default=None, help="the Markdown summary's path (default: OUT_DIR/summary.md)")
     ap.add_argument("--no-html", action="store_true", help="write only the Markdown summary")
     args = ap.parse_args(argv)
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     df = pd.DataFrame([flatten(r) for r in recs])
-    out = Path(args.out) if args.out else Path(args.out_dir) / "summary.md"
+    out_dir = Path(args.out_dir or (Path(args.out).parent if args.out else "reports"))
+    out = Path(args.out) if args.out else out_dir / "summary.md"
     write_atomic(out, render_markdown(df, args.results))
     print(f"wrote {out} ({len(df)} records)")
     if not args.no_html:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the HTML dashboard needs matplotlib ({e}); pip install -e '.[report]', or --no-html",
                   file=sys.stderr)
             return 2
-        print(f"wrote {dashboard.build(recs, df, args.results, Path(args.out_dir))}")
+        print(f"wrote {dashboard.build(recs, df, args.results, out_dir)}")
     return 0
 
 

@@ -119,6 +119,12 @@ def test_rebuild_removes_plots_the_records_no_longer_make(tmp_path):
     assert "one batch size only" in (out / "index.html").read_text()
 
 
+def test_out_puts_the_dashboard_next_to_the_summary(tmp_path):
+    res = write_fixture(tmp_path / "res", batches=(1,))
+    assert report.main([str(res), "--out", str(tmp_path / "x" / "s.md")]) == 0
+    assert (tmp_path / "x" / "s.md").exists() and (tmp_path / "x" / "index.html").exists()
+
+
 # --- headless Chromium -------------------------------------------------------------------------------------------
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
