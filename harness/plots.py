@@ -135,8 +135,9 @@ def batch_figures(batches: pd.DataFrame) -> tuple[list, list[str]]:
     for (model, gpu), g in batches.groupby(["model", "gpu"]):
         sizes = sorted(g["batch"].dropna().unique())
         if len(sizes) < 2:
-            notes.append(f"Speedup vs batch size: {model} on {gpu} has one batch size only ({', '.join(map(str, sizes))}"
-                         "); sweep it with bench.throughput.batch_size=1,4,16,64.")
+            measured = ", ".join(map(str, sizes))
+            notes.append(f"Speedup vs batch size: {model} on {gpu} has one batch size only ({measured}); "
+                         "sweep it with bench.throughput.batch_size=1,4,16,64.")
             continue
         g = g.dropna(subset=["decode speedup"])
         if g.empty:
