@@ -8,6 +8,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import register_configs
+from harness.gpu import use_pool
 
 register_configs()
 
@@ -19,7 +20,8 @@ def main(cfg: DictConfig) -> None:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     hc = HydraConfig.get()
     try:
-        record = run(plain, extra_dirs=[hc.runtime.output_dir])
+        with use_pool(bool(plain.get("gpu_pool"))):
+            record = run(plain, extra_dirs=[hc.runtime.output_dir])
     except Exception as e:
         if hc.mode != RunMode.MULTIRUN:
             raise

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 import methods
 
@@ -73,11 +73,27 @@ class BenchConf:
 
 
 @dataclass
+class GpuConf:
+    """The GPU a run expects (sweep axis `gpu=`): a sanity check plus datasheet figures kept with the record.
+
+    The peak figures are *datasheet* reference values (dense, no sparsity), not measurements; kernel records
+    carry the rates measured on the machine (harness.metrics.kernels.measure_roofline)."""
+
+    name: str = "auto"
+    # Substring the CUDA device name must contain (e.g. "H100"); None = any device, CPU included.
+    device_name: Optional[str] = None
+    datasheet_hbm_gbps: Optional[float] = None
+    datasheet_bf16_tflops: Optional[float] = None
+    datasheet_fp8_tflops: Optional[float] = None
+
+
+@dataclass
 class RunConf:
     model: ModelConf = MISSING
     method: Any = MISSING
     dataset: DatasetConf = MISSING
     bench: BenchConf = MISSING
+    gpu: GpuConf = MISSING
     device: str = "auto"
     seed: int = 0
     # Result records land here (relative to the directory the command runs in) and in Hydra's run dir.
@@ -88,6 +104,8 @@ class RunConf:
     progress: bool = True
     # Re-run even when results_dir already holds an ok record of this config, code version and machine.
     force: bool = False
+    # Claim a free local GPU (harness/gpu_pool.py file lock) for this run; set by `+launcher=local_gpus`.
+    gpu_pool: bool = False
 
 
 def register_configs() -> None:
@@ -97,10 +115,19 @@ def register_configs() -> None:
     cs.store(group="dataset", name="base_dataset", node=DatasetConf)
     cs.store(group="bench", name="default", node=BenchConf)
     cs.store(group="bench", name="base_bench", node=BenchConf)
+    cs.store(group="gpu", name="base_gpu", node=GpuConf)
+    # ${visible_gpus:} = CUDA devices this process sees (at least 1): n_jobs of the local_gpus launcher preset.
+    OmegaConf.register_new_resolver("visible_gpus", _visible_gpus, replace=True)
     for name in methods.known_methods():
         cls = methods.get_method_class(name)
         if cls.selectable:
             cs.store(group="method", name=name, node=cls)
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
 
 
 def method_options(method_cfg: Any) -> dict:

@@ -25,7 +25,7 @@ class RecordError(ValueError):
 
 
 # Run plumbing: where records and checkpoints go, progress bars, re-run policy. Not part of what was measured.
-PLUMBING_KEYS = ("results_dir", "export_dir", "progress", "force")
+PLUMBING_KEYS = ("results_dir", "export_dir", "progress", "force", "gpu_pool")
 
 
 def config_hash(config: dict) -> str:
@@ -80,9 +80,11 @@ def environment() -> dict:
         "gpu": None, "gpu_count": 0, "gpu_capability": None, "driver": None,
     }
     if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
+        index = torch.cuda.current_device()  # the GPU this run uses (harness.gpu.use_pool may pick one)
+        env["gpu"] = torch.cuda.get_device_name(index)
+        env["gpu_index"] = index
         env["gpu_count"] = torch.cuda.device_count()
-        env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
         try:
             env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                            capture_output=True, text=True, timeout=20).stdout.strip() or None

@@ -1,4 +1,5 @@
-"""`python -m harness.report [RESULTS...] [--out reports/summary.md]`: render result records as Markdown."""
+"""`python -m harness.report [RESULTS...] [--out-dir reports]`: render result records as reports/summary.md
+(Markdown) and the static HTML dashboard reports/index.html with its plots (harness/dashboard.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 import methods
 
-from harness.records import RecordError, load_frame
+from harness.records import RecordError, flatten, iter_records
 
 COLUMNS = {
     "config.model.name_or_path": "model",
@@ -105,26 +106,47 @@ def render_markdown(df: pd.DataFrame, sources: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write text or bytes to `path` through a temp file in the same directory and a rename: readers (a browser,
+    CI) never see half a file, and a failed write leaves none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; reports are for everyone to read
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__)
     ap.add_argument("results", nargs="*", default=["results"], help="record files or directories")
-    ap.add_argument("--out", default="reports/summary.md")
+    ap.add_argument("--out-dir", default=None,
+                    help="where summary.md, index.html and plots/ go (default: reports, or --out's folder)")
+    ap.add_argument("--out", default=None, help="the Markdown summary's path (default: OUT_DIR/summary.md)")
+    ap.add_argument("--no-html", action="store_true", help="write only the Markdown summary")
     args = ap.parse_args(argv)
     try:
-        df = load_frame(args.results)
+        recs = list(iter_records(args.results))
     except RecordError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_atomic(Path(args.out), render_markdown(df, args.results))
-    print(f"wrote {args.out} ({len(df)} records)")
+    df = pd.DataFrame([flatten(r) for r in recs])
+    out_dir = Path(args.out_dir or (Path(args.out).parent if args.out else "reports"))
+    out = Path(args.out) if args.out else out_dir / "summary.md"
+    write_atomic(out, render_markdown(df, args.results))
+    print(f"wrote {out} ({len(df)} records)")
+    if not args.no_html:
+        try:
+            from harness import dashboard
+        except ImportError as e:
+            print(f"error: the HTML dashboard needs matplotlib ({e}); pip install -e '.[report]', or --no-html",
+                  file=sys.stderr)
+            return 2
+        print(f"wrote {dashboard.build(recs, df, args.results, out_dir)}")
     return 0
 
 

@@ -14,6 +14,7 @@ import torch
 import methods
 from harness import data, records
 from harness.config import method_options
+from harness.gpu import check_gpu
 from harness.metrics.perplexity import perplexity
 from harness.metrics.throughput import throughput
 from harness.models import describe, load_model, resolve_device
@@ -87,6 +88,7 @@ def run(cfg: dict, extra_dirs: list[str] | None = None) -> dict:
 def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
+    check_gpu(cfg.get("gpu") or {}, device)
     requested = build_method(cfg["method"])
     progress = cfg.get("progress", True)
     with phase("load_model"):

@@ -54,3 +54,22 @@ def test_unreadable_record_is_a_usage_error(tmp_path):
     (tmp_path / "a" / "x.json").write_text(json.dumps({"not": "a record"}))
     write(tmp_path / "b")
     assert gate(tmp_path, tmp_path / "a", tmp_path / "b") == 2
+
+
+def test_all_points_failed_now_fails_the_gate_without_crashing(tmp_path):
+    write(tmp_path / "a", "none")
+    write(tmp_path / "a", "fp8")
+    write(tmp_path / "b", "none", status="failed")
+    write(tmp_path / "b", "fp8", status="failed")
+    assert gate(tmp_path, tmp_path / "a", tmp_path / "b") == 1
+    assert (tmp_path / "c.md").read_text().count("missing or failed") == 2
+
+
+def test_where_restricts_the_baseline_points(tmp_path):
+    write(tmp_path / "a", "none")
+    write(tmp_path / "a", "gptq")
+    write(tmp_path / "b", "none")
+    args = [str(tmp_path / "a"), "--current", str(tmp_path / "b"), "--out", str(tmp_path / "c.md")]
+    assert compare.main(args) == 1  # gptq is missing now
+    assert compare.main(args + ["--where", "method == 'none'"]) == 0
+    assert compare.main(args + ["--where", "no_such_column =="]) == 2
