@@ -34,13 +34,15 @@ COLUMNS = {
 }
 
 
-def _defaults(method: str) -> dict:
-    """The registered method's option defaults (empty for an unknown method name)."""
+def _defaults(method: str) -> tuple[dict, dict]:
+    """The registered method's option defaults, and the values options had in records written before they
+    existed (both empty for an unknown method name)."""
     try:
         cls = methods.get_method_class(method)
     except Exception:
-        return {}
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {}, {}
+    return ({f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING},
+            dict(cls.legacy_defaults))
 
 
 def _fmt(v) -> str:
@@ -50,15 +52,15 @@ def _fmt(v) -> str:
 def _scheme(row: pd.Series) -> str:
     """The method's options that differ from its defaults, e.g. `weight_granularity=channel` ("-": defaults)."""
     skip = {"method.quant_method", "method.modules_to_not_convert"}
-    defaults = _defaults(str(row.get("config.method.quant_method", "")))
+    defaults, legacy = _defaults(str(row.get("config.method.quant_method", "")))
+    values = {c.split(".", 1)[1]: row[c] for c in row.index
+              if c.startswith("method.") and c not in skip and _present(row[c])}
+    values = {k: v for k, v in legacy.items() if k not in values} | values  # a record from before the option
     parts = []
-    for c in row.index:
-        if not c.startswith("method.") or c in skip or not _present(row[c]):
+    for key, value in values.items():
+        if key in defaults and _fmt(defaults[key]) == _fmt(value):
             continue
-        key = c.split(".", 1)[1]
-        if key in defaults and _fmt(defaults[key]) == _fmt(row[c]):
-            continue
-        parts.append(f"{key}={_fmt(row[c])}")
+        parts.append(f"{key}={_fmt(value)}")
     return ", ".join(sorted(parts)) or "-"
 
 

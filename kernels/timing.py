@@ -33,3 +33,30 @@ def cuda_time_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50,
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times), min(times), max(times)
+
+
+def graph_time_ms(fn: Callable[[], object], warmup: int = 3, iters: int = 30,
+                  flush: torch.Tensor | None = None) -> tuple[float, float, float, str]:
+    """(median, min, max, timer) ms of one fn() replayed from a CUDA graph: device time without the host's launch
+    overhead (Python + Triton's launcher cost tens of microseconds, more than a whole decode GEMM on small
+    shapes), which is how serving engines run decode. An op that cannot be captured (a host sync, say) is timed
+    eagerly instead and timer says "eager"."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # compile, autotune and allocate outside the capture
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn()
+        graph.replay()
+        torch.cuda.synchronize()
+    except Exception:  # not capturable: fall back to eager timing
+        torch.cuda.synchronize()
+        med, lo, hi = cuda_time_ms(fn, 1, iters, flush)
+        return med, lo, hi, "eager"
+    med, lo, hi = cuda_time_ms(graph.replay, 2, iters, flush)
+    return med, lo, hi, "cuda_graph"

@@ -392,6 +392,11 @@ def _tuning_table(path: str) -> dict:
         return {}
 
 
+@functools.cache
+def _gpu_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device) -> dict | None:
     """The committed per-GPU choice (path + tiles) for this shape and M-bucket, or None (heuristics apply).
     Table: {gpu name: {tuning_key: config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
@@ -399,7 +404,7 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     if device.type != "cuda":
         return None
     table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
-    per_gpu = table.get(torch.cuda.get_device_name(device), {})
+    per_gpu = table.get(_gpu_name(device.index or 0), {})
     cfg = per_gpu.get(tuning_key(M, N, K, bits, group_size, has_g_idx))
     return dict(cfg) if cfg else None
 

@@ -76,6 +76,8 @@ class QuantizationConfig(ABC):
     from_checkpoint: ClassVar[bool] = False
     # False for names that only describe checkpoints (dispatchers such as compressed-tensors): not a `method=`.
     selectable: ClassVar[bool] = True
+    # Options added after records were written: the value they implicitly had in a record that lacks them.
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
     # Linear layers matched by these fnmatch patterns (on the module's qualified name, or its last part) stay in
     # full precision. HF calls the key `modules_to_not_convert`.
     modules_to_not_convert: list[str] = dataclasses.field(default_factory=lambda: ["lm_head"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ class GPTQConfig(QuantizationConfig):
     # groups (no g_idx permutation), so kernels keep their fast path. On the embedded model it is what makes
     # GPTQ beat RTN without act-order (results/h100/README.md).
     act_group_aware: bool = True
+    legacy_defaults: ClassVar[dict] = {"act_group_aware": False}  # records from before GAR existed
     # Damping added to the Hessian diagonal, as a fraction of its mean.
     damp_percent: float = 0.01
     # Quantize q/k/v, then o, then up/gate, then down, each on inputs through the already-quantized ones.
@@ -174,6 +175,7 @@ class RTNConfig(GPTQConfig):
 
     quant_method: str = "rtn"
     algorithm: str = "rtn"
+    act_group_aware: bool = False
 
     def validate(self) -> None:
         self.algorithm = "rtn"
