@@ -101,7 +101,7 @@ def random_model(hf_config, dtype: torch.dtype, device: torch.device, seed: int 
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    return model
+    return model.to(device)  # a no-op unless some tensor was created elsewhere
 
 
 def _no_init():

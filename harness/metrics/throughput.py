@@ -123,7 +123,6 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, gen_len)
-    dec.prefill(prompt)  # allocates the cache (its size is part of the point's memory)
     used, reason = _setup_mode(dec, mode, requested, prompt)
     check = dec.check_against_eager(prompt, check_steps)
     clock = _Clock(device)
