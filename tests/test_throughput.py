@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from harness.config import ModelConf, register_configs
 from harness.metrics.decode import DecodeCheckError, StaticDecoder, resolve_mode
-from harness.metrics.throughput import LEGACY_KEYS, throughput
+from harness.metrics.throughput import LEGACY_KEYS, _setup_mode, throughput
 from harness.models import PRESET_DIR, load_config, load_model, random_model, resolve_model_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,6 +109,21 @@ def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
     dec._compiled = wrong_input
     with pytest.raises(DecodeCheckError, match="differ from eager"):
         dec.check_against_eager(prompt, steps=3)
+
+
+def test_a_failed_capture_falls_back_to_eager_under_auto_only(tiny):
+    dec = StaticDecoder(tiny, 1, 4, 2)
+    prompt = torch.zeros((1, 4), dtype=torch.long)
+
+    def broken(_prompt):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    dec.capture = dec.compile = broken
+    used, reason = _setup_mode(dec, "cuda_graph", "auto", prompt)
+    assert used == "eager" and dec.mode == "eager"
+    assert "cuda_graph failed" in reason and "not permitted" in reason and "fell back to eager" in reason
+    with pytest.raises(RuntimeError, match="decode_mode=compile failed.*decode_mode=eager"):
+        _setup_mode(dec, "compile", "compile", prompt)
 
 
 def test_bad_throughput_options_are_refused(tiny):

@@ -9,6 +9,13 @@ perf_counter on CPU. Speed does not depend on token values: prompts are random i
 
 `prefill_lens` adds prefill-only points (batch `prefill_batch_size`) at long prompts whose KV cache would not fit
 at the large decode batch sizes (e.g. 2048 tokens at batch 1).
+
+Record (`metrics.throughput`): `points`, one row per batch size with batch_size, prompt_len, gen_len,
+prefill_tokens (b x P), decode_tokens (b x G), prefill_s / decode_s / e2e_latency_s (median, with _min, _max and
+_runs), prefill_tokens_per_s, decode_tokens_per_s, time_to_first_token_s, time_per_output_token_s,
+peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, decode_check; `prefill_points`, the same
+prefill fields; run-wide decode_mode, decode_mode_reason, prefill_mode, kv_cache, weight_memory_bytes,
+memory_kind, timer, warmup, repeats; and LEGACY_KEYS copied from the first point.
 """
 
 from __future__ import annotations
