@@ -223,3 +223,26 @@ def test_random_weights_without_tokenizer_refuse_perplexity(tmp_path, tiny_dir):
         _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "bench=perplexity")
     (path,) = (tmp_path / "results").glob("*.json")
     assert json.loads(path.read_text())["status"] == "failed"
+
+
+def test_speedup_table_divides_by_the_unquantized_run_at_the_same_point(tmp_path, capsys):
+    from harness import records, speedup
+
+    def point(b, decode_tps, prefill_tps):
+        return {"batch_size": b, "prompt_len": 16, "gen_len": 4, "decode_tokens_per_s": decode_tps,
+                "prefill_tokens_per_s": prefill_tps, "time_to_first_token_s": 0.1, "time_per_output_token_s": 0.01,
+                "peak_memory_bytes": 2**30, "decode_mode": "cuda_graph"}
+
+    for method, scale in (("none", 1.0), ("gptq", 3.0)):
+        rec = records.new_record({"model": {"name_or_path": "preset:llama-2-7b"}, "method": {"quant_method": method}})
+        rec |= {"status": "ok", "method": {"quant_method": method},
+                "metrics": {"throughput": {"weight_memory_bytes": 2**30,
+                                           "points": [point(b, scale * 10 * b, 100.0) for b in (1, 8)],
+                                           "prefill_points": []}}}
+        records.write_record(rec, tmp_path / "records")
+    assert speedup.main([str(tmp_path / "records"), "--out", str(tmp_path / "speedup.md"), "--compact"]) == 0
+    table = speedup.with_speedup(speedup.points_frame(records.iter_records([tmp_path / "records"])))
+    gptq = table[table["method"] == "gptq"].set_index("batch")
+    assert list(gptq.index) == [1, 8]
+    assert gptq["decode x"].tolist() == pytest.approx([3.0, 3.0]) and gptq["prefill x"].tolist() == [1.0, 1.0]
+    assert "| gptq" in (tmp_path / "speedup.md").read_text() and "decode x" in capsys.readouterr().out
