@@ -39,6 +39,12 @@ def main(cfg: DictConfig) -> None:
     if "throughput" in m:
         t = m["throughput"]
         parts.append(f"prefill={t['prefill_tokens_per_s']:.1f} tok/s decode={t['decode_tokens_per_s']:.1f} tok/s")
+        if len(t.get("points", [])) > 1:
+            parts.append("decode tok/s by batch: " + " ".join(
+                f"b{p['batch_size']}={p['decode_tokens_per_s']:.0f}" for p in t["points"]))
+        parts += [f"prefill@{p['prompt_len']}={p['prefill_tokens_per_s']:.0f} tok/s" for p in t.get("prefill_points", [])]
+        if "decode_mode" in t:
+            parts.append(f"decode_mode={t['decode_mode']}")
     print("[quantbench] " + "  ".join(parts))
     print(f"[quantbench] record: {record['paths'][0]}")
 

@@ -57,12 +57,23 @@ class PerplexityConf:
 
 @dataclass
 class ThroughputConf:
+    """harness/metrics/throughput.py: one point per batch size (prefill of batch x prompt_len tokens, then gen_len
+    greedy decode steps over a static KV cache), plus prefill-only points at prefill_lens."""
+
     enabled: bool = True
-    batch_size: int = 1
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
     prompt_len: int = 128
     gen_len: int = 32
+    # Prefill-only points at these prompt lengths (batch prefill_batch_size): long prompts whose KV cache would not
+    # fit at the large decode batch sizes.
+    prefill_lens: list[int] = field(default_factory=list)
+    prefill_batch_size: int = 1
     warmup: int = 1
     repeats: int = 3
+    # auto (cuda_graph on CUDA, eager on CPU), cuda_graph, compile (torch.compile reduce-overhead) or eager.
+    decode_mode: str = "auto"
+    # Greedy steps compared between eager and graph/compiled decode at each point (0: no check).
+    check_steps: int = 4
 
 
 @dataclass

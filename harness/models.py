@@ -16,6 +16,9 @@ from harness.assets import embedded_model_dir
 from harness.config import ModelConf
 
 EMBEDDED_PREFIX = "embedded:"
+PRESET_PREFIX = "preset:"
+# Architecture-only presets (a config.json each, no weights, no tokenizer): real model sizes for speed runs.
+PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
 
 
 @dataclass
@@ -45,10 +48,60 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
+def known_presets() -> list[str]:
+    return sorted(p.parent.name for p in PRESET_DIR.glob("*/config.json"))
+
+
 def resolve_model_path(name_or_path: str) -> str:
+    """`embedded:<name>` and `preset:<name>` -> their local directory; anything else (path, hub name) as is."""
     if name_or_path.startswith(EMBEDDED_PREFIX):
         return str(embedded_model_dir(name_or_path[len(EMBEDDED_PREFIX):]))
+    if name_or_path.startswith(PRESET_PREFIX):
+        name = name_or_path[len(PRESET_PREFIX):]
+        if name not in known_presets():
+            raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(known_presets())} "
+                             f"(or give a local directory holding a config.json, or a hub name)")
+        return str(PRESET_DIR / name)
     return name_or_path
+
+
+def load_config(path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The transformers config of a local directory or hub name; a clear error when there is none."""
+    from transformers import AutoConfig
+
+    local = Path(path)
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ValueError(f"model directory {path} has no config.json; a model needs at least its config.json "
+                         f"(with model.random_weights=true nothing else: no weights, no tokenizer)")
+    try:
+        return AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"cannot read the model config of {path!r}: {e}. Give a local directory with a valid "
+                         f"config.json, a preset ({', '.join(PRESET_PREFIX + p for p in known_presets())}), "
+                         f"or a hub name (needs the hub or its local cache)") from e
+
+
+def _optional_tokenizer(path: str, **kw):
+    """The tokenizer if the model ships one, else None (architecture-only presets and config directories)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, **kw)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def random_model(hf_config, dtype: torch.dtype, device: torch.device, seed: int = 0) -> nn.Module:
+    """The architecture with randomly initialised weights, built directly on `device` in `dtype` (no float32 or
+    CPU copy: a 7B model in bf16 takes 13.5 GB and seconds on a GPU)."""
+    from transformers import AutoModelForCausalLM
+
+    if getattr(hf_config, "quantization_config", None) is not None:
+        del hf_config.quantization_config
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    return model.to(device)  # a no-op unless some tensor was created elsewhere
 
 
 def _no_init():
@@ -90,24 +143,24 @@ def load_quantized_checkpoint(path: str, qconfig: methods.QuantizationConfig, dt
 
 
 def load_model(conf: ModelConf, device: torch.device) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """With random_weights the directory may hold only config.json; the tokenizer is then None."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(conf.name_or_path)
     dtype = resolve_dtype(conf.dtype, device)
     kw = dict(revision=conf.revision, trust_remote_code=conf.trust_remote_code)
-    hf_config = AutoConfig.from_pretrained(path, **kw)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    hf_config = load_config(path, **kw)
     qc = getattr(hf_config, "quantization_config", None)
     checkpoint_method = None
     if conf.random_weights:
-        if qc is not None:
-            del hf_config.quantization_config
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype).to(device)
+        tokenizer = _optional_tokenizer(path, **kw)
+        model = random_model(hf_config, dtype, device)
     elif qc is not None:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         checkpoint_method = methods.QuantizationConfig.from_config(hf_config)
         model = load_quantized_checkpoint(path, checkpoint_method, dtype, device)
     else:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw).to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, checkpoint_method=checkpoint_method)

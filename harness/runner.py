@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import time
 import traceback
@@ -86,6 +87,9 @@ def run(cfg: dict, extra_dirs: list[str] | None = None) -> dict:
 
 
 def _run(cfg: dict, record: dict, phase: _Phases) -> None:
+    gc.collect()  # a previous run in this process (a multirun sweep) must not hold GPU memory
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     check_gpu(cfg.get("gpu") or {}, device)
@@ -94,21 +98,32 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     with phase("load_model"):
         loaded = load_model(_ns(cfg["model"]), device)
     model, tok = loaded.model, loaded.tokenizer
+    random_weights = bool(cfg["model"].get("random_weights"))
+    if tok is None and cfg["bench"]["perplexity"]["enabled"]:
+        raise ValueError(f"{cfg['model']['name_or_path']} has no tokenizer (random weights from a config only): "
+                         f"perplexity needs one, and means nothing on random weights; use bench=throughput "
+                         f"(or bench.perplexity.enabled=false)")
     qconfig, must_quantize = _resolve_method(requested, loaded.checkpoint_method)
     record["method"] = qconfig.to_dict()
     info = describe(model)
     record["model"] = {"path": loaded.path, "architecture": info["architecture"], "parameters": info["parameters"],
                        "dtype": str(next(model.parameters()).dtype), "device": str(device),
-                       "config": info["config"]}
+                       "random_weights": random_weights, "config": info["config"]}
     dataset = _ns(cfg["dataset"])
     if must_quantize:
         with phase("quantize"):
-            calib = None
-            if qconfig.needs_calibration():
-                calib = data.calibration_batches(tok, dataset, n=getattr(qconfig, "calibration_samples", 16),
-                                                 seq_len=getattr(qconfig, "calibration_seq_len", 512),
-                                                 seed=cfg["seed"])
-            swapped = qconfig.prepare_model(model, calib, progress=progress)
+            if random_weights and qconfig.needs_calibration():
+                # Calibrating random weights means nothing (and GPTQ/AWQ at 7B take long): quantize into the
+                # method's layout without it; the speed is the method's, the accuracy is not.
+                record["method"]["speed_only"] = True
+                swapped = qconfig.prepare_speed_only(model, progress=progress)
+            else:
+                calib = None
+                if qconfig.needs_calibration():
+                    calib = data.calibration_batches(tok, dataset, n=getattr(qconfig, "calibration_samples", 16),
+                                                     seq_len=getattr(qconfig, "calibration_seq_len", 512),
+                                                     seed=cfg["seed"])
+                swapped = qconfig.prepare_model(model, calib, progress=progress)
         record["model"]["quantized_layers"] = len(swapped)
         if cfg.get("export_dir"):
             from methods.export import save_checkpoint
@@ -131,8 +146,11 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     if bench["throughput"]["enabled"]:
         t = bench["throughput"]
         with phase("throughput"):
-            res = throughput(model, vocab_size=len(tok), batch_size=t["batch_size"], prompt_len=t["prompt_len"],
-                             gen_len=t["gen_len"], warmup=t["warmup"], repeats=t["repeats"], seed=cfg["seed"])
+            res = throughput(model, vocab_size=model.config.get_text_config().vocab_size,
+                             batch_sizes=t["batch_sizes"], prompt_len=t["prompt_len"], gen_len=t["gen_len"],
+                             warmup=t["warmup"], repeats=t["repeats"], seed=cfg["seed"],
+                             decode_mode=t["decode_mode"], check_steps=t["check_steps"],
+                             prefill_lens=t["prefill_lens"], prefill_batch_size=t["prefill_batch_size"])
         record["metrics"]["throughput"] = res.as_dict()
 
 

@@ -154,6 +154,18 @@ class QuantizationConfig(ABC):
 
         return quantize_model(model, self, progress=progress)
 
+    def prepare_speed_only(self, model: nn.Module, progress: bool = True) -> list[str]:
+        """Quantize a model with random weights for a speed run, into the layout prepare_model produces, without
+        calibration text (speed does not depend on the values). Default: prepare_model, calibrating (if the method
+        calibrates) on a batch of random token ids. Methods whose calibration is costly override this with
+        round-to-nearest into their own layout."""
+        calibration = None
+        if self.needs_calibration():
+            cfg = model.config.get_text_config()
+            gen = torch.Generator().manual_seed(0)
+            calibration = [torch.randint(0, cfg.vocab_size, (1, 128), generator=gen)]
+        return self.prepare_model(model, calibration, progress=progress)
+
 
 class LinearMethodBase(ABC):
     """Owns the tensors and the forward of a QuantLinear (vLLM's QuantizeMethodBase)."""

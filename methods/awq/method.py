@@ -138,6 +138,18 @@ class AWQConfig(QuantizationConfig):
                 install(name, model.get_submodule(name))
         return installed
 
+    def prepare_speed_only(self, model: nn.Module, progress: bool = True) -> list[str]:
+        """Round-to-nearest into the AutoAWQ GEMM layout, skipping the scale and clip searches (meaningless on
+        random weights): the same tensors and kernel as AWQ."""
+        from tqdm.auto import tqdm
+
+        from methods.loader import linear_layers
+
+        names = [name for name, _ in linear_layers(model, self)]
+        for name in tqdm(names, desc="quantize [awq, speed only]", disable=not progress, leave=False):
+            install_layer(model, self, name, model.get_submodule(name))
+        return names
+
 
 def install_layer(model: nn.Module, config: AWQConfig, name: str, linear: nn.Linear) -> None:
     """RTN-quantize `linear` on the AWQ grid and replace it by an AWQ QuantLinear loaded from those tensors."""

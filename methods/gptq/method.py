@@ -167,6 +167,14 @@ class GPTQConfig(QuantizationConfig):
                 install_layer(model, self, name, rtn(model.get_submodule(name).weight, self.spec))
         return targets
 
+    def prepare_speed_only(self, model: nn.Module, progress: bool = True) -> list[str]:
+        """Round-to-nearest into this config's GPTQ layout (bits, group size, format): the same tensors and kernel
+        as GPTQ, without its calibration (meaningless on random weights, and slow at 7B)."""
+        if self.desc_act:
+            raise ValueError("gptq: desc_act=true orders columns by calibration activations, which a random-weight "
+                             "speed run does not have; measure speed with desc_act=false")
+        return dataclasses.replace(self, algorithm="rtn").prepare_model(model, None, progress=progress)
+
 
 @register_method("rtn")
 @dataclasses.dataclass

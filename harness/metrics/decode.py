@@ -1,0 +1,184 @@
+"""Greedy decoding over a static KV cache, one token per step: eager, CUDA-graph replay, or torch.compile.
+
+The decoder owns transformers' StaticCache (sized prompt_len + gen_len) and fixed device buffers for the next
+input ids, their positions, a step counter and the generated tokens. A step runs the model on one token per
+sequence, takes the argmax and writes it back into those buffers, all on the device and in place (gpt-fast
+style), so the step can be captured once in a torch.cuda.CUDAGraph and replayed per token: the timing then
+measures kernels, not Python. Prefill stays eager (one forward over the prompt, first token by argmax).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+MODES = ("auto", "cuda_graph", "compile", "eager")
+
+
+class DecodeCheckError(RuntimeError):
+    """Replayed (graph or compiled) decode steps disagree with the same steps run eagerly."""
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """auto -> cuda_graph on CUDA, eager elsewhere; cuda_graph without CUDA is an error."""
+    if mode not in MODES:
+        raise ValueError(f"decode_mode={mode!r} is not supported; use one of {list(MODES)}")
+    if mode == "auto":
+        return "cuda_graph" if device.type == "cuda" else "eager"
+    if mode == "cuda_graph" and device.type != "cuda":
+        raise ValueError(f"decode_mode=cuda_graph needs a CUDA device (the model is on {device}); use auto or eager")
+    return mode
+
+
+def _forward_params(model: nn.Module) -> set[str]:
+    return set(inspect.signature(type(model).forward).parameters)  # follows functools.wraps to the real forward
+
+
+def cache_kwarg(model: nn.Module) -> str:
+    """The forward's cache argument: `cache` (transformers >= 5.2x) or `past_key_values` (5.17 and older)."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
+
+
+def cache_bytes(cache) -> int:
+    """Bytes the cache's allocated key/value tensors occupy."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+class StaticDecoder:
+    """Prefill + greedy decode of `batch_size` sequences over one static cache of prompt_len + gen_len tokens."""
+
+    def __init__(self, model: nn.Module, batch_size: int, prompt_len: int, gen_len: int):
+        from transformers import StaticCache
+
+        self.model, self.batch_size, self.prompt_len, self.gen_len = model, batch_size, prompt_len, gen_len
+        self.device = next(model.parameters()).device
+        self.cache = StaticCache(config=model.config, max_cache_len=prompt_len + gen_len)
+        params = _forward_params(model)
+        self._cache_kw = {cache_kwarg(model): self.cache}
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        long = dict(dtype=torch.long, device=self.device)
+        self.ids = torch.zeros((batch_size, 1), **long)  # next input token of each sequence
+        self.pos = torch.zeros((batch_size, 1), **long)  # its position
+        self.step_idx = torch.zeros((1,), **long)  # decode steps run since the prefill
+        self.tokens = torch.zeros((batch_size, gen_len), **long)  # token produced by each step
+        self.logits: torch.Tensor | None = None  # logits of the last step ([batch, 1, vocab])
+        self.mode = "eager"
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._compiled = None
+
+    def reset(self) -> None:
+        """Empty the cache (in place: its tensors keep their addresses)."""
+        self.cache.reset()
+
+    @torch.no_grad()
+    def prefill(self, prompt: torch.Tensor, reset: bool = True) -> torch.Tensor:
+        """Run the prompt [batch, prompt_len] (into an emptied cache unless reset=False: the caller emptied it),
+        set up the first decode input; returns it."""
+        if tuple(prompt.shape) != (self.batch_size, self.prompt_len):
+            raise ValueError(f"prompt {tuple(prompt.shape)} != ({self.batch_size}, {self.prompt_len})")
+        if reset:
+            self.reset()
+        positions = torch.arange(self.prompt_len, device=self.device).expand(self.batch_size, -1)
+        out = self.model(input_ids=prompt, position_ids=positions, use_cache=True, **self._cache_kw, **self._keep)
+        first = out.logits[:, -1].argmax(-1, keepdim=True)
+        self.ids.copy_(first)
+        self.pos.fill_(self.prompt_len)
+        self.step_idx.zero_()
+        return first
+
+    def _step(self) -> torch.Tensor:
+        """One decode step, entirely on fixed buffers (what the graph captures)."""
+        out = self.model(input_ids=self.ids, position_ids=self.pos, use_cache=True, **self._cache_kw)
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        self.tokens.index_copy_(1, self.step_idx, nxt)
+        self.ids.copy_(nxt)
+        self.pos.add_(1)
+        self.step_idx.add_(1)
+        return out.logits
+
+    @torch.no_grad()
+    def step(self) -> torch.Tensor:
+        """Run one decode step in the decoder's mode; returns that step's logits (a buffer the next step reuses)."""
+        if self._graph is not None:
+            self._graph.replay()
+            return self.logits
+        self.logits = self._compiled() if self._compiled is not None else self._step()
+        return self.logits
+
+    @torch.no_grad()
+    def capture(self, prompt: torch.Tensor) -> None:
+        """Capture one decode step in a CUDA graph. The cache tensors must exist first (allocated by a prefill), and
+        the step runs once on a side stream before capture (lazy initialisation, kernel compilation)."""
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.prefill(prompt)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self._step()
+        self._graph, self.mode = graph, "cuda_graph"
+
+    @torch.no_grad()
+    def compile(self, prompt: torch.Tensor) -> None:
+        """torch.compile the decode step (CUDA graphs via mode=reduce-overhead on CUDA) and warm it up."""
+        for buf in (self.ids, self.pos, self.step_idx, self.tokens):
+            torch._dynamo.mark_static_address(buf)
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._compiled = torch.compile(self._step, mode=mode)
+        self.mode = "compile"
+        for _ in range(2):
+            self.prefill(prompt)
+            for _ in range(min(3, self.gen_len)):
+                self.step()
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Prefill then `steps` (default gen_len) decode steps; returns the tokens [batch, steps]."""
+        steps = self.gen_len if steps is None else steps
+        if not 0 <= steps <= self.gen_len:
+            raise ValueError(f"steps={steps} must lie in [0, gen_len={self.gen_len}] (the cache holds no more)")
+        self.prefill(prompt)
+        for _ in range(steps):
+            self.step()
+        return self.tokens[:, :steps].clone()
+
+    @torch.no_grad()
+    def check_against_eager(self, prompt: torch.Tensor, steps: int) -> dict:
+        """Run `steps` greedy steps eagerly, then in the decoder's mode, from the same prompt, and compare.
+
+        Up to and including the first step where the tokens differ, the logits must agree to within 5% of their
+        scale (kernels with split-K atomics sum in a different order run to run, so tokens may part at a near-tie);
+        raises DecodeCheckError otherwise.
+        """
+        steps = min(steps, self.gen_len)
+        if self.mode == "eager" or steps < 1:
+            return {"steps": 0, "tokens_equal": True, "first_divergent_step": None, "max_abs_logit_diff": 0.0}
+        self.prefill(prompt)
+        ref = [self._step()[:, -1].float().clone() for _ in range(steps)]
+        ref_tokens = self.tokens[:, :steps].clone()
+        self.prefill(prompt)
+        got = [self.step()[:, -1].float().clone() for _ in range(steps)]
+        got_tokens = self.tokens[:, :steps].clone()
+        same = (ref_tokens == got_tokens).all(0)
+        diverge = None if bool(same.all()) else int((~same).nonzero()[0])
+        upto = steps if diverge is None else diverge + 1
+        diff = max(float((g - r).abs().max()) for g, r in zip(got[:upto], ref[:upto]))
+        scale = max(float(r.abs().max()) for r in ref[:upto])
+        result = {"steps": steps, "tokens_equal": diverge is None, "first_divergent_step": diverge,
+                  "max_abs_logit_diff": diff, "logit_scale": scale}
+        if diff > 0.05 * scale + 1e-3:
+            raise DecodeCheckError(f"{self.mode} decode logits differ from eager by {diff:.4g} (scale {scale:.4g}) "
+                                   f"within {upto} step(s): the replayed step does not compute what the model does")
+        return result

@@ -1,0 +1,80 @@
+"""`python -m harness.speedup RESULTS... [--out FILE]`: every throughput point of the newest successful run per
+(model, method, GPU) as one table, with each method's speedup over the unquantized (`method=none`) run of the same
+model, GPU and point (batch size, prompt and generation length)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from harness.records import RecordError, iter_records
+from harness.report import write_atomic
+
+POINT = ["model", "gpu", "kind", "batch", "prompt", "gen"]
+COMPACT = ["model", "method", "kind", "batch", "prompt", "decode tok/s", "decode x", "prefill tok/s", "prefill x",
+           "peak GiB", "decode_mode"]
+
+
+def _rows(record: dict) -> Iterable[dict]:
+    t = record["metrics"]["throughput"]
+    base = {"model": record["config"]["model"]["name_or_path"], "method": record["method"]["quant_method"],
+            "gpu": record["env"].get("gpu") or "cpu", "created_at": record["created_at"],
+            "speed_only": bool(record["method"].get("speed_only"))}
+    for kind, points in (("decode", t.get("points", [])), ("prefill", t.get("prefill_points", []))):
+        for p in points:
+            yield base | {"kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"], "gen": p.get("gen_len", 0),
+                          "prefill tok/s": p["prefill_tokens_per_s"], "decode tok/s": p.get("decode_tokens_per_s"),
+                          "TTFT ms": 1e3 * p["time_to_first_token_s"],
+                          "TPOT ms": 1e3 * p["time_per_output_token_s"] if "time_per_output_token_s" in p else None,
+                          "peak GiB": p["peak_memory_bytes"] / 2**30, "weights GiB": t["weight_memory_bytes"] / 2**30,
+                          "decode_mode": p.get("decode_mode")}
+
+
+def points_frame(records: Iterable[dict]) -> pd.DataFrame:
+    """One row per throughput point of the newest ok run of each (model, method, GPU)."""
+    runs = [r for r in records if r.get("status") == "ok" and r.get("kind", "run") == "run"
+            and "points" in (r.get("metrics") or {}).get("throughput", {})]
+    newest: dict[tuple, dict] = {}
+    for r in sorted(runs, key=lambda r: r["created_at"]):
+        newest[(r["config"]["model"]["name_or_path"], r["method"]["quant_method"], r["env"].get("gpu"))] = r
+    return pd.DataFrame([row for r in newest.values() for row in _rows(r)])
+
+
+def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds `decode x` and `prefill x`: tokens/s over the `none` run's at the same point (NaN without one)."""
+    if df.empty:
+        return df
+    base = df[df["method"] == "none"].set_index(POINT)[["decode tok/s", "prefill tok/s"]]
+    out = df.join(base.add_suffix(" (none)"), on=POINT)
+    out["decode x"] = out["decode tok/s"] / out["decode tok/s (none)"]
+    out["prefill x"] = out["prefill tok/s"] / out["prefill tok/s (none)"]
+    return out.drop(columns=["decode tok/s (none)", "prefill tok/s (none)", "created_at"]).sort_values(
+        ["model", "gpu", "kind", "prompt", "batch", "method"]).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.speedup", description=__doc__)
+    ap.add_argument("results", nargs="*", default=["results"], help="record files or directories")
+    ap.add_argument("--out", help="also write the table (Markdown) here")
+    ap.add_argument("--compact", action="store_true", help=f"only the columns {COMPACT}")
+    a = ap.parse_args(argv)
+    try:
+        table = with_speedup(points_frame(iter_records(a.results)))
+        if a.compact and not table.empty:
+            table = table[COMPACT]
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = table.to_markdown(index=False, floatfmt=".4g") if not table.empty else "No throughput points recorded."
+    if a.out:
+        write_atomic(Path(a.out), text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""End-to-end throughput on CPU: tokens counted right, consistent figures, memory accounted, static-cache decode
+equal to HF's dynamic-cache generate, real-size presets, speed-only quantization of random weights."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from harness.config import ModelConf, register_configs
+from harness.metrics.decode import DecodeCheckError, StaticDecoder, resolve_mode
+from harness.metrics.throughput import LEGACY_KEYS, _setup_mode, throughput
+from harness.models import PRESET_DIR, load_config, load_model, random_model, resolve_model_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+
+
+def tiny_config(**kw) -> LlamaConfig:
+    return LlamaConfig(**{**dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2), **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_model(tiny_config(), torch.float32, CPU).eval()
+
+
+@pytest.fixture(scope="module")
+def trained(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def _sum_bytes(model) -> int:
+    tensors = {t.data_ptr(): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_points_count_tokens_and_figures_are_consistent(tiny):
+    P, G, reps = 8, 5, 3
+    res = throughput(tiny, vocab_size=128, batch_sizes=[1, 3], prompt_len=P, gen_len=G, warmup=1, repeats=reps,
+                     prefill_lens=[16], prefill_batch_size=2).as_dict()
+    cfg = tiny.config
+    assert [p["batch_size"] for p in res["points"]] == [1, 3]
+    for p in res["points"]:
+        b = p["batch_size"]
+        assert (p["prompt_len"], p["gen_len"]) == (P, G)
+        assert p["prefill_tokens"] == b * P and p["decode_tokens"] == b * G
+        for name in ("prefill_s", "decode_s", "e2e_latency_s"):
+            runs = p[f"{name}_runs"]
+            assert len(runs) == reps and all(math.isfinite(x) and x > 0 for x in runs)
+            assert p[f"{name}_min"] <= p[name] <= p[f"{name}_max"]
+        # each run's end-to-end time is its prefill plus its gen_len decode steps
+        for pre, dec, e2e in zip(p["prefill_s_runs"], p["decode_s_runs"], p["e2e_latency_s_runs"]):
+            assert e2e == pytest.approx(pre + dec, rel=1e-9)
+        assert p["prefill_tokens_per_s"] == pytest.approx(b * P / p["prefill_s"])
+        assert p["decode_tokens_per_s"] == pytest.approx(b * G / p["decode_s"])
+        assert p["time_to_first_token_s"] == p["prefill_s"]
+        assert p["time_per_output_token_s"] == pytest.approx(p["decode_s"] / G)
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        kv = 2 * cfg.num_hidden_layers * b * cfg.num_key_value_heads * (P + G) * head_dim * 4  # float32 K and V
+        assert p["kv_cache_bytes"] == kv
+        assert p["decode_mode"] == "eager" and p["decode_mode_reason"] == "auto: eager on CPU"
+        assert p["peak_memory_bytes"] > res["weight_memory_bytes"]
+    (pre,) = res["prefill_points"]
+    assert (pre["batch_size"], pre["prompt_len"], pre["prefill_tokens"]) == (2, 16, 32)
+    assert pre["prefill_tokens_per_s"] == pytest.approx(32 / pre["prefill_s"])
+    assert res["weight_memory_bytes"] == _sum_bytes(tiny)
+    assert res["memory_kind"] == "process_max_rss" and res["timer"] == "perf_counter"
+    assert (res["decode_mode"], res["prefill_mode"], res["kv_cache"]) == ("eager", "eager", "static")
+    # the keys records had before points existed describe the first point
+    assert all(res[k] == res["points"][0][k] for k in LEGACY_KEYS)
+
+
+def test_static_cache_decode_equals_hf_dynamic_cache_generate(trained):
+    B, P, G = 2, 12, 6
+    prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(3))
+    dec = StaticDecoder(trained, B, P, G)
+    first = dec.prefill(prompt)
+    for _ in range(G):
+        dec.step()
+    ours = torch.cat([first, dec.tokens], dim=1)
+    with torch.no_grad():
+        ref = trained.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=G + 1,
+                               min_new_tokens=G + 1, do_sample=False)[:, P:]
+    assert torch.equal(ours, ref)
+    # a second run over the same (reset) cache gives the same tokens
+    assert torch.equal(dec.generate(prompt), ref[:, 1:])
+
+
+def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
+    B, P, G = 2, 10, 4
+    prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(5))
+    dec = StaticDecoder(trained, B, P, G)
+    dec.prefill(prompt)
+    dec.mode, dec._compiled = "compile", dec._step  # a "replayed" step that computes exactly the eager one
+    check = dec.check_against_eager(prompt, steps=3)
+    assert check["steps"] == 3 and check["tokens_equal"] and check["max_abs_logit_diff"] == 0.0
+
+    def wrong_input():  # a replay that reads a stale input buffer
+        dec.ids.zero_()
+        return dec._step()
+
+    dec._compiled = wrong_input
+    with pytest.raises(DecodeCheckError, match="differ from eager"):
+        dec.check_against_eager(prompt, steps=3)
+
+
+def test_a_failed_capture_falls_back_to_eager_under_auto_only(tiny):
+    dec = StaticDecoder(tiny, 1, 4, 2)
+    prompt = torch.zeros((1, 4), dtype=torch.long)
+
+    def broken(_prompt):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    dec.capture = dec.compile = broken
+    used, reason = _setup_mode(dec, "cuda_graph", "auto", prompt)
+    assert used == "eager" and dec.mode == "eager"
+    assert "cuda_graph failed" in reason and "not permitted" in reason and "fell back to eager" in reason
+    with pytest.raises(RuntimeError, match="decode_mode=compile failed.*decode_mode=eager"):
+        _setup_mode(dec, "compile", "compile", prompt)
+
+
+def test_bad_throughput_options_are_refused(tiny):
+    with pytest.raises(ValueError, match="decode_mode=cuda_graph needs a CUDA device"):
+        resolve_mode("cuda_graph", CPU)
+    with pytest.raises(ValueError, match="decode_mode='fast'"):
+        resolve_mode("fast", CPU)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        throughput(tiny, vocab_size=128, batch_sizes=[])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        throughput(tiny, vocab_size=128, batch_sizes=[0, 1])
+    with pytest.raises(ValueError, match="gen_len"):
+        throughput(tiny, vocab_size=128, gen_len=0)
+
+
+def test_shipped_presets_carry_the_real_architectures():
+    l2 = load_config(resolve_model_path("preset:llama-2-7b"))
+    assert (l2.hidden_size, l2.num_hidden_layers, l2.num_attention_heads, l2.num_key_value_heads,
+            l2.intermediate_size, l2.vocab_size) == (4096, 32, 32, 32, 11008, 32000)
+    l3 = load_config(resolve_model_path("preset:llama-3-8b"))
+    assert (l3.hidden_size, l3.num_hidden_layers, l3.num_attention_heads, l3.num_key_value_heads,
+            l3.intermediate_size, l3.vocab_size) == (4096, 32, 32, 8, 14336, 128256)
+    rope = getattr(l3, "rope_parameters", None) or {"rope_theta": l3.rope_theta}
+    assert rope["rope_theta"] == 500000.0
+    # the Hydra presets point at them, with random weights
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for preset, name in (("llama2_7b", "preset:llama-2-7b"), ("llama3_8b", "preset:llama-3-8b")):
+            cfg = compose("config", overrides=[f"model={preset}", "bench=throughput_gpu"])
+            assert cfg.model.name_or_path == name and cfg.model.random_weights is True
+        assert list(cfg.bench.throughput.batch_sizes) == [1, 8, 32, 128]
+        assert cfg.bench.throughput.prefill_lens == [2048] and not cfg.bench.perplexity.enabled
+
+
+def test_config_only_directory_loads_with_random_weights(tmp_path):
+    cfg = json.loads((PRESET_DIR / "llama-3-8b" / "config.json").read_text())
+    cfg |= dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=256)  # the Llama-3 architecture, tiny
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    loaded = load_model(ModelConf(name_or_path=str(tmp_path), random_weights=True), CPU)
+    assert loaded.tokenizer is None
+    model = loaded.model
+    assert model.config.num_key_value_heads == 2 and model.lm_head.out_features == 256
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_bad_model_configs_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown model preset 'llama-9b'.*llama-2-7b"):
+        resolve_model_path("preset:llama-9b")
+    with pytest.raises(ValueError, match="has no config.json"):
+        load_config(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the model config"):
+        load_config(str(tmp_path))
+
+
+def _run(tmp_path, *overrides):
+    from harness.runner import run
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={tmp_path / 'results'}", "progress=false", *overrides])
+    return run(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_config().save_pretrained(d)
+    return d
+
+
+SMALL_SPEED = ("bench=throughput", "bench.throughput.batch_sizes=[1,2]", "bench.throughput.prompt_len=8",
+               "bench.throughput.gen_len=3", "bench.throughput.repeats=1", "bench.throughput.warmup=0")
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_random_weights_are_quantized_speed_only_into_the_method_layout(tmp_path, tiny_dir, method):
+    rec = _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", f"method={method}",
+               *SMALL_SPEED)
+    assert rec["status"] == "ok" and rec["method"]["speed_only"] is True
+    assert rec["model"]["random_weights"] is True
+    assert rec["model"]["quantized_layers"] == 2 * 7  # every linear of both blocks; lm_head stays
+    t = rec["metrics"]["throughput"]
+    assert [p["batch_size"] for p in t["points"]] == [1, 2]
+    assert [p["decode_tokens"] for p in t["points"]] == [3, 6]
+    # weight memory is the quantized model's: packed 4-bit codes are smaller than the float32 weights
+    assert t["weight_memory_bytes"] == rec["model"]["weight_bytes"]
+    assert t["weight_memory_bytes"] < _sum_bytes(random_model(tiny_config(), torch.float32, CPU))
+    (path,) = (tmp_path / "results").glob("*.json")
+    assert json.loads(path.read_text())["metrics"]["throughput"]["points"] == t["points"]
+
+
+def test_random_weights_without_tokenizer_refuse_perplexity(tmp_path, tiny_dir):
+    with pytest.raises(ValueError, match="no tokenizer.*bench=throughput"):
+        _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "bench=perplexity")
+    (path,) = (tmp_path / "results").glob("*.json")
+    assert json.loads(path.read_text())["status"] == "failed"
+
+
+def test_speedup_table_divides_by_the_unquantized_run_at_the_same_point(tmp_path, capsys):
+    from harness import records, speedup
+
+    def point(b, decode_tps, prefill_tps):
+        return {"batch_size": b, "prompt_len": 16, "gen_len": 4, "decode_tokens_per_s": decode_tps,
+                "prefill_tokens_per_s": prefill_tps, "time_to_first_token_s": 0.1, "time_per_output_token_s": 0.01,
+                "peak_memory_bytes": 2**30, "decode_mode": "cuda_graph"}
+
+    for method, scale in (("none", 1.0), ("gptq", 3.0)):
+        rec = records.new_record({"model": {"name_or_path": "preset:llama-2-7b"}, "method": {"quant_method": method}})
+        rec |= {"status": "ok", "method": {"quant_method": method},
+                "metrics": {"throughput": {"weight_memory_bytes": 2**30,
+                                           "points": [point(b, scale * 10 * b, 100.0) for b in (1, 8)],
+                                           "prefill_points": []}}}
+        records.write_record(rec, tmp_path / "records")
+    assert speedup.main([str(tmp_path / "records"), "--out", str(tmp_path / "speedup.md"), "--compact"]) == 0
+    table = speedup.with_speedup(speedup.points_frame(records.iter_records([tmp_path / "records"])))
+    gptq = table[table["method"] == "gptq"].set_index("batch")
+    assert list(gptq.index) == [1, 8]
+    assert gptq["decode x"].tolist() == pytest.approx([3.0, 3.0]) and gptq["prefill x"].tolist() == [1.0, 1.0]
+    assert "| gptq" in (tmp_path / "speedup.md").read_text() and "decode x" in capsys.readouterr().out
