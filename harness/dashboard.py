@@ -87,7 +87,7 @@ def build(records: list[dict], df: pd.DataFrame, sources: list[str], out_dir: Pa
     earlier build that this one no longer makes are removed, so the folder always matches the page."""
     out_dir = Path(out_dir)
     summary = summary_frame(df)
-    batches = plots.batch_frame(df)
+    batches = plots.batch_frame(df, records)
     kernels = plots.kernel_frame(records)
     written: set[str] = set()
 

@@ -105,14 +105,19 @@ def ppl_delta_figures(summary: pd.DataFrame) -> tuple[list, list[str]]:
     return figs, notes
 
 
-def batch_frame(df: pd.DataFrame) -> pd.DataFrame:
+def batch_frame(df: pd.DataFrame, records: list[dict] = ()) -> pd.DataFrame:
     """Throughput per (model, GPU, method, options, batch size), newest record each, with decode and prefill
-    speedup vs method=none at the same batch size, prompt and generation length."""
+    speedup vs method=none at the same batch size, prompt and generation length. Records holding several batch
+    sizes (`metrics.throughput.points`) contribute every decode point (harness.speedup's table); older records
+    one row each."""
+    points = _points_rows(records)
     if df.empty or "metrics.throughput.batch_size" not in df:
-        return pd.DataFrame(columns=list(BATCH_COLUMNS.values()))
+        return points if not points.empty else pd.DataFrame(columns=list(BATCH_COLUMNS.values()))
     d = df[(df["status"] == "ok") & (df["kind"] == "run")].dropna(subset=["metrics.throughput.decode_tokens_per_s"])
+    if "metrics.throughput.points" in d:
+        d = d[d["metrics.throughput.points"].isna()]  # those come from `points`
     if d.empty:
-        return pd.DataFrame(columns=list(BATCH_COLUMNS.values()))
+        return points if not points.empty else pd.DataFrame(columns=list(BATCH_COLUMNS.values()))
     d = d.assign(**{"env.gpu": d.get("env.gpu", pd.Series(index=d.index, dtype=object)).fillna("cpu")})
     d = d.assign(scheme=d.apply(_scheme, axis=1))
     d = d[[c for c in BATCH_COLUMNS if c in d]].rename(columns=BATCH_COLUMNS)
@@ -124,7 +129,22 @@ def batch_frame(df: pd.DataFrame) -> pd.DataFrame:
     d["decode speedup"] = d["decode tok/s"] / d["decode tok/s base"]
     d["prefill speedup"] = d["prefill tok/s"] / d["prefill tok/s base"]
     d = d.drop(columns=["decode tok/s base", "prefill tok/s base"])
+    d = pd.concat([x for x in (d, points) if not x.empty], ignore_index=True)
     return d.sort_values(["model", "gpu", "method", "scheme", "batch"]).reset_index(drop=True)
+
+
+def _points_rows(records: list[dict]) -> pd.DataFrame:
+    """Decode points of multi-batch throughput records, in batch_frame's columns."""
+    from harness.speedup import points_frame, with_speedup
+
+    t = with_speedup(points_frame(records))
+    if t.empty:
+        return t
+    t = t[t["kind"] == "decode"].rename(columns={"prompt": "prompt_len", "gen": "gen_len", "decode x": "decode speedup",
+                                                  "prefill x": "prefill speedup"})
+    return t.assign(scheme=np.where(t["speed_only"], "speed_only", "-"))[
+        ["model", "gpu", "method", "scheme", "batch", "prompt_len", "gen_len", "prefill tok/s", "decode tok/s",
+         "decode speedup", "prefill speedup"]]
 
 
 def batch_figures(batches: pd.DataFrame) -> tuple[list, list[str]]:
