@@ -71,7 +71,7 @@ def _lastword_item(article: dict) -> dict | None:
         sents = _sentences(p)
         for i in range(1, len(sents)):
             words = sents[i].split()
-            target = words[-1][:-1] if words[-1].endswith(".") else ""
+            target = words[-1][:-1] if words[-1].endswith(".") and len(words) >= 4 else ""
             before = sents[max(0, i - 6):i] + [" ".join(words[:-1])]  # at most 6 sentences of context
             context = " ".join(before)
             if (target.isalpha() and len(target) >= 4 and len(context.split()) >= 30

@@ -56,7 +56,7 @@ def task_manager(tasks: list[str], include_path: str | None = None):
         close = sorted({m for t in unknown for m in difflib.get_close_matches(t, tm.all_tasks, n=5, cutoff=0.6)})
         raise ValueError(
             f"unknown lm-eval task(s) {unknown}. Offline tasks (no hub needed): {sorted(eval_tasks.OFFLINE_TASKS)}"
-            + (f"; closest lm-eval tasks: {close}" if close else "")
+            + (f"; closest task names: {close}" if close else "")
             + f". lm-eval knows {len(tm.all_tasks)} tasks and groups (`lm_eval ls tasks` lists them); tasks of "
             "your own: bench.lm_eval.include_path=<folder of task YAMLs>.")
     return tm
