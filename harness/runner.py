@@ -93,8 +93,9 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     if cfg["bench"]["lm_eval"]["enabled"]:
         from harness.metrics import lm_eval
 
-        # Unknown task names fail here, before the model loads.
-        lm_eval_tasks = lm_eval.task_manager(cfg["bench"]["lm_eval"]["tasks"], cfg["bench"]["lm_eval"]["include_path"])
+        with phase("lm_eval_tasks"):  # unknown task names fail here, before the model loads
+            lm_eval_tasks = lm_eval.task_manager(cfg["bench"]["lm_eval"]["tasks"],
+                                                 cfg["bench"]["lm_eval"]["include_path"])
     with phase("load_model"):
         loaded = load_model(_ns(cfg["model"]), device)
     model, tok = loaded.model, loaded.tokenizer

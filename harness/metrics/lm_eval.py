@@ -35,9 +35,11 @@ def _import_lm_eval():
 
 def wrap_model(model, tokenizer, batch_size: int = 16, max_length: int | None = None):
     """lm-eval's HFLM around an already loaded model (no re-load, no move, no cast). The tokenizer is copied:
-    HFLM may set its pad token, which must not leak into the rest of the run."""
+    HFLM may set its pad token, which must not leak into the rest of the run. Log-softmax runs in float32, as
+    our perplexity does, also for a bfloat16 model."""
     _, HFLM, _ = _import_lm_eval()
-    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size, max_length=max_length)
+    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size, max_length=max_length,
+                softmax_dtype="float32")
 
 
 def task_manager(tasks: list[str], include_path: str | None = None):
