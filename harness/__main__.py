@@ -46,6 +46,10 @@ def main(cfg: DictConfig) -> None:
         if "decode_mode" in t:
             parts.append(f"decode_mode={t['decode_mode']}")
     print("[quantbench] " + "  ".join(parts))
+    for task, scores in m.get("lm_eval", {}).items():
+        shown = [f"{k}={v:.4g}" + (f"±{scores[k + '_stderr']:.2g}" if scores.get(k + "_stderr") is not None else "")
+                 for k, v in scores.items() if not k.endswith("_stderr") and k != "samples" and v is not None]
+        print(f"[quantbench] lm_eval {task} ({scores.get('samples')} items): {'  '.join(shown)}")
     print(f"[quantbench] record: {record['paths'][0]}")
 
 

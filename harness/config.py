@@ -77,10 +77,32 @@ class ThroughputConf:
 
 
 @dataclass
+class LmEvalConf:
+    """lm-evaluation-harness tasks on the run's (quantized) model; see harness/metrics/lm_eval.py."""
+
+    enabled: bool = False
+    # Offline tasks built from the embedded corpus (harness/eval_tasks.py), or any lm-eval task / group name
+    # (hub tasks such as hellaswag need the hub: HF_HUB_OFFLINE unset).
+    tasks: list[str] = field(default_factory=lambda: ["qb_wiki_lastword", "qb_wiki_continuation", "qb_wiki_ppl"])
+    # The first N items of each task (None = all).
+    limit: Optional[int] = None
+    # None = each task's own default (0 for the offline tasks).
+    num_fewshot: Optional[int] = None
+    batch_size: int = 16
+    # Tokens per forward pass (rolling windows of the perplexity tasks); None = bench.perplexity.seq_len.
+    max_length: Optional[int] = None
+    # A folder of your own lm-eval task YAMLs, searched besides the offline tasks and lm-eval's registry.
+    include_path: Optional[str] = None
+    # Resamples for the stderr of perplexity-type metrics (lm-eval's default; 0 = no stderr for those).
+    bootstrap_iters: int = 100000
+
+
+@dataclass
 class BenchConf:
     name: str = "default"
     perplexity: PerplexityConf = field(default_factory=PerplexityConf)
     throughput: ThroughputConf = field(default_factory=ThroughputConf)
+    lm_eval: LmEvalConf = field(default_factory=LmEvalConf)
 
 
 @dataclass

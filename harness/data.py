@@ -14,6 +14,7 @@ from harness.assets import PackagedFile, cache_home
 
 
 _DOC_TAG = re.compile(r"^<doc [^>]*>\n|^</doc>\n?", re.M)
+_DOC_BLOCK = re.compile(r'^<doc id="[^"]*" url="([^"]*)" title="([^"]*)">\n(.*?)^</doc>', re.M | re.S)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class EmbeddedCorpus:
 
     def eval_texts(self) -> list[str]:
         return self._records(self.eval_file)
+
+    def eval_articles(self) -> list[dict]:
+        """The eval records with their source: {"url", "title", "text"} per article (text as in eval_texts);
+        what a derived data set needs to credit each article (CC BY-SA)."""
+        text = (self.source.ensure() / self.eval_file).read_text(encoding="utf-8")
+        return [{"url": url, "title": title, "text": body.strip()}
+                for url, title, body in _DOC_BLOCK.findall(text) if body.strip()]
 
     def calib_texts(self) -> list[str]:
         return self._records(self.calib_file)

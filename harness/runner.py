@@ -95,6 +95,13 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     check_gpu(cfg.get("gpu") or {}, device)
     requested = build_method(cfg["method"])
     progress = cfg.get("progress", True)
+    lm_eval_tasks = None
+    if cfg["bench"]["lm_eval"]["enabled"]:
+        from harness.metrics import lm_eval
+
+        with phase("lm_eval_tasks"):  # unknown task names fail here, before the model loads
+            lm_eval_tasks = lm_eval.task_manager(cfg["bench"]["lm_eval"]["tasks"],
+                                                 cfg["bench"]["lm_eval"]["include_path"])
     with phase("load_model"):
         loaded = load_model(_ns(cfg["model"]), device)
     model, tok = loaded.model, loaded.tokenizer
@@ -143,6 +150,15 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
             res = perplexity(model, ids, seq_len=p["seq_len"], stride=p["stride"], batch_size=p["batch_size"],
                              max_windows=max_windows, progress=progress)
         record["metrics"]["perplexity"] = res.as_dict() | {"dataset": dataset.name}
+    if lm_eval_tasks is not None:
+        e = bench["lm_eval"]
+        with phase("lm_eval"):
+            scores, details = lm_eval.evaluate(
+                model, tok, e["tasks"], limit=e["limit"], num_fewshot=e["num_fewshot"], batch_size=e["batch_size"],
+                max_length=e["max_length"] or bench["perplexity"]["seq_len"], bootstrap_iters=e["bootstrap_iters"],
+                seed=cfg["seed"], manager=lm_eval_tasks)
+        record["metrics"]["lm_eval"] = scores
+        record["lm_eval"] = details
     if bench["throughput"]["enabled"]:
         t = bench["throughput"]
         with phase("throughput"):

@@ -1,1 +1,1 @@
-"""Metrics: perplexity, throughput (kernel and lm-eval metrics join as their issues land)."""
+"""Metrics: perplexity, throughput, lm-eval task scores (lm_eval.py); kernel metrics join as their issue lands."""

@@ -5,7 +5,7 @@ scores only the tokens no earlier window scored (all of it but its first token w
 papers' non-overlapping setting; the trailing partial window is dropped, as there). PPL = exp(total NLL /
 scored tokens). With equal windows this equals the GPTQ code's exp(mean over windows of mean window NLL).
 lm-eval's `wikitext` task instead scores each article separately with rolling windows and reports word and
-byte perplexity, so its token perplexity differs slightly; tests/test_lm_eval_agreement.py pins how much.
+byte perplexity, so its token perplexity differs slightly; tests/test_lm_eval.py pins how much (1 %).
 """
 
 from __future__ import annotations
