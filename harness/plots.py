@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from harness.metrics.kernels import matrix_rate_of, roofline_fraction
 from harness.report import _scheme
 
 KERNEL_BASELINE = "cublas_bfloat16"
@@ -184,9 +185,15 @@ def kernel_frame(records: list[dict]) -> pd.DataFrame:
         if r.get("kind") != "kernels" or r.get("status") != "ok":
             continue
         gpu = (r.get("env") or {}).get("gpu") or "cpu"
+        roof = (r.get("metrics") or {}).get("roofline") or {}
         for row in (r.get("metrics") or {}).get("rows", []):
             if row.get("status", "ok") == "ok":
-                rows.append(row | {"gpu": gpu, "date": r["created_at"], "run_id": r["run_id"]})
+                row = row | {"gpu": gpu, "date": r["created_at"], "run_id": r["run_id"]}
+                if roof and {"bytes", "flops", "median_ms"} <= row.keys():  # each backend against its own rate
+                    rate = row.get("matrix_rate") or matrix_rate_of(row["backend"])
+                    row["roofline_fraction"] = roofline_fraction(row["bytes"], row["flops"], row["median_ms"],
+                                                                 roof, rate)
+                rows.append(row)
     if not rows:
         return pd.DataFrame()
     k = pd.DataFrame(rows)

@@ -32,6 +32,20 @@ class Backend:
     name: str
     build: Callable[[int, int, torch.device], tuple[Callable[[torch.Tensor], torch.Tensor], int, torch.dtype]]
     available: Callable[[torch.device], str | None] = lambda d: None  # None = available, else why not
+    matrix_rate: str = "bf16"  # which measured matrix rate bounds it: "bf16" or "fp8" (FP8 tensor cores)
+
+
+def matrix_rate_of(backend_name: str) -> str:
+    """The matrix rate a backend's arithmetic runs at, for rows recorded before rows carried `matrix_rate`."""
+    return "fp8" if "fp8" in backend_name or backend_name.startswith("scaled_mm") else "bf16"
+
+
+def roofline_fraction(bytes_moved: float, flops: float, median_ms: float, roofline: dict, rate: str) -> float:
+    """Floor time (bytes at the measured HBM bandwidth, or flops at the measured bf16/fp8 matrix rate, whichever
+    is larger) over the measured time."""
+    tflops = roofline.get(f"{rate}_tflops") or roofline["bf16_tflops"]
+    floor_ms = max(bytes_moved / (roofline["hbm_gbps"] * 1e9), flops / (tflops * 1e12)) * 1e3
+    return floor_ms / median_ms
 
 
 @dataclass
@@ -108,11 +122,11 @@ def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofli
         flops = 2 * m * N * K
         gbps = bytes_moved / (med / 1e3) / 1e9
         tflops = flops / (med / 1e3) / 1e12
-        floor_ms = max(bytes_moved / (roof.hbm_gbps * 1e9), flops / (roof.bf16_tflops * 1e12)) * 1e3
         rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "ok", "median_ms": med,
                      "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
                      "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
-                     "roofline_fraction": floor_ms / med, "l2_flushed": flush is not None, "timer": timer})
+                     "roofline_fraction": roofline_fraction(bytes_moved, flops, med, roof.__dict__, backend.matrix_rate),
+                     "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer})
     return rows
 
 
@@ -129,7 +143,7 @@ def fp8_backends() -> list[Backend]:
             wq, ws = quant(w)
             return (lambda x: k.fp8_linear(x, wq, ws, **opts)), wq.numel() + ws.numel() * 4, torch.bfloat16
 
-        return Backend(name, build, need_fp8)
+        return Backend(name, build, need_fp8, matrix_rate="fp8")
 
     return [
         make("scaled_mm_tensor", k.quantize_fp8_per_tensor, backend="scaled_mm"),
