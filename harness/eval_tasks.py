@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import yaml
 
 from harness.assets import cache_home
 from harness.data import EMBEDDED_CORPORA
+from methods.export import staged_dir
 
 BUILD_VERSION = 1  # bump when the selection rules change: a new folder is built, old records stay comparable
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
@@ -196,15 +194,8 @@ def task_dir(corpus: str = "wiki") -> Path:
     if (target / "manifest.json").exists():
         return target
     articles = emb.eval_articles()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_dir(target) as tmp:
         write_tasks(tmp, build_items(articles), emb.description, len(articles), final_dir=target)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -185,6 +185,18 @@ if triton is not None:
         return b.to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr):
+        """Scale and pre-multiplied zero [len(k), len(rn)] in fp32 for rows k: group g_idx[k] or k // group_size."""
+        if HAS_GIDX:
+            g = tl.load(g_ptr + k, mask=k_ok, other=0)
+        else:
+            g = k // group_size
+        kn_ok = k_ok[:, None] & n_ok[None, :]
+        s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+        return s, z
+
+    @triton.jit
     def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
                       BITS: tl.constexpr, HAS_GIDX: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
                       SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -213,13 +225,7 @@ if triton is not None:
                 s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
                 z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             else:
-                if HAS_GIDX:
-                    g = tl.load(g_ptr + k, mask=k_ok, other=0)
-                else:
-                    g = k // group_size
-                kn_ok = k_ok[:, None] & n_ok[None, :]
-                s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+                s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX)
             w = q.to(tl.float32) * s - z
             if EMULATE_BF16:
                 acc += tl.dot(a.to(tl.float32), _round_to_bf16(w))
@@ -295,13 +301,7 @@ if triton is not None:
                         xs2 += xj.to(tl.float32)
                         dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
                 else:
-                    if HAS_GIDX:
-                        g = tl.load(g_ptr + k, mask=w_ok, other=0)
-                    else:
-                        g = k // group_size
-                    kn_ok = w_ok[:, None] & n_ok[None, :]
-                    s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
-                    z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
                     w = q * s - z
                     if USE_DOT:
                         if EMULATE_BF16:
@@ -340,16 +340,13 @@ if triton is not None:
         WR: tl.constexpr = BLOCK_K // P
         rw = tl.program_id(0) * WR + tl.arange(0, WR)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        ok = (rw < K // P)[:, None] & (rn < N)[None, :]
+        w_ok = rw < K // P
+        n_ok = rn < N
+        ok = w_ok[:, None] & n_ok[None, :]
         words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=ok, other=0)
         for j in tl.static_range(P):
             k = rw * P + j
-            if HAS_GIDX:
-                g = tl.load(g_ptr + k, mask=rw < K // P, other=0)
-            else:
-                g = k // group_size
-            s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=ok, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=ok, other=0.0).to(tl.float32)
+            s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
             w = _codes_as_float(words, j * BITS, BITS) * s - z
             if EMULATE_BF16:
                 w = _round_to_bf16(w)

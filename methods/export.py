@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -46,15 +47,28 @@ def checkpoint_state(model: nn.Module, dtype: torch.dtype | None = None) -> dict
     return state
 
 
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A temp directory beside `out` to fill; when the block succeeds it replaces `out` in one rename, so readers
+    never see half a directory and a failure leaves none."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(model: nn.Module, qconfig: QuantizationConfig, out_dir: str | os.PathLike,
                     tokenizer: Any = None, dtype: torch.dtype | None = None) -> Path:
     """Write the checkpoint into a temp directory beside `out_dir`, then rename: never half a checkpoint."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         save_file(checkpoint_state(model, dtype), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf = json.loads(model.config.to_json_string(use_diff=False))
         hf["quantization_config"] = qconfig.checkpoint_config()
@@ -66,9 +80,4 @@ def save_checkpoint(model: nn.Module, qconfig: QuantizationConfig, out_dir: str 
             model.generation_config.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
