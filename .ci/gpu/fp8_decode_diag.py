@@ -35,8 +35,11 @@ for name in ("none", "fp8"):
     with torch.no_grad():
         e1, e2 = run(dec, prompt, 4), run(dec, prompt, 4)
         dec.capture(prompt)
+        a1 = run(dec, prompt, 4)  # eager again, after the capture (the order the harness's check uses)
         g1, g2 = run(dec, prompt, 4, graph=True), run(dec, prompt, 4, graph=True)
     print(f"{name}: logit scale {max(float(x.abs().max()) for x in e1):.3f}  eager-vs-eager {diff(e1, e2):.4f}  "
-          f"replay-vs-eager {diff(g1, e1):.4f}  replay-vs-replay {diff(g1, g2):.4f}", flush=True)
+          f"replay-vs-eager {diff(g1, e1):.4f}  replay-vs-replay {diff(g1, g2):.4f}  "
+          f"eager-after-capture-vs-eager {diff(a1, e1):.4f}  replay-vs-eager-after-capture {diff(g1, a1):.4f}",
+          flush=True)
     del model, dec
     torch.cuda.empty_cache()
