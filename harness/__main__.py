@@ -32,6 +32,11 @@ def main(cfg: DictConfig) -> None:
         print(f"[quantbench] skipped (already recorded, force=true re-runs): {record['paths'][0]}")
         return
     m = record["metrics"]
+    if record.get("kind") == "kernels":
+        ok = [r for r in m["rows"] if r["status"] == "ok"]
+        print(f"[quantbench] kernels: {len(ok)} of {len(m['rows'])} points timed; roofline {m['roofline']}")
+        print(f"[quantbench] record: {record['paths'][0]}")
+        return
     parts = [f"method={record['method']['quant_method']}"]
     if "perplexity" in m:
         p = m["perplexity"]

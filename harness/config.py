@@ -56,6 +56,18 @@ class PerplexityConf:
 
 
 @dataclass
+class KernelBenchConf:
+    """GEMM backends side by side on real linear-layer shapes (harness/metrics/kernels.py); replaces the model
+    run: no model is loaded."""
+    enabled: bool = False
+    # Shape sets of harness.metrics.kernels.MODEL_SHAPES (qkv, o, gate_up, down of each).
+    models: list = field(default_factory=lambda: ["llama-2-7b", "llama-3-8b", "llama-3-70b"])
+    m_values: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096])
+    # Backend names to time (None: all of them).
+    backends: Optional[list] = None
+
+
+@dataclass
 class ThroughputConf:
     """harness/metrics/throughput.py: one point per batch size (prefill of batch x prompt_len tokens, then gen_len
     greedy decode steps over a static KV cache), plus prefill-only points at prefill_lens."""
@@ -103,6 +115,7 @@ class BenchConf:
     perplexity: PerplexityConf = field(default_factory=PerplexityConf)
     throughput: ThroughputConf = field(default_factory=ThroughputConf)
     lm_eval: LmEvalConf = field(default_factory=LmEvalConf)
+    kernels: KernelBenchConf = field(default_factory=KernelBenchConf)
 
 
 @dataclass

@@ -93,6 +93,14 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
     torch.manual_seed(cfg["seed"])
     device = resolve_device(cfg["device"])
     check_gpu(cfg.get("gpu") or {}, device)
+    if cfg["bench"]["kernels"]["enabled"]:  # a kernel benchmark, not a model run
+        from harness.metrics.kernels import run_benchmark
+
+        k = cfg["bench"]["kernels"]
+        record["kind"] = "kernels"
+        with phase("kernels"):
+            record["metrics"] = run_benchmark(k["models"], k["m_values"], k["backends"], device)
+        return
     requested = build_method(cfg["method"])
     progress = cfg.get("progress", True)
     lm_eval_tasks = None

@@ -187,8 +187,44 @@ def w4a16_backends(group_size: int = 128) -> list[Backend]:
     return [ours(False), ours(True), Backend(f"torch_tinygemm_int4_g{group_size}", tinygemm, need_cuda)]
 
 
+def run_benchmark(models, m_values, backend_names=None, device=None, log=print) -> dict:
+    """Every backend (or those named) on every linear shape of `models` for every M: {"roofline", "rows"}.
+    Needs a CUDA GPU; unknown model or backend names fail before anything is timed."""
+    unknown = [m for m in models if m not in MODEL_SHAPES]
+    if unknown:
+        raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
+    if not m_values or min(m_values) < 1:
+        raise ValueError(f"kernels: m_values={list(m_values)} must be positive token counts")
+    backends = torch_backends() + fp8_backends() + w4a16_backends()
+    if backend_names:
+        missing = sorted(set(backend_names) - {b.name for b in backends})
+        if missing:
+            raise ValueError(f"kernels: unknown backends {missing}; known: {[b.name for b in backends]}")
+        backends = [b for b in backends if b.name in backend_names]
+    device = torch.device(device or "cuda")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise ValueError("bench=kernels times GPU kernels with CUDA events: it needs a CUDA GPU (none is visible)")
+    roof = measure_roofline(device)
+    log(f"roofline: {roof}")
+    flush = l2_flush_buffer(device)
+    rows = []
+    for model in models:
+        for layer, (K, N) in MODEL_SHAPES[model].items():
+            for b in backends:
+                for row in bench_point(b, K, N, m_values, device, roof, flush=flush):
+                    rows.append({"model": model, "layer": layer, **row})
+                    if row["status"] == "ok":
+                        log(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
+                            f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s")
+                    else:
+                        log(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
+                torch.cuda.empty_cache()
+    return {"roofline": roof.__dict__, "rows": rows, "backends": [b.name for b in backends]}
+
+
 def main(argv=None) -> None:
-    """python -m harness.metrics.kernels OUT_DIR [--models ...] [--m ...]: time all backends, write a record."""
+    """python -m harness.metrics.kernels OUT_DIR [--models ...] [--m ...]: time all backends, write a record
+    (`python -m harness bench=kernels` does the same through the runner)."""
     import argparse
     import sys
 
@@ -200,29 +236,11 @@ def main(argv=None) -> None:
     ap.add_argument("--m", nargs="*", type=int, default=list(M_VALUES))
     ap.add_argument("--backends", nargs="*", default=None)
     args = ap.parse_args(argv)
-    device = torch.device("cuda")
-    roof = measure_roofline(device)
-    print(f"roofline: {roof}")
-    flush = l2_flush_buffer(device)
-    backends = torch_backends() + fp8_backends() + w4a16_backends()
-    if args.backends:
-        backends = [b for b in backends if b.name in args.backends]
-    rows = []
-    for model in args.models:
-        for layer, (K, N) in MODEL_SHAPES[model].items():
-            for b in backends:
-                for row in bench_point(b, K, N, args.m, device, roof, flush=flush):
-                    rows.append({"model": model, "layer": layer, **row})
-                    if row["status"] == "ok":
-                        print(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
-                              f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s", flush=True)
-                    else:
-                        print(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
-                torch.cuda.empty_cache()
-    record = records.new_record({"models": args.models, "m": args.m, "backends": [b.name for b in backends]},
+    metrics = run_benchmark(args.models, args.m, args.backends, log=lambda msg: print(msg, flush=True))
+    record = records.new_record({"models": args.models, "m": args.m, "backends": metrics.pop("backends")},
                                 kind="kernels")
     record.update(status="ok", command=" ".join(["python -m harness.metrics.kernels", *sys.argv[1:]]))
-    record["metrics"] = {"roofline": roof.__dict__, "rows": rows}
+    record["metrics"] = metrics
     print(f"record: {records.write_record(record, args.out)}")
 
 

@@ -1,0 +1,50 @@
+"""`python -m harness bench=kernels`: the kernel benchmark through the runner (timing itself needs a GPU; here the
+preset, the record it leaves and its input errors)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from harness.config import register_configs
+from harness.metrics.kernels import MODEL_SHAPES, run_benchmark
+from harness.records import read_record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cfg(tmp_path, *overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"results_dir={tmp_path}", "progress=false", "bench=kernels", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def test_preset_times_every_shape_set_and_nothing_else(tmp_path):
+    b = _cfg(tmp_path)["bench"]
+    assert b["kernels"]["enabled"] and not b["perplexity"]["enabled"] and not b["throughput"]["enabled"]
+    assert not b["lm_eval"]["enabled"]
+    assert set(b["kernels"]["models"]) == set(MODEL_SHAPES) and b["kernels"]["m_values"][0] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only path: on a GPU the benchmark would run")
+def test_on_cpu_the_run_fails_clearly_and_records_why(tmp_path):
+    from harness.runner import run
+
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        run(_cfg(tmp_path, "bench.kernels.m_values=[1]"))
+    (path,) = tmp_path.glob("*.json")
+    rec = read_record(path)
+    assert rec["kind"] == "kernels" and rec["status"] == "failed" and "needs a CUDA GPU" in rec["error"]
+
+
+@pytest.mark.parametrize("args,match", [
+    ((["llama-9b"], [1]), r"unknown model shapes \['llama-9b'\]; known: \['llama-2-7b'"),
+    ((["llama-3-8b"], [0]), r"m_values=\[0\] must be positive"),
+    ((["llama-3-8b"], [1], ["cutlass"]), r"unknown backends \['cutlass'\]"),
+])
+def test_bad_inputs_fail_before_anything_is_timed(args, match):
+    with pytest.raises(ValueError, match=match):
+        run_benchmark(*args)
