@@ -108,6 +108,8 @@ def record_filename(record: dict) -> str:
     model = str(cfg.get("model", {}).get("name_or_path", "model")).replace("/", "_").replace(":", "_")
     method = cfg.get("method", {}).get("quant_method", "none")
     stamp = record["created_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    if record.get("kind", "run") != "run":  # a kernel benchmark measures no model or method
+        return f"{stamp}_{record['kind']}_{record['run_id']}.json"
     return f"{stamp}_{model}_{method}_{record['run_id']}.json"
 
 

@@ -35,7 +35,7 @@ def test_on_cpu_the_run_fails_clearly_and_records_why(tmp_path):
 
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         run(_cfg(tmp_path, "bench.kernels.m_values=[1]"))
-    (path,) = tmp_path.glob("*.json")
+    (path,) = tmp_path.glob("*_kernels_*.json")
     rec = read_record(path)
     assert rec["kind"] == "kernels" and rec["status"] == "failed" and "needs a CUDA GPU" in rec["error"]
 
