@@ -365,6 +365,8 @@ def _pow2(n: int) -> bool:
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
 PATHS = ("skinny", "tiled", "dequant")
+# What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
+CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -403,7 +405,7 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
     per_gpu = table.get(_gpu_name(device.index or 0), {})
     cfg = per_gpu.get(tuning_key(M, N, K, bits, group_size, has_g_idx))
-    return dict(cfg) if cfg else None
+    return {k: v for k, v in cfg.items() if k in CONFIG_KEYS} if cfg else None
 
 
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:

@@ -74,18 +74,17 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
     for M in m_values:
         x = torch.randn(M, K, device=device, dtype=torch.float16)
         ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, group_size, bits, validate=False)
-        default = {key: v for key, v in k.default_config(M, N, K, group_size, False, device, bits).items()}
+        default = k.default_config(M, N, K, group_size, False, device, bits)
         results = []
         for cfg in [default] + candidates(M, N, K, bits, sms, group_size):
-            tiles = {key: v for key, v in cfg.items()}
             try:
-                y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **tiles)
+                y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **cfg)
                 err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
                 if not err < 5e-3:
                     log(f"  rejected (rel err {err:.2e}): {cfg}")
                     continue
                 ms = graph_time_ms(lambda: k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits,
-                                                                 validate=False, **tiles), 2, iters, flush)[0]
+                                                                 validate=False, **cfg), 2, iters, flush)[0]
             except Exception as e:  # a config this GPU/compiler cannot run: skip it
                 log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
                 continue

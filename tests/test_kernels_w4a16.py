@@ -150,6 +150,24 @@ def test_default_paths_by_m():
     assert k.tuned_config(1, 4096, 4096, 4, 128, False, "cpu") is None  # the table is per GPU
 
 
+def test_tuned_entry_is_a_config_the_kernel_accepts(tmp_path, monkeypatch):
+    """A table entry carries its measurements too; what tuned_config hands out (to the kernel, and to the tuner
+    as the config to beat) holds only the kernel's keyword arguments."""
+    import inspect
+    import json
+
+    entry = dict(path="skinny", block_n=128, block_k=128, split_k=4, num_warps=4, num_stages=3, use_dot=True,
+                 median_ms=0.05, default_ms=None)
+    table = tmp_path / "w4a16.json"
+    table.write_text(json.dumps({"Some GPU": {k.tuning_key(1, 4096, 4096, 4, 128, False): entry}}))
+    monkeypatch.setenv(k.TUNING_ENV, str(table))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "Some GPU")
+    cfg = k.tuned_config(1, 4096, 4096, 4, 128, False, "cuda")
+    assert cfg == {key: v for key, v in entry.items() if key not in ("median_ms", "default_ms")}
+    assert set(cfg) <= set(inspect.signature(k.w4a16_matmul_triton).parameters)
+    assert k.tuned_config(2, 4096, 4096, 4, 128, False, "cuda") is None  # another M-bucket: heuristics
+
+
 def test_committed_tuning_table_is_well_formed():
     """The committed table's entries are well-formed: every path known, tiles powers of two."""
     import json
