@@ -97,9 +97,9 @@ def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
     B, P, G = 2, 10, 4
     prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(5))
     dec = StaticDecoder(trained, B, P, G)
-    dec.prefill(prompt)
+    reference = dec.eager_reference(prompt, steps=3)  # taken in eager mode, before the "capture"
     dec.mode, dec._compiled = "compile", dec._step  # a "replayed" step that computes exactly the eager one
-    check = dec.check_against_eager(prompt, steps=3)
+    check = dec.check_against(reference, prompt)
     assert check["steps"] == 3 and check["tokens_equal"] and check["max_abs_logit_diff"] == 0.0
 
     def wrong_input():  # a replay that reads a stale input buffer
@@ -108,7 +108,7 @@ def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
 
     dec._compiled = wrong_input
     with pytest.raises(DecodeCheckError, match="differ from eager"):
-        dec.check_against_eager(prompt, steps=3)
+        dec.check_against(reference, prompt)
 
 
 def test_a_failed_capture_falls_back_to_eager_under_auto_only(tiny):

@@ -155,19 +155,28 @@ class StaticDecoder:
         return self.tokens[:, :steps].clone()
 
     @torch.no_grad()
-    def check_against_eager(self, prompt: torch.Tensor, steps: int) -> dict:
-        """Run `steps` greedy steps eagerly, then in the decoder's mode, from the same prompt, and compare.
+    def eager_reference(self, prompt: torch.Tensor, steps: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Logits and tokens of `steps` eager greedy steps from `prompt`, for check_against. Take them before the
+        decoder is captured or compiled: eager steps run between a capture and its replays were seen to change
+        what the replays compute (results/h100/README.md), so a reference taken then disturbs the check."""
+        steps = min(steps, self.gen_len)
+        self.prefill(prompt)
+        logits = [self._step()[:, -1].float().clone() for _ in range(steps)]
+        return logits, self.tokens[:, :steps].clone()
+
+    @torch.no_grad()
+    def check_against(self, reference: tuple[list[torch.Tensor], torch.Tensor], prompt: torch.Tensor) -> dict:
+        """Run as many steps as `reference` (eager_reference) holds in the decoder's mode, from the same prompt,
+        and compare.
 
         Up to and including the first step where the tokens differ, the logits must agree to within 5% of their
         scale (kernels with split-K atomics sum in a different order run to run, so tokens may part at a near-tie);
         raises DecodeCheckError otherwise.
         """
-        steps = min(steps, self.gen_len)
+        ref, ref_tokens = reference
+        steps = len(ref)
         if self.mode == "eager" or steps < 1:
             return {"steps": 0, "tokens_equal": True, "first_divergent_step": None, "max_abs_logit_diff": 0.0}
-        self.prefill(prompt)
-        ref = [self._step()[:, -1].float().clone() for _ in range(steps)]
-        ref_tokens = self.tokens[:, :steps].clone()
         self.prefill(prompt)
         got = [self.step()[:, -1].float().clone() for _ in range(steps)]
         got_tokens = self.tokens[:, :steps].clone()

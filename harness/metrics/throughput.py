@@ -130,8 +130,9 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, gen_len)
+    reference = dec.eager_reference(prompt, check_steps) if mode != "eager" else ([], None)  # before any capture
     used, reason = _setup_mode(dec, mode, requested, prompt)
-    check = dec.check_against_eager(prompt, check_steps)
+    check = dec.check_against(reference, prompt)
     clock = _Clock(device)
     prefill, decode, e2e = [], [], []
     for i in range(warmup + repeats):
