@@ -251,7 +251,8 @@ if triton is not None:
         return q.to(tl.float32, bitcast=True) - 8388608.0
 
     @triton.jit
-    def _w4a16_skinny_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, split_k,
+    def _w4a16_skinny_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K,
+                             group_size, split_k,
                              stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
                              SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
                              USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -320,16 +321,147 @@ if triton is not None:
                     acc3 += dq3 * s[None, None, :] - xs2[:, :, None] * z[None, None, :]
         if not USE_DOT:
             acc += tl.sum(acc3, axis=1)
-        if HAS_BIAS:
-            if pid_k == 0:
-                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
         if ATOMIC:
-            tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+            _splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                           HAS_BIAS, EMULATE_BF16)
         else:
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
             if EMULATE_BF16:
                 acc = _round_to_bf16(acc)
             tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+    @triton.jit
+    def _code_denormal(words, SHIFT: tl.constexpr):
+        # The 4-bit code at bits SHIFT..SHIFT+3 (SHIFT <= 16), masked in place and read as an fp32 bit pattern, is
+        # the subnormal code * 2^(SHIFT - 149): one LOP3 per weight, no shift, no int->float conversion. FMAs take
+        # subnormals at full rate (no .ftz in Triton's fp32 arithmetic); `_gemv_row` scales x by
+        # 2^(85 - SHIFT) so that each product x * code * 2^-64 is a normal float.
+        return (words & (15 << SHIFT)).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                       HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """Split-K reduction in one launch: every program adds its fp32 partial tile into the workspace; the last
+        of the split_k programs of an N-tile (an acq_rel counter per tile) adds the bias, writes y in its dtype
+        and zeroes its workspace tile and counter again, so the next call finds them clean (no memset, no cast
+        kernel). Ordering: all threads' adds, a CTA barrier, then one thread's release/acquire counter add."""
+        mask = m_ok[:, None] & n_ok[None, :]
+        ws = ws_ptr + rm[:, None] * N + rn[None, :]
+        tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()
+        arrived = tl.atomic_add(cnt_ptr + tl.program_id(0), 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if EMULATE_BF16:
+                total = _round_to_bf16(total)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
+            tl.store(ws, tl.zeros_like(total), mask=mask)
+            tl.store(cnt_ptr + tl.program_id(0), 0)
+
+    @triton.jit
+    def _gemv_row(x_ptr, m, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                  REDUCE_ROWS: tl.constexpr):
+        # One activation row against a K-block's eight code planes [WR, BN] from `_code_denormal` (rows
+        # k = 8 * wrow + j, planes 0-4 at bit 4j, 5-7 at bit 4j - 12, one scale row): returns
+        # 2^-64 * (s * sum_k x q - zs * sum_k x), summed over the block's rows ([BN]) or per word row ([WR, BN]).
+        # x is scaled by 2^(85 - shift) so every product is x * q * 2^-64, a normal float; the caller undoes 2^-64.
+        row = x_ptr + m * stride_xm + wrow * 8
+        ok = w_ok & ((wrow * 0 + m) < M)
+        x0 = tl.load(row + 0, mask=ok, other=0.0).to(tl.float32)
+        x1 = tl.load(row + 1, mask=ok, other=0.0).to(tl.float32)
+        x2 = tl.load(row + 2, mask=ok, other=0.0).to(tl.float32)
+        x3 = tl.load(row + 3, mask=ok, other=0.0).to(tl.float32)
+        x4 = tl.load(row + 4, mask=ok, other=0.0).to(tl.float32)
+        x5 = tl.load(row + 5, mask=ok, other=0.0).to(tl.float32)
+        x6 = tl.load(row + 6, mask=ok, other=0.0).to(tl.float32)
+        x7 = tl.load(row + 7, mask=ok, other=0.0).to(tl.float32)
+        dq = (x0 * 3.8685626227668134e+25)[:, None] * p0  # 2^85
+        dq += (x1 * 2.4178516392292583e+24)[:, None] * p1  # 2^81
+        dq += (x2 * 1.5111572745182865e+23)[:, None] * p2  # 2^77
+        dq += (x3 * 9.44473296573929e+21)[:, None] * p3  # 2^73
+        dq += (x4 * 5.902958103587057e+20)[:, None] * p4  # 2^69
+        dq += (x5 * 1.5111572745182865e+23)[:, None] * p5  # 2^77 (code 5 at bit 8 of words >> 12)
+        dq += (x6 * 9.44473296573929e+21)[:, None] * p6  # 2^73
+        dq += (x7 * 5.902958103587057e+20)[:, None] * p7  # 2^69
+        xs = (x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7) * 5.421010862427522e-20  # 2^-64
+        if REDUCE_ROWS:
+            return tl.sum(dq, axis=0) * s - tl.sum(xs, axis=0) * z
+        else:
+            return dq * s[None, :] - xs[:, None] * z[None, :]
+
+    @triton.jit
+    def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
+                           k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
+                           REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Decode GEMV (M <= 2, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
+        2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
+        k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
+        planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
+        K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
+        with one warp), else per-row partials are summed after the loop."""
+        WR: tl.constexpr = BLOCK_K // 8
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rw = tl.arange(0, WR)
+        n_ok = rn < N
+        if REDUCE_ROWS:
+            acc0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        else:
+            acc0 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
+            acc1 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
+        k_lo = pid_k * k_split
+        k_hi = tl.minimum(K, k_lo + k_split)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            wrow = k0 // 8 + rw
+            w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
+            w_ok = wrow < K // 8
+            if EVEN:
+                words = tl.load(w_ptrs, eviction_policy="evict_first")
+            else:
+                words = tl.load(w_ptrs, mask=w_ok[:, None] & n_ok[None, :], other=0, eviction_policy="evict_first")
+            high = words >> 12  # codes 5, 6, 7 now at bits 8..19 (the masks drop the sign-extended bits)
+            p0 = _code_denormal(words, 0)
+            p1 = _code_denormal(words, 4)
+            p2 = _code_denormal(words, 8)
+            p3 = _code_denormal(words, 12)
+            p4 = _code_denormal(words, 16)
+            p5 = _code_denormal(high, 8)
+            p6 = _code_denormal(high, 12)
+            p7 = _code_denormal(high, 16)
+            g = k0 // group_size
+            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                              REDUCE_ROWS)
+            if BLOCK_M > 1:
+                acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
+        if not REDUCE_ROWS:
+            out0 = tl.sum(acc0, axis=0)
+            out1 = tl.sum(acc1, axis=0)
+        else:
+            out0 = acc0
+            out1 = acc1
+        rm = tl.arange(0, BLOCK_M)
+        m_ok = rm < M
+        out = tl.where(rm[:, None] == 0, out0[None, :], out1[None, :]) * 18446744073709551616.0  # 2^64
+        if split_k == 1:
+            if HAS_BIAS:
+                out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if EMULATE_BF16:
+                out = _round_to_bf16(out)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], out.to(y_ptr.dtype.element_ty),
+                     mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            _splitk_finish(out, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                           HAS_BIAS, EMULATE_BF16)
 
     @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
@@ -364,9 +496,30 @@ def _pow2(n: int) -> bool:
 
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
-PATHS = ("skinny", "tiled", "dequant")
+GEMV_MAX_M = 2  # the gemv path (4-bit, contiguous groups) serves M <= 2
+PATHS = ("gemv", "skinny", "tiled", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
-CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot")
+CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
+               "reduce_rows")
+_WORKSPACES: dict = {}
+
+
+def _splitk_workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 partial sums [>= numel] and arrival counters [>= tiles], all zero, that split-K kernels leave zero
+    again (`_splitk_finish`): kept per device and reused, so a call needs no memset. Kernels on one stream run
+    one after another, so one workspace serves them all; while a CUDA graph is being captured a too-small
+    workspace is not replaced (that would capture an allocation the eager calls never see): the call gets a
+    fresh zeroed one of its own (a captured memset)."""
+    key = (device.type, device.index)
+    ws = _WORKSPACES.get(key)
+    if ws is not None and ws[0].numel() >= numel and ws[1].numel() >= tiles:
+        return ws
+    fresh = (torch.zeros(max(numel, ws[0].numel() if ws else 0), dtype=torch.float32, device=device),
+             torch.zeros(max(tiles, ws[1].numel() if ws else 0), dtype=torch.int32, device=device))
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return fresh
+    _WORKSPACES[key] = fresh
+    return fresh
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -418,6 +571,11 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
         return tuned
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     per = 32 // bits
+    if (M <= GEMV_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
+            and device.type == "cuda"):
+        cfg = dict(path="gemv", block_n=512, block_k=64, num_warps=1, num_stages=2, reduce_rows=True)
+        cfg["split_k"] = max(1, min(32, _cdiv(4 * sms, _cdiv(N, 512)), _cdiv(K, 64)))
+        return cfg
     if M <= SKINNY_MAX_M:
         cfg = dict(path="skinny", block_n=128, block_k=16 * per, num_warps=4, num_stages=3)
         tiles = _cdiv(N, cfg["block_n"])
@@ -440,12 +598,14 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
-                        validate: bool = True) -> torch.Tensor:
+                        reduce_rows: bool | None = None, validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
-    path: skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
+    path: gemv (M <= 2, 4-bit, contiguous groups: one LOP3 + one FMA per weight, `_w4a16_gemv_kernel`),
+    skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), or dequant (W dequantized by a
-    Triton kernel into x's dtype, then one cuBLAS GEMM: large M)."""
+    Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv path reduces in the same
+    launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
     if not x.is_cuda and not _interpreted():
@@ -462,11 +622,19 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
-                            num_warps=num_warps, num_stages=num_stages, use_dot=use_dot).items():
+                            num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
+                            reduce_rows=reduce_rows).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
         raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
+    if cfg["path"] == "gemv":
+        gs_ = K if group_size == -1 else group_size
+        if bits != 4 or g_idx is not None or M > GEMV_MAX_M or gs_ % cfg["block_k"] or cfg["block_k"] < 8:
+            raise ValueError(f"w4a16: the gemv path serves 4-bit codes in contiguous groups (no g_idx) with "
+                             f"M <= {GEMV_MAX_M} and block_k dividing the group size; got bits={bits}, M={M}, "
+                             f"g_idx={'set' if g_idx is not None else None}, group_size={group_size}, "
+                             f"block_k={cfg['block_k']}: use path='skinny'")
     if cfg["path"] == "skinny" and M > SKINNY_MAX_M:
         raise ValueError(f"w4a16: the skinny path serves M <= {SKINNY_MAX_M} rows, got M={M}; use path='tiled'")
     names = ("block_n", "block_k") if cfg["path"] != "tiled" else ("block_m", "block_n", "block_k")
@@ -494,12 +662,22 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         if bias is None:
             return x @ w
         return torch.addmm(bias.to(x.dtype), x, w)
+    if cfg["path"] == "gemv":
+        bk = cfg["block_k"]
+        k_split = _cdiv(_cdiv(K, bk), cfg["split_k"]) * bk
+        split = _cdiv(K, k_split)
+        tiles = _cdiv(N, cfg["block_n"])
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+        ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
+        _w4a16_gemv_kernel[(tiles, split)](
+            x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(),
+            bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
+            x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
+            REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate,
+            BLOCK_M=1 if M == 1 else 2, BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
+        return y
     split = cfg["split_k"]
-    y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
-        torch.zeros((M, N), dtype=torch.float32, device=x.device)
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
-    common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
-              bias.contiguous() if bias is not None else y, y, M, N, K, gs)
     if cfg["path"] == "skinny":
         use_dot = cfg.get("use_dot", M > 4)
         if not use_dot and M > 8:
@@ -508,12 +686,21 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         if use_dot and cfg["block_k"] // (32 // bits) < 16:
             raise ValueError(f"w4a16: the skinny path with M > 4 uses tl.dot over code planes: block_k must be "
                              f">= {16 * (32 // bits)} for {bits}-bit codes, got {cfg['block_k']}")
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device)  # split-K reduces in-kernel (_splitk_finish)
+        ws, counters = _splitk_workspace(x.device, M * N, _cdiv(N, cfg["block_n"])) if split > 1 else (y, y)
+        common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+                  bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs)
         _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
             *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
             HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate,
             BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
             BLOCK_K=cfg["block_k"], **launch)
+        return y
     else:
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
+            torch.zeros((M, N), dtype=torch.float32, device=x.device)
+        common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+                  bias.contiguous() if bias is not None else y, y, M, N, K, gs)
         grid = (_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)
         _w4a16_kernel[grid](
             *common, x.stride(0), y.stride(0),

@@ -26,6 +26,10 @@ from kernels.timing import graph_time_ms, l2_flush_buffer
 # each K-block has one scale row.
 SKINNY_TILES = ((128, 4, 3), (128, 4, 4), (256, 4, 4), (64, 4, 4))
 SKINNY_BLOCK_K = (128, 64)
+# GEMV (M <= 2, 4-bit) tiles: (block_n, block_k, num_warps, reduce_rows); one warp holds whole columns, so it sums
+# a block's rows in registers.
+GEMV_TILES = ((512, 64, 1, True), (512, 32, 1, True), (256, 64, 1, True), (1024, 32, 1, True),
+              (256, 128, 1, True), (512, 64, 2, True), (256, 64, 4, False))
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -33,6 +37,18 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
     per = 32 // bits
     gs = K if group_size == -1 else group_size
     out = []
+    if M <= k.GEMV_MAX_M and bits == 4:
+        for bn, bk, warps, reduce_rows in GEMV_TILES:
+            if gs % bk:
+                continue
+            tiles = k._cdiv(N, bn)
+            for split in (1, 2, 4, 8, 16, 32):
+                if split > 1 and (split * bk > K or tiles * split > 16 * sms):
+                    continue
+                if split == 1 or tiles * split >= sms // 2:
+                    for stages in (2, 3):
+                        out.append(dict(path="gemv", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
+                                        num_stages=stages, reduce_rows=reduce_rows))
     if M <= k.SKINNY_MAX_M:
         for (bn, warps, stages), bk in ((t, b) for t in SKINNY_TILES for b in SKINNY_BLOCK_K):
             if gs % bk:  # one scale row per block

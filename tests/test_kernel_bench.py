@@ -48,3 +48,12 @@ def test_on_cpu_the_run_fails_clearly_and_records_why(tmp_path):
 def test_bad_inputs_fail_before_anything_is_timed(args, match):
     with pytest.raises(ValueError, match=match):
         run_benchmark(*args)
+
+
+def test_a_peer_that_cannot_run_is_recorded_with_why():
+    from harness.metrics.kernels import Roofline, bench_point, gemlite_backends
+
+    (peer,) = gemlite_backends()
+    rows = bench_point(peer, 256, 512, [1, 16], torch.device("cpu"), Roofline(1.0, 1.0, None))
+    assert [r["M"] for r in rows] == [1, 16]
+    assert all(r["status"] == "unavailable" and r["reason"] == "needs a CUDA GPU" for r in rows)

@@ -112,6 +112,14 @@ SKINNY_PATHS = [  # the same kernel with the other inner product: FMAs at M = 8,
     (8, 256, 40, 4, 128, False, torch.bfloat16, True, (32, 128, 2, False)),
     (1, 256, 40, 4, 64, True, torch.float16, False, (32, 128, 1, True)),
 ]
+GEMV = [
+    # M <= 2, 4-bit, contiguous groups; tiles (block_n, block_k, split_k, num_warps, reduce_rows)
+    (1, 256, 64, 4, 128, False, torch.float16, False, (32, 64, 1, 1, True)),  # one program per N-tile
+    (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # split-K reduced in-kernel, bias
+    (2, 512, 96, 4, 64, False, torch.bfloat16, True, (64, 32, 4, 1, False)),  # per-row partials, bf16
+    (2, 384, 40, 4, -1, False, torch.float16, False, (32, 64, 2, 2, True)),  # per-channel, N % BLOCK_N != 0
+    (1, 320, 24, 4, 64, False, torch.bfloat16, False, (16, 64, 2, 4, False)),  # K % (split * BLOCK_K) != 0
+]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
     (33, 192, 40, 4, 64, True, torch.bfloat16, True, (32, 64)),
@@ -121,6 +129,8 @@ DEQUANT = [
 CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k"), c[-1]))) for c in TILED]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k"), c[-1]))) for c in SKINNY]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "use_dot"), c[-1]))) for c in SKINNY_PATHS]
+         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows"), c[-1])))
+            for c in GEMV]
          + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
 
@@ -237,3 +247,33 @@ def test_pack_rejects_bad_codes():
         k.pack_int_weights(torch.full((8, 2), 16), 4)
     with pytest.raises(ValueError, match=r"K a multiple of 4"):
         k.pack_int_weights(torch.zeros(6, 2, dtype=torch.int32), 8)
+
+
+@pytest.mark.parametrize("path,M", [("gemv", 1), ("gemv", 2), ("skinny", 3), ("skinny", 12)])
+def test_split_k_workspace_is_left_clean(path, M):
+    # split-K partial sums go through a shared workspace that the last program of each N-tile zeroes again:
+    # repeated calls, and a different layer in between, must give identical results and leave it all zero
+    layer, q, rows_group, _ = make_layer(512, 96, 4, 128, seed=M)
+    other, _, _, _ = make_layer(256, 40, 4, 128, seed=M + 1)
+    gen = torch.Generator().manual_seed(M)
+    x = torch.randn(M, 512, generator=gen).half().to(DEV)
+    tiles = dict(block_n=32, block_k=128, split_k=4) | (dict(use_dot=M > 4) if path == "skinny" else {})
+    first = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
+    k.w4a16_matmul_triton(torch.randn(M, 256, generator=gen).half().to(DEV), path=path, **tiles, **other)
+    again = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
+    assert torch.equal(first, again)
+    assert rel(first.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
+    ws, counters = k._WORKSPACES[(torch.device(DEV).type, torch.device(DEV).index)]
+    assert not ws.any() and not counters.any()
+
+
+def test_gemv_path_limits_raise_clear_errors():
+    layer, *_ = make_layer(256, 40, 4, 128)
+    with pytest.raises(ValueError, match=r"gemv path serves 4-bit codes .* M <= 2"):
+        k.w4a16_matmul_triton(torch.randn(3, 256).half().to(DEV), path="gemv", **layer)
+    actorder, *_ = make_layer(256, 40, 4, 128, act_order=True)
+    with pytest.raises(ValueError, match=r"g_idx=set"):
+        k.w4a16_matmul_triton(torch.randn(1, 256).half().to(DEV), path="gemv", **actorder)
+    eight, *_ = make_layer(256, 40, 8, 128)
+    with pytest.raises(ValueError, match=r"bits=8"):
+        k.w4a16_matmul_triton(torch.randn(1, 256).half().to(DEV), path="gemv", **eight)

@@ -187,6 +187,33 @@ def w4a16_backends(group_size: int = 128) -> list[Backend]:
     return [ours(False), ours(True), Backend(f"torch_tinygemm_int4_g{group_size}", tinygemm, need_cuda)]
 
 
+def gemlite_backends(group_size: int = 128) -> list[Backend]:
+    """gemlite (pure-Triton peer) as its README documents it for 4-bit weights: `A16W4_HQQ_INT().from_weights`
+    (codes [N, K] uint8, scales and zeros [N, K / group]) in fp16, with the kernel choice and tiles from the
+    per-GPU config cache gemlite ships and loads on import (configs/h100.json on an H100)."""
+
+    def available(device):
+        if device.type != "cuda":
+            return "needs a CUDA GPU"
+        try:
+            import gemlite  # noqa: F401
+        except Exception as e:  # not installed, or it failed to import on this GPU / Triton
+            return f"gemlite unavailable ({type(e).__name__}: {e}); install it: pip install gemlite"
+        return None
+
+    def build(K, N, device):
+        from gemlite.helper import A16W4_HQQ_INT
+
+        G = K // group_size
+        codes = torch.randint(0, 16, (N, K), device=device, dtype=torch.uint8)
+        scales = (torch.rand(N, G, device=device) * 0.01 + 0.001).half()
+        zeros = torch.full((N, G), 8.0, device=device).half()
+        layer = A16W4_HQQ_INT(device=str(device), dtype=torch.float16).from_weights(codes, scales, zeros)
+        return layer, N * K // 2 + 2 * scales.numel() * 2, torch.float16
+
+    return [Backend(f"gemlite_a16w4_g{group_size}", build, available)]
+
+
 def run_benchmark(models, m_values, backend_names=None, device=None, log=print) -> dict:
     """Every backend (or those named) on every linear shape of `models` for every M: {"roofline", "rows"}.
     Needs a CUDA GPU; unknown model or backend names fail before anything is timed."""
@@ -195,7 +222,7 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print) 
         raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
     if not m_values or min(m_values) < 1:
         raise ValueError(f"kernels: m_values={list(m_values)} must be positive token counts")
-    backends = torch_backends() + fp8_backends() + w4a16_backends()
+    backends = torch_backends() + fp8_backends() + w4a16_backends() + gemlite_backends()
     if backend_names:
         missing = sorted(set(backend_names) - {b.name for b in backends})
         if missing:
