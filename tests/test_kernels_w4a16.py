@@ -252,7 +252,8 @@ def test_pack_rejects_bad_codes():
 @pytest.mark.parametrize("path,M", [("gemv", 1), ("gemv", 2), ("skinny", 3), ("skinny", 12)])
 def test_split_k_workspace_is_left_clean(path, M):
     # split-K partial sums go through a shared workspace that the last program of each N-tile zeroes again:
-    # repeated calls, and a different layer in between, must give identical results and leave it all zero
+    # repeated calls, and a different layer in between, must agree (to the fp32 atomics' summation order on a
+    # GPU; a workspace left dirty would add the earlier sums in) and leave it all zero
     layer, q, rows_group, _ = make_layer(512, 96, 4, 128, seed=M)
     other, _, _, _ = make_layer(256, 40, 4, 128, seed=M + 1)
     gen = torch.Generator().manual_seed(M)
@@ -261,7 +262,7 @@ def test_split_k_workspace_is_left_clean(path, M):
     first = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
     k.w4a16_matmul_triton(torch.randn(M, 256, generator=gen).half().to(DEV), path=path, **tiles, **other)
     again = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
-    assert torch.equal(first, again)
+    assert rel(again.cpu(), first.cpu()) < 1e-3
     assert rel(first.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
     ws, counters = k._WORKSPACES[(torch.device(DEV).type, torch.device(DEV).index)]
     assert not ws.any() and not counters.any()
