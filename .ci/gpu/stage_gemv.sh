@@ -8,7 +8,7 @@ source .ci/gpu/env.sh || exit 1
 SHAPES="8192x57344 8192x10240 28672x8192 8192x8192 4096x28672 4096x6144 14336x4096 4096x4096 4096x22016 4096x12288 11008x4096"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 python3 -c "import torch, triton, gemlite; print(torch.__version__, triton.__version__, gemlite.__version__)" 2>&1 | tail -1
-timeout 110 python3 -m pytest -q -x tests/test_kernels_w4a16.py 2>&1 | grep -E "passed|failed|Error|assert" | tail -4
+timeout 80 python3 -m pytest -q -x tests/test_kernels_w4a16.py 2>&1 | grep -E "passed|failed|Error|assert" | tail -4
 case "$1" in
 A) timeout 300 python3 -m kernels.w4a16_tune $OUT/w4a16.json --merge kernels/tuned/w4a16.json --m 1 2 4 8 16 \
      --shapes $SHAPES 2>&1 | tee $OUT/tune.log | grep -E "best|wrote|Error" | cut -c1-175
@@ -19,8 +19,8 @@ B) timeout 100 python3 -m kernels.w4a16_tune $OUT/w4a16.json --merge kernels/tun
      --shapes 4096x28672 4096x6144 14336x4096 4096x4096 4096x22016 4096x12288 11008x4096 2>&1 | tee $OUT/tune.log \
      | grep -E "best|wrote|Error" | cut -c1-175
    export QUANTBENCH_W4A16_TUNING=$OUT/w4a16.json
-   for model in llama-3-70b llama-3-8b llama-2-7b; do
-     timeout 150 python3 -m harness.metrics.kernels $OUT --models $model 2>&1 | tee -a $OUT/bench.log \
+   for model in llama-3-70b:170 llama-3-8b:125 llama-2-7b:125; do
+     timeout ${model#*:} python3 -m harness.metrics.kernels $OUT --models ${model%:*} 2>&1 | tee -a $OUT/bench.log \
        | grep -E "record|gate_up .*M=    1 " | cut -c1-120
    done ;;
 esac
