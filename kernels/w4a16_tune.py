@@ -77,7 +77,7 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
 
 
 def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int = 128, iters: int = 15,
-               log=print) -> dict[str, dict]:
+               log=print, paths=k.PATHS) -> dict[str, dict]:
     """Best config per M-bucket for one (K, N) with random codes, fp16 activations."""
     G = k._num_groups(K, group_size)
     qweight = k.pack_int_weights(torch.randint(0, 2**bits, (K, N), device=device, dtype=torch.int32), bits)
@@ -91,7 +91,7 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
         ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, group_size, bits, validate=False)
         default = k.default_config(M, N, K, group_size, False, device, bits)
         results = []
-        for cfg in [default] + candidates(M, N, K, bits, sms, group_size):
+        for cfg in [default] + [c for c in candidates(M, N, K, bits, sms, group_size) if c["path"] in paths]:
             try:
                 y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **cfg)
                 err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
@@ -122,6 +122,7 @@ def main(argv=None) -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--merge", default=None, help="start from this table (e.g. the committed one)")
+    ap.add_argument("--paths", nargs="+", default=list(k.PATHS), help="only try candidates of these paths")
     args = ap.parse_args(argv)
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
@@ -130,7 +131,8 @@ def main(argv=None) -> None:
     entries = table.setdefault(gpu, {})
     for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
         K, N = (int(v) for v in shape.lower().split("x"))
-        entries.update(tune_shape(K, N, args.m, device, group_size=args.group_size, iters=args.iters))
+        entries.update(tune_shape(K, N, args.m, device, group_size=args.group_size, iters=args.iters,
+                                  paths=args.paths))
         torch.cuda.empty_cache()
         _write_json(args.out, table)
     print(f"wrote {args.out}: {len(entries)} entries for {gpu}")

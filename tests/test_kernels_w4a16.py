@@ -264,7 +264,7 @@ def test_split_k_workspace_is_left_clean(path, M):
     again = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
     assert rel(again.cpu(), first.cpu()) < 1e-3
     assert rel(first.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
-    ws, counters = k._WORKSPACES[(torch.device(DEV).type, torch.device(DEV).index)]
+    ws, counters = k._WORKSPACES[(x.device.type, x.device.index)]
     assert not ws.any() and not counters.any()
 
 
