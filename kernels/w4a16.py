@@ -728,3 +728,18 @@ def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, b
     y = w4a16_matmul_triton(x.reshape(-1, K), qweight, scales, zeros, g_idx, group_size, bits, bias,
                             validate=validate, **tile)
     return y.reshape(*x.shape[:-1], y.shape[1])
+
+
+@torch.library.custom_op("quantbench::w4a16_matmul", mutates_args=())
+def w4a16_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                    g_idx: torch.Tensor | None, bias: torch.Tensor | None, group_size: int, bits: int,
+                    backend: str) -> torch.Tensor:
+    """`w4a16_matmul` (validate=False, default tiles) as one opaque torch op, for torch.compile: traced as a call
+    with a known output shape, so a compiled model fuses what lies between its linears without graph breaks in
+    the Python around the Triton launch (tuned-table lookups, the split-K workspace)."""
+    return w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, bits, bias, backend=backend, validate=False)
+
+
+@w4a16_matmul_op.register_fake
+def _w4a16_matmul_fake(x, qweight, scales, zeros, g_idx, bias, group_size, bits, backend):
+    return x.new_empty((*x.shape[:-1], qweight.shape[1]))

@@ -218,6 +218,40 @@ def test_random_weights_are_quantized_speed_only_into_the_method_layout(tmp_path
     assert json.loads(path.read_text())["metrics"]["throughput"]["points"] == t["points"]
 
 
+def test_compiled_decode_of_a_quantized_model_matches_eager(tmp_path, tiny_dir):
+    # torch.compile over GPTQ layers: each quantized matmul is one opaque op (kernels.w4a16.w4a16_matmul_op), and
+    # the compiled decode steps pass the check against eager steps from the same prompt
+    rec = _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "method=gptq",
+               *SMALL_SPEED, "bench.throughput.decode_mode=compile", "bench.throughput.check_steps=2")
+    assert rec["status"] == "ok", rec.get("error")
+    t = rec["metrics"]["throughput"]
+    assert t["decode_mode"] == "compile"
+    for p in t["points"]:
+        check = p["decode_check"]
+        assert check["steps"] == 2 and check["max_abs_logit_diff"] <= 0.05 * check["logit_scale"] + 1e-3
+
+
+def test_the_quantized_matmul_compiles_without_graph_breaks():
+    from kernels import w4a16
+    from methods.gptq import linear  # noqa: F401  (the method module that calls the op when compiling)
+
+    gen = torch.Generator().manual_seed(0)
+    K, N, group = 256, 48, 64
+    qweight = w4a16.pack_int_weights(torch.randint(0, 16, (K, N), generator=gen), 4)
+    scales = torch.rand(K // group, N, generator=gen) * 0.02 + 0.002
+    zeros = w4a16.premultiply_zeros(torch.full((K // group, N), 8.0), scales)
+    x = torch.randn(3, K, generator=gen)
+
+    def f(x):
+        return torch.nn.functional.silu(w4a16.w4a16_matmul_op(x, qweight, scales, zeros, None, None, group, 4,
+                                                               "torch")) * 2
+
+    compiled = torch.compile(f, fullgraph=True)  # fullgraph: any graph break is an error
+    torch.testing.assert_close(compiled(x), f(x))
+    eager = torch.nn.functional.silu(w4a16.w4a16_matmul(x, qweight, scales, zeros, None, group, 4)) * 2
+    torch.testing.assert_close(f(x), eager)
+
+
 def test_random_weights_without_tokenizer_refuse_perplexity(tmp_path, tiny_dir):
     with pytest.raises(ValueError, match="no tokenizer.*bench=throughput"):
         _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "bench=perplexity")

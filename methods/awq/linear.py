@@ -67,5 +67,8 @@ class AWQLinearMethod(LinearMethodBase):
         if not self.repacked:
             raise RuntimeError("awq: process_weights_after_loading has not run on this layer")
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
+        if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
+            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, None, bias, self.group_size,
+                                         fmt.BITS, self.backend)
         return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, None, self.group_size, fmt.BITS,
                                   bias, backend=self.backend, validate=False)

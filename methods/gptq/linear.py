@@ -78,5 +78,8 @@ class GPTQLinearMethod(LinearMethodBase):
     def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         g_idx = layer.g_idx if self.act_order else None
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
+        if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
+            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, g_idx, bias, self.group_size,
+                                         self.bits, self.backend)
         return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, g_idx, self.group_size, self.bits,
                                   bias, backend=self.backend, validate=False)
