@@ -398,7 +398,7 @@ if triton is not None:
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Decode GEMV (M <= 2, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
+        """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
         planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
@@ -413,9 +413,13 @@ if triton is not None:
         if REDUCE_ROWS:
             acc0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
             acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            acc2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            acc3 = tl.zeros((BLOCK_N,), dtype=tl.float32)
         else:
             acc0 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
             acc1 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
+            acc2 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
+            acc3 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
         k_lo = pid_k * k_split
         k_hi = tl.minimum(K, k_lo + k_split)
         for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -443,15 +447,27 @@ if triton is not None:
             if BLOCK_M > 1:
                 acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
                                   REDUCE_ROWS)
+            if BLOCK_M > 2:
+                acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
+                acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
         if not REDUCE_ROWS:
             out0 = tl.sum(acc0, axis=0)
             out1 = tl.sum(acc1, axis=0)
+            out2 = tl.sum(acc2, axis=0)
+            out3 = tl.sum(acc3, axis=0)
         else:
             out0 = acc0
             out1 = acc1
+            out2 = acc2
+            out3 = acc3
         rm = tl.arange(0, BLOCK_M)
         m_ok = rm < M
-        out = tl.where(rm[:, None] == 0, out0[None, :], out1[None, :]) * 18446744073709551616.0  # 2^64
+        out = tl.where(rm[:, None] == 0, out0[None, :], out1[None, :])
+        if BLOCK_M > 2:
+            out = tl.where(rm[:, None] == 2, out2[None, :], tl.where(rm[:, None] == 3, out3[None, :], out))
+        out = out * 18446744073709551616.0  # 2^64
         if split_k == 1:
             if HAS_BIAS:
                 out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -496,7 +512,8 @@ def _pow2(n: int) -> bool:
 
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
-GEMV_MAX_M = 2  # the gemv path (4-bit, contiguous groups) serves M <= 2
+GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
+GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
 PATHS = ("gemv", "skinny", "tiled", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
@@ -571,7 +588,7 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
         return tuned
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     per = 32 // bits
-    if (M <= GEMV_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
+    if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
             and device.type == "cuda"):
         # one-warp programs, ~8 per SM (the tuned H100 entries use 8-14)
         cfg = dict(path="gemv", block_n=256, block_k=64, num_warps=1, num_stages=3, reduce_rows=True)
@@ -602,7 +619,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         reduce_rows: bool | None = None, validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
-    path: gemv (M <= 2, 4-bit, contiguous groups: one LOP3 + one FMA per weight, `_w4a16_gemv_kernel`),
+    path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`),
     skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), or dequant (W dequantized by a
     Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv path reduces in the same
@@ -675,7 +692,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate,
-            BLOCK_M=1 if M == 1 else 2, BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
+            BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]
     scale_row = g_idx is None and gs % cfg["block_k"] == 0

@@ -26,7 +26,7 @@ from kernels.timing import graph_time_ms, l2_flush_buffer
 # each K-block has one scale row.
 SKINNY_TILES = ((128, 4, 3), (128, 4, 4), (256, 4, 4), (64, 4, 4))
 SKINNY_BLOCK_K = (128, 64)
-# GEMV (M <= 2, 4-bit) tiles: (block_n, block_k, num_warps, reduce_rows). One warp holds whole columns and sums a
+# GEMV (M <= 4, 4-bit) tiles: (block_n, block_k, num_warps, reduce_rows). One warp holds whole columns and sums a
 # block's rows in registers; on the H100 a wider search (2- and 4-warp tiles, 1024 x 32, 256 x 128) never won.
 GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True))
 

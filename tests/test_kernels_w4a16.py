@@ -119,6 +119,8 @@ GEMV = [
     (2, 512, 96, 4, 64, False, torch.bfloat16, True, (64, 32, 4, 1, False)),  # per-row partials, bf16
     (2, 384, 40, 4, -1, False, torch.float16, False, (32, 64, 2, 2, True)),  # per-channel, N % BLOCK_N != 0
     (1, 320, 24, 4, 64, False, torch.bfloat16, False, (16, 64, 2, 4, False)),  # K % (split * BLOCK_K) != 0
+    (3, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # four row slots, one masked
+    (4, 384, 40, 4, 128, False, torch.bfloat16, False, (32, 32, 2, 2, False)),
 ]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
@@ -270,8 +272,8 @@ def test_split_k_workspace_is_left_clean(path, M):
 
 def test_gemv_path_limits_raise_clear_errors():
     layer, *_ = make_layer(256, 40, 4, 128)
-    with pytest.raises(ValueError, match=r"gemv path serves 4-bit codes .* M <= 2"):
-        k.w4a16_matmul_triton(torch.randn(3, 256).half().to(DEV), path="gemv", **layer)
+    with pytest.raises(ValueError, match=r"gemv path serves 4-bit codes .* M <= 4"):
+        k.w4a16_matmul_triton(torch.randn(5, 256).half().to(DEV), path="gemv", **layer)
     actorder, *_ = make_layer(256, 40, 4, 128, act_order=True)
     with pytest.raises(ValueError, match=r"g_idx=set"):
         k.w4a16_matmul_triton(torch.randn(1, 256).half().to(DEV), path="gemv", **actorder)
