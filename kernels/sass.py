@@ -1,0 +1,104 @@
+"""Compile a Triton kernel for a GPU target without the GPU and count the SASS instructions of its hot loop.
+
+Triton ships ptxas and nvdisasm, so `triton.compile` can build sm_90 code on a CPU-only machine. The
+instruction mix of a kernel's main loop per weight (shifts, LOP3s, FMAs, loads, spills) is what decides an
+int4 GEMV's speed once the bytes are streaming; counting it here tells whether a code change helps before any
+GPU time is spent. The counts depend on the Triton version (CI's, not the GPU machine's).
+
+    python -m kernels.sass gemv [--m 1] [--block-n 256] [--block-k 64] [--warps 1] [--stages 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+
+
+def compile_sass(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), num_warps: int = 4,
+                 num_stages: int = 3, arch: int = 90) -> str:
+    """SASS text of `fn` built for sm_`arch`. signature: argument -> Triton type ("*fp16", "i32", ...);
+    constexprs: constexpr argument -> value; divisible_by_16: arguments the launcher would specialise as
+    multiples of 16 (pointers, leading dimensions), which decides vectorised loads."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(fn.arg_names)
+    sig = dict(signature) | {k: "constexpr" for k in constexprs}
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible_by_16}
+    src = ASTSource(fn=fn, signature=sig, constexprs=dict(constexprs), attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True})
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def loop_mix(sass: str) -> collections.Counter:
+    """Opcode counts of the longest backward-branch loop (the K loop of a GEMM)."""
+    lines = sass.splitlines()
+    labels = {ln.strip().rstrip(":"): i for i, ln in enumerate(lines) if ln.strip().startswith(".L_x")}
+    start, end = 0, -1
+    for i, ln in enumerate(lines):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", ln)
+        if m and labels.get(m.group(1), i) < i and i - labels[m.group(1)] > end - start:
+            start, end = labels[m.group(1)], i
+    ops = collections.Counter()
+    for ln in lines[start:end + 1]:
+        m = re.search(r"/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)", ln)
+        if m:
+            ops[m.group(2)] += 1
+    return ops
+
+
+GEMV_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
+                  "y_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
+                  "group_size": "i32", "k_split": "i32", "split_k": "i32", "stride_xm": "i32", "stride_ym": "i32"}
+GEMV_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr", "cnt_ptr", "N", "K",
+                  "group_size", "k_split", "stride_xm", "stride_ym")
+
+
+def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
+             reduce_rows: bool = True) -> tuple[collections.Counter, float]:
+    """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes) and instructions per weight and thread."""
+    from kernels import w4a16
+
+    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, BLOCK_M=m,
+              BLOCK_N=block_n, BLOCK_K=block_k)
+    sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE, ce, GEMV_DIVISIBLE, num_warps, num_stages)
+    ops = loop_mix(sass)
+    weights_per_thread = block_k * block_n / (32 * num_warps)
+    return ops, sum(ops.values()) / weights_per_thread
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kernel", choices=["gemv"])
+    ap.add_argument("--m", type=int, default=1)
+    ap.add_argument("--block-n", type=int, default=256)
+    ap.add_argument("--block-k", type=int, default=64)
+    ap.add_argument("--warps", type=int, default=1)
+    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
+    ops, per_weight = gemv_mix(args.m, args.block_n, args.block_k, args.warps, args.stages)
+    if args.json:
+        import json
+
+        print(json.dumps({"per_weight": per_weight, "ops": dict(ops)}))
+        return
+    print(f"{per_weight:.2f} instructions per weight in the loop; spills (STL/LDL): "
+          f"{ops['STL'] + ops['LDL']}; {dict(ops.most_common(12))}")
+
+
+if __name__ == "__main__":
+    main()

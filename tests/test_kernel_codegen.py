@@ -1,0 +1,29 @@
+"""The W4A16 gemv kernel's code, compiled for sm_90 on this CPU-only machine (Triton ships ptxas/nvdisasm): the
+instruction mix of its K loop is what its speed rests on (results/h100/README.md), so it is pinned here."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _mix(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # build real GPU code
+    out = subprocess.run([sys.executable, "-m", "kernels.sass", "gemv", "--json", *args], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("m,limit", [(1, 4.0), (2, 5.5)])
+def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, limit):
+    mix = _mix("--m", str(m), "--block-n", "256", "--block-k", "64", "--warps", "1")
+    ops = mix["ops"]
+    weights = 64 * 256 / 32  # per thread and K-block
+    assert ops.get("STL", 0) == 0 and ops.get("LDL", 0) == 0  # no register spills
+    assert ops.get("I2F", 0) <= 2  # codes become floats without I2F (one is the group index's integer division)
+    assert 0.95 <= ops["LOP3"] / weights <= 1.1  # one mask per code (plus a few address ops)
+    assert (ops["FFMA"] + ops.get("FMUL", 0)) / weights >= m  # one product per weight and row
+    assert mix["per_weight"] <= limit, mix  # 3.3 / 5.0 with Triton 3.9; the skinny kernel spent ~8 at M = 1
