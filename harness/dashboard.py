@@ -49,9 +49,9 @@ def kernel_tables(kernels: pd.DataFrame, records: list[dict]) -> str:
         parts += [f"<h3>Speedup vs {plots.KERNEL_BASELINE} by M (geometric mean over layer shapes)</h3>",
                   _table(pivot, index=True)]
     roof = [{"gpu": (r.get("env") or {}).get("gpu"), "date": r["created_at"],
-             "git": str((r.get("env") or {}).get("git_sha"))[:8]} | {
+             "git": str((r.get("env") or {}).get("git_sha"))[:8], "status": r["status"]} | {
                 k: v for k, v in (r.get("metrics") or {}).get("roofline", {}).items() if not isinstance(v, dict)}
-            for r in records if r.get("kind") == "kernels" and r.get("status") == "ok"]
+            for r in records if r.get("kind") == "kernels" and r.get("status") in ("ok", "partial")]
     if roof:
         parts += ["<h3>Roofline measured in each kernel run (fractions above are of these)</h3>",
                   _table(pd.DataFrame(roof).sort_values("date"))]

@@ -182,7 +182,7 @@ def kernel_frame(records: list[dict]) -> pd.DataFrame:
     the speedup vs cuBLAS bf16 on the same shape and M from the same record."""
     rows = []
     for r in records:
-        if r.get("kind") != "kernels" or r.get("status") != "ok":
+        if r.get("kind") != "kernels" or r.get("status") not in ("ok", "partial"):  # partial: the layers it finished
             continue
         gpu = (r.get("env") or {}).get("gpu") or "cpu"
         roof = (r.get("metrics") or {}).get("roofline") or {}

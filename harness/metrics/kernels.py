@@ -214,9 +214,10 @@ def gemlite_backends(group_size: int = 128) -> list[Backend]:
     return [Backend(f"gemlite_a16w4_g{group_size}", build, available)]
 
 
-def run_benchmark(models, m_values, backend_names=None, device=None, log=print) -> dict:
+def run_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None) -> dict:
     """Every backend (or those named) on every linear shape of `models` for every M: {"roofline", "rows"}.
-    Needs a CUDA GPU; unknown model or backend names fail before anything is timed."""
+    Needs a CUDA GPU; unknown model or backend names fail before anything is timed. `on_layer(metrics so far)`
+    runs after each layer shape (callers write a partial record, so a run stopped by a time limit keeps them)."""
     unknown = [m for m in models if m not in MODEL_SHAPES]
     if unknown:
         raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
@@ -246,6 +247,8 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print) 
                     else:
                         log(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
                 torch.cuda.empty_cache()
+            if on_layer is not None:
+                on_layer({"roofline": roof.__dict__, "rows": list(rows), "backends": [b.name for b in backends]})
     return {"roofline": roof.__dict__, "rows": rows, "backends": [b.name for b in backends]}
 
 
@@ -263,12 +266,17 @@ def main(argv=None) -> None:
     ap.add_argument("--m", nargs="*", type=int, default=list(M_VALUES))
     ap.add_argument("--backends", nargs="*", default=None)
     args = ap.parse_args(argv)
-    metrics = run_benchmark(args.models, args.m, args.backends, log=lambda msg: print(msg, flush=True))
-    record = records.new_record({"models": args.models, "m": args.m, "backends": metrics.pop("backends")},
-                                kind="kernels")
-    record.update(status="ok", command=" ".join(["python -m harness.metrics.kernels", *sys.argv[1:]]))
-    record["metrics"] = metrics
-    print(f"record: {records.write_record(record, args.out)}")
+    record = records.new_record({"models": args.models, "m": args.m, "backends": args.backends}, kind="kernels")
+    record["command"] = " ".join(["python -m harness.metrics.kernels", *sys.argv[1:]])
+
+    def write(metrics: dict, status: str):
+        record["config"]["backends"] = metrics.pop("backends")
+        record.update(status=status, metrics=metrics)
+        return records.write_record(record, args.out)
+
+    metrics = run_benchmark(args.models, args.m, args.backends, log=lambda msg: print(msg, flush=True),
+                            on_layer=lambda partial: write(partial, "partial"))
+    print(f"record: {write(metrics, 'ok')}")
 
 
 if __name__ == "__main__":
