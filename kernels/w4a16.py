@@ -337,7 +337,8 @@ if triton is not None:
         # The 4-bit code at bits SHIFT..SHIFT+3 (SHIFT <= 16), masked in place and read as an fp32 bit pattern, is
         # the subnormal code * 2^(SHIFT - 149): one LOP3 per weight, no shift, no int->float conversion. FMAs take
         # subnormals at full rate (no .ftz in Triton's fp32 arithmetic); `_gemv_row` scales x by
-        # 2^(85 - SHIFT) so that each product x * code * 2^-64 is a normal float.
+        # 2^(85 - SHIFT) so that each product x * code * 2^-64 is a normal float. Range: |x| < 2^42 (fp16 always;
+        # bf16 activations beyond would overflow), and products below 2^-126, i.e. |x| < ~2^-60, underflow.
         return (words & (15 << SHIFT)).to(tl.float32, bitcast=True)
 
     @triton.jit
