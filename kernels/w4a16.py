@@ -520,6 +520,7 @@ PATHS = ("gemv", "skinny", "tiled", "dequant")
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows")
 _WORKSPACES: dict = {}
+_RETIRED: list = []  # outgrown workspaces: CUDA graphs captured with them still read and write them
 
 
 def _splitk_workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -527,7 +528,8 @@ def _splitk_workspace(device: torch.device, numel: int, tiles: int) -> tuple[tor
     again (`_splitk_finish`): kept per device and reused, so a call needs no memset. Kernels on one stream run
     one after another, so one workspace serves them all; while a CUDA graph is being captured a too-small
     workspace is not replaced (that would capture an allocation the eager calls never see): the call gets a
-    fresh zeroed one of its own (a captured memset)."""
+    fresh zeroed one of its own (a captured memset). An outgrown workspace is kept, not freed, since graphs
+    captured with it replay into it."""
     key = (device.type, device.index)
     ws = _WORKSPACES.get(key)
     if ws is not None and ws[0].numel() >= numel and ws[1].numel() >= tiles:
@@ -536,6 +538,8 @@ def _splitk_workspace(device: torch.device, numel: int, tiles: int) -> tuple[tor
              torch.zeros(max(tiles, ws[1].numel() if ws else 0), dtype=torch.int32, device=device))
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return fresh
+    if ws is not None:
+        _RETIRED.append(ws)  # never freed: a graph captured earlier may replay with it
     _WORKSPACES[key] = fresh
     return fresh
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"

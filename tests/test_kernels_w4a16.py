@@ -280,3 +280,12 @@ def test_gemv_path_limits_raise_clear_errors():
     eight, *_ = make_layer(256, 40, 8, 128)
     with pytest.raises(ValueError, match=r"bits=8"):
         k.w4a16_matmul_triton(torch.randn(1, 256).half().to(DEV), path="gemv", **eight)
+
+
+def test_an_outgrown_workspace_is_kept_for_graphs_captured_with_it():
+    dev = torch.device(DEV)
+    small = k._splitk_workspace(dev, 16, 2)
+    big = k._splitk_workspace(dev, small[0].numel() + 4096, small[1].numel() + 8)
+    assert big[0].numel() >= small[0].numel() + 4096 and not big[0].any() and not big[1].any()
+    assert any(r is small for r in k._RETIRED)  # still referenced: a captured graph may replay into it
+    assert k._splitk_workspace(dev, 16, 2) is big  # the larger one serves smaller calls from now on
