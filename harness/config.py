@@ -82,7 +82,8 @@ class ThroughputConf:
     prefill_batch_size: int = 1
     warmup: int = 1
     repeats: int = 3
-    # auto (cuda_graph on CUDA, eager on CPU), cuda_graph, compile (torch.compile reduce-overhead) or eager.
+    # auto (cuda_graph on CUDA, eager on CPU), cuda_graph, compile (torch.compile; on CUDA its step replayed from
+    # a CUDA graph) or eager.
     decode_mode: str = "auto"
     # Greedy steps compared between eager and graph/compiled decode at each point (0: no check).
     check_steps: int = 4

@@ -5,7 +5,7 @@
 # multirun (one process) per model. Records go straight into $OUT/h100; a compact speedup table ends the log.
 # Budget: under 8 minutes on an H100 (each model's sweep is capped at 235 s).
 # `stage_throughput.sh compile` runs Llama-2-7B only, with bench.throughput.decode_mode=compile (torch.compile
-# of the decode step, quantized matmuls as one op each, CUDA graphs through mode=reduce-overhead) for all methods.
+# of the decode step, quantized matmuls as one op each, the compiled step replayed from a CUDA graph), all methods.
 source .ci/gpu/env.sh || exit 1
 mkdir -p $OUT/h100
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

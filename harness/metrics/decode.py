@@ -1,4 +1,5 @@
-"""Greedy decoding over a static KV cache, one token per step: eager, CUDA-graph replay, or torch.compile.
+"""Greedy decoding over a static KV cache, one token per step: eager, CUDA-graph replay, or torch.compile (on
+CUDA, the compiled step replayed from a CUDA graph).
 
 The decoder owns transformers' StaticCache (sized prompt_len + gen_len) and fixed device buffers for the next
 input ids, their positions, a step counter and the generated tokens. A step runs the model on one token per
@@ -132,16 +133,24 @@ class StaticDecoder:
 
     @torch.no_grad()
     def compile(self, prompt: torch.Tensor) -> None:
-        """torch.compile the decode step (CUDA graphs via mode=reduce-overhead on CUDA) and warm it up."""
+        """torch.compile the decode step (Inductor fuses what lies between the GEMMs; quantized matmuls stay one
+        op each) and warm it up; on CUDA the compiled step is then captured in a CUDA graph like `capture`, so
+        replays run its kernels without Python (our own capture rather than mode=reduce-overhead, whose graphs
+        are skipped silently when it finds a reason)."""
         for buf in (self.ids, self.pos, self.step_idx, self.tokens):
             torch._dynamo.mark_static_address(buf)
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        self._compiled = torch.compile(self._step, mode=mode)
+        self._compiled = torch.compile(self._step, dynamic=False)
         self.mode = "compile"
         for _ in range(2):
             self.prefill(prompt)
             for _ in range(min(3, self.gen_len)):
                 self.step()
+        if self.device.type == "cuda":
+            self.prefill(prompt)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._compiled()
+            self._graph = graph
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int | None = None) -> torch.Tensor:
