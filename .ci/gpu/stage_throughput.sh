@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
 # Device machine, one call (carry .whl; no model assets needed: the Llama shapes are architecture presets with
-# random weights): end-to-end throughput (conf/bench/throughput_gpu.yaml) of Llama-2-7B and Llama-3-8B, baseline
-# bf16 + FP8 + GPTQ + AWQ (GPTQ/AWQ speed-only: round-to-nearest into their layouts, no calibration), one Hydra
-# multirun (one process) per model. Records go straight into $OUT/h100; a compact speedup table ends the log.
-# Budget: under 8 minutes on an H100 (each model's sweep is capped at 235 s).
-# `stage_throughput.sh compile` runs Llama-2-7B only, with bench.throughput.decode_mode=compile (torch.compile
-# of the decode step, quantized matmuls as one op each, the compiled step replayed from a CUDA graph), all methods.
+# random weights): end-to-end throughput (conf/bench/throughput_gpu.yaml), one Hydra multirun (one process) per
+# model. Records go straight into $OUT/h100; a compact speedup table ends the log.
+#   stage_throughput.sh                       Llama-2-7B and Llama-3-8B, none/fp8/gptq/awq, CUDA-graph decode
+#   stage_throughput.sh MODE METHODS [LIMIT]  Llama-2-7B only, bench.throughput.decode_mode=MODE (compile: the
+#                                             torch.compile'd step replayed from a CUDA graph), METHODS comma-
+#                                             separated (e.g. none,gptq), the sweep capped at LIMIT s (500)
+# GPTQ/AWQ are speed-only: round-to-nearest into their layouts, no calibration.
 source .ci/gpu/env.sh || exit 1
 mkdir -p $OUT/h100
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)"
-models="llama2_7b llama3_8b"; extra=""
-[ "$1" = compile ] && models=llama2_7b && extra="bench.throughput.decode_mode=compile"
+models="llama2_7b:235 llama3_8b:235"; methods=none,fp8,gptq,awq; extra=""
+if [ -n "$1" ]; then
+  models="llama2_7b:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1"
+fi
 for model in $models; do
   start=$SECONDS
-  timeout 235 python3 -m harness -m model=$model method=none,fp8,gptq,awq bench=throughput_gpu $extra \
-    results_dir=$OUT/h100 progress=false 2>&1 | grep -E "quantbench\]|Error|error" | cut -c1-400
-  echo "[stage_throughput] $model: $((SECONDS - start)) s"
+  timeout ${model#*:} python3 -m harness -m model=${model%:*} method=$methods bench=throughput_gpu $extra \
+    results_dir=$OUT/h100 progress=false 2>&1 | grep -E "quantbench\]|Error|error|Warning: .*(recompile|graph)" \
+    | cut -c1-400
+  echo "[stage_throughput] ${model%:*}: $((SECONDS - start)) s"
 done
 python3 -m harness.speedup $OUT/h100 --out $OUT/speedup.md > /dev/null
 python3 -m harness.speedup $OUT/h100 --compact
+python3 - <<'EOF'
+import glob, json, os
+for f in sorted(glob.glob(os.environ["OUT"] + "/h100/*.json")):
+    r = json.load(open(f))
+    t = (r.get("metrics") or {}).get("throughput") or {}
+    for p in t.get("points", []):
+        print(r["config"]["method"]["quant_method"], p["batch_size"], p["decode_mode"], p.get("compile"),
+              {k: round(v, 4) if isinstance(v, float) else v for k, v in p["decode_check"].items()})
+    if r.get("status") != "ok":
+        print(r["config"]["method"]["quant_method"], r.get("status"), (r.get("error") or "")[:300])
+EOF

@@ -130,7 +130,7 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, gen_len)
-    reference = dec.eager_reference(prompt, check_steps) if mode != "eager" else ([], None)  # before any capture
+    reference = dec.eager_reference(prompt, check_steps if mode != "eager" else 0)  # before any capture
     used, reason = _setup_mode(dec, mode, requested, prompt)
     check = dec.check_against(reference, prompt)
     clock = _Clock(device)
@@ -147,6 +147,7 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
             prefill.append(clock.seconds(t0, t1))
             decode.append(clock.seconds(t1, t2))
             e2e.append(clock.seconds(t0, t2))
+    del reference
     steps = int(dec.step_idx)  # counted on the device by the (replayed) step itself
     if steps != gen_len:
         raise RuntimeError(f"decode ran {steps} steps, expected gen_len={gen_len}")
@@ -158,6 +159,8 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
             "time_to_first_token_s": row["prefill_s"], "time_per_output_token_s": row["decode_s"] / gen_len,
             "peak_memory_bytes": _peak_memory(device), "kv_cache_bytes": cache_bytes(dec.cache),
             "decode_mode": used, "decode_mode_reason": reason, "decode_check": check}
+    if dec.compile_stats is not None:
+        row["compile"] = dec.compile_stats
     del dec
     return row
 
