@@ -25,6 +25,9 @@ class ModelConf:
     trust_remote_code: bool = False
     # Build the architecture from its config with random weights (for speed runs at real sizes).
     random_weights: bool = False
+    # After quantizing (and export), fuse q/k/v and gate/up projections into one GEMM each, as serving engines
+    # do (methods/fusion.py): same outputs, fewer and wider GEMMs.
+    fuse_projections: bool = False
 
 
 @dataclass

@@ -143,7 +143,10 @@ def _points_rows(records: list[dict]) -> pd.DataFrame:
         return t
     t = t[t["kind"] == "decode"].rename(columns={"prompt": "prompt_len", "gen": "gen_len", "decode x": "decode speedup",
                                                   "prefill x": "prefill speedup"})
-    return t.assign(scheme=np.where(t["speed_only"], "speed_only", "-"))[
+    # The scheme names what else set the point apart: speed-only quantization, a setup other than CUDA-graph decode.
+    extra = [", ".join(x for x in (("speed_only" if so else ""), ("" if su == "cuda_graph" else su)) if x) or "-"
+             for so, su in zip(t["speed_only"], t["setup"])]
+    return t.assign(scheme=extra)[
         ["model", "gpu", "method", "scheme", "batch", "prompt_len", "gen_len", "prefill tok/s", "decode tok/s",
          "decode speedup", "prefill speedup"]]
 

@@ -149,6 +149,11 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
 
             with phase("export"):
                 record["model"]["exported_to"] = str(save_checkpoint(model, qconfig, cfg["export_dir"], tok))
+    if cfg["model"].get("fuse_projections"):
+        from methods.fusion import fuse_projections
+
+        with phase("fuse_projections"):
+            record["model"]["fused_projections"] = len(fuse_projections(model))
     record["model"]["weight_bytes"] = describe(model)["weight_bytes"]
     bench = cfg["bench"]
     if bench["perplexity"]["enabled"]:

@@ -1,6 +1,8 @@
 """`python -m harness.speedup RESULTS... [--out FILE]`: every throughput point of the newest successful run per
-(model, method, GPU) as one table, with each method's speedup over the unquantized (`method=none`) run of the same
-model, GPU and point (batch size, prompt and generation length)."""
+(model, method, GPU, setup) as one table, with each method's speedup over the unquantized (`method=none`) run of
+the same model, GPU, setup and point (batch size, prompt and generation length). The setup is how decode ran
+(cuda_graph, compile, eager) and whether projections were fused (`+fused`, model.fuse_projections): speedups
+compare like with like."""
 
 from __future__ import annotations
 
@@ -14,16 +16,22 @@ import pandas as pd
 from harness.records import RecordError, iter_records
 from harness.report import write_atomic
 
-POINT = ["model", "gpu", "kind", "batch", "prompt", "gen"]
-COMPACT = ["model", "method", "kind", "batch", "prompt", "decode tok/s", "decode x", "prefill tok/s", "prefill x",
-           "peak GiB", "decode_mode"]
+POINT = ["model", "gpu", "setup", "kind", "batch", "prompt", "gen"]
+COMPACT = ["model", "setup", "method", "kind", "batch", "prompt", "decode tok/s", "decode x", "prefill tok/s",
+           "prefill x", "peak GiB"]
+
+
+def setup(record: dict) -> str:
+    """How the run decoded (its throughput's decode_mode) and whether its projections were fused."""
+    mode = record["metrics"]["throughput"].get("decode_mode") or "?"
+    return mode + ("+fused" if (record.get("model") or {}).get("fused_projections") else "")
 
 
 def _rows(record: dict) -> Iterable[dict]:
     t = record["metrics"]["throughput"]
     base = {"model": record["config"]["model"]["name_or_path"], "method": record["method"]["quant_method"],
             "gpu": record["env"].get("gpu") or "cpu", "created_at": record["created_at"],
-            "speed_only": bool(record["method"].get("speed_only"))}
+            "speed_only": bool(record["method"].get("speed_only")), "setup": setup(record)}
     for kind, points in (("decode", t.get("points", [])), ("prefill", t.get("prefill_points", []))):
         for p in points:
             yield base | {"kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"], "gen": p.get("gen_len", 0),
@@ -35,12 +43,12 @@ def _rows(record: dict) -> Iterable[dict]:
 
 
 def points_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per throughput point of the newest ok run of each (model, method, GPU)."""
+    """One row per throughput point of the newest ok run of each (model, method, GPU, setup)."""
     runs = [r for r in records if r.get("status") == "ok" and r.get("kind", "run") == "run"
             and "points" in (r.get("metrics") or {}).get("throughput", {})]
     newest: dict[tuple, dict] = {}
     for r in sorted(runs, key=lambda r: r["created_at"]):
-        newest[(r["config"]["model"]["name_or_path"], r["method"]["quant_method"], r["env"].get("gpu"))] = r
+        newest[(r["config"]["model"]["name_or_path"], r["method"]["quant_method"], r["env"].get("gpu"), setup(r))] = r
     return pd.DataFrame([row for r in newest.values() for row in _rows(r)])
 
 
@@ -53,7 +61,7 @@ def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
     out["decode x"] = out["decode tok/s"] / out["decode tok/s (none)"]
     out["prefill x"] = out["prefill tok/s"] / out["prefill tok/s (none)"]
     return out.drop(columns=["decode tok/s (none)", "prefill tok/s (none)", "created_at"]).sort_values(
-        ["model", "gpu", "kind", "prompt", "batch", "method"]).reset_index(drop=True)
+        ["model", "gpu", "setup", "kind", "prompt", "batch", "method"]).reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> int:

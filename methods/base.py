@@ -8,6 +8,7 @@ them, `apply` computes the layer's output.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import warnings
@@ -22,6 +23,10 @@ _REGISTRY: dict[str, type["QuantizationConfig"]] = {}
 
 class UnknownMethodError(ValueError):
     """Raised for a `quant_method` no registered method serves."""
+
+
+class FusionError(ValueError):
+    """Layers that cannot be fused into one (methods/fusion.py): other input sizes, methods or tensors."""
 
 
 def register_method(name: str):
@@ -170,6 +175,11 @@ class QuantizationConfig(ABC):
 class LinearMethodBase(ABC):
     """Owns the tensors and the forward of a QuantLinear (vLLM's QuantizeMethodBase)."""
 
+    # How fusing sibling layers (one input, outputs concatenated: methods/fusion.py) joins this method's tensors:
+    # tensor name -> its output-feature dimension, along which the parts are concatenated (bias: 0). A tensor
+    # not listed must be equal in every part (a shared input's g_idx or static input scale). None: cannot fuse.
+    fuse_dims: ClassVar[dict[str, int] | None] = None
+
     @abstractmethod
     def create_weights(self, layer: "QuantLinear") -> None:
         """Register the parameters/buffers the checkpoint (or the full-precision model) fills."""
@@ -185,6 +195,27 @@ class LinearMethodBase(ABC):
         """The layer's tensors as the checkpoint format stores them (default: as registered)."""
         tensors = dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))
         return {k: v.data for k, v in tensors.items() if v is not None}
+
+    def fuse_tensors(self, layers: list["QuantLinear"], parts: list[dict[str, torch.Tensor]]
+                     ) -> dict[str, torch.Tensor]:
+        """The tensors of one layer computing every part's output, concatenated (default: by `fuse_dims`)."""
+        if self.fuse_dims is None:
+            raise FusionError(f"{type(self).__name__} does not fuse layers")
+        dims = {"bias": 0} | self.fuse_dims
+        out = {}
+        for name in parts[0]:
+            values = [p[name] for p in parts]
+            if name in dims:
+                out[name] = torch.cat(values, dim=dims[name])
+            elif all(v.shape == values[0].shape and torch.equal(v, values[0]) for v in values[1:]):
+                out[name] = values[0]
+            else:
+                raise FusionError(f"{type(self).__name__}: {name} differs between the layers; they cannot fuse")
+        return out
+
+    def fused_method(self, layers: list["QuantLinear"]) -> "LinearMethodBase":
+        """The linear method of the fused layer (default: a copy of the first part's; its state is per layer)."""
+        return copy.copy(self)
 
 
 class QuantLinear(nn.Module):
@@ -203,6 +234,21 @@ class QuantLinear(nn.Module):
                                      requires_grad=False)
         elif not bias:
             self.bias = None
+
+    @classmethod
+    def assemble(cls, in_features: int, out_features: int, method: LinearMethodBase,
+                 tensors: dict[str, torch.Tensor], params_dtype: torch.dtype) -> "QuantLinear":
+        """A layer holding ready tensors (a fused layer), without create_weights."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = in_features, out_features
+        layer.params_dtype, layer.has_bias, layer.method = params_dtype, tensors.get("bias") is not None, method
+        layer._init_device = next(iter(tensors.values())).device
+        for name, tensor in tensors.items():
+            layer.register(name, tensor)
+        if not layer.has_bias:
+            layer.bias = None
+        return layer
 
     def new_tensor(self, shape, dtype) -> torch.Tensor:
         """An empty tensor on the layer's device, for create_weights."""

@@ -11,6 +11,8 @@ from methods.base import LinearMethodBase, QuantizationConfig, QuantLinear, regi
 
 
 class UnquantizedLinearMethod(LinearMethodBase):
+    fuse_dims = {"weight": 0}
+
     def create_weights(self, layer: QuantLinear) -> None:
         layer.register("weight", layer.new_tensor((layer.out_features, layer.in_features), layer.params_dtype))
 

@@ -314,3 +314,14 @@ def test_speedup_table_divides_by_the_unquantized_run_at_the_same_point(tmp_path
     assert gptq["decode x"].tolist() == pytest.approx([3.0, 3.0]) and gptq["prefill x"].tolist() == [1.0, 1.0]
     assert "| gptq" in (tmp_path / "speedup.md").read_text() and "decode x" in capsys.readouterr().out
 
+
+def test_fused_projections_through_the_runner(tmp_path, tiny_dir):
+    from harness.speedup import points_frame
+
+    rec = _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "method=gptq",
+               "model.fuse_projections=true", *SMALL_SPEED)
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["model"]["fused_projections"] == 2 * 2  # q/k/v and gate/up in each of the 2 layers
+    assert rec["model"]["quantized_layers"] == 2 * 7  # quantized layer by layer, fused afterwards
+    # the speedup table keeps fused runs apart from unfused ones
+    assert set(points_frame([rec])["setup"]) == {"eager+fused"}

@@ -24,6 +24,8 @@ from methods.loader import CheckpointError
 
 
 class AWQLinearMethod(LinearMethodBase):
+    fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}  # the repacked (canonical) layout
+
     def __init__(self, group_size: int, backend: str = "auto"):
         self.group_size, self.backend = group_size, backend
         self.repacked = False  # qweight is in the kernel layout (set by process_weights_after_loading)

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from kernels import fp8 as fp8k
-from methods.base import LinearMethodBase, QuantizationConfig, QuantLinear, register_method
+from methods.base import FusionError, LinearMethodBase, QuantizationConfig, QuantLinear, register_method
 
 WEIGHT_GRANULARITIES = ("tensor", "channel", "block")
 ACTIVATION_SCHEMES = ("dynamic", "static")
@@ -104,6 +104,8 @@ class FP8Config(QuantizationConfig):
 
 
 class FP8LinearMethod(LinearMethodBase):
+    fuse_dims = {"weight": 0, "weight_scale": 0, "weight_scale_inv": 0}
+
     def __init__(self, config: FP8Config):
         self.config = config
 
@@ -149,6 +151,23 @@ class FP8LinearMethod(LinearMethodBase):
         if c.activation_scheme == "static" and not hasattr(layer, "input_scale"):
             # Filled by methods.fp8.calibration before the layer is used.
             layer.register("input_scale", torch.full((1,), float("nan"), device=q.device))
+
+    def fuse_tensors(self, layers: list[QuantLinear], parts: list[dict[str, torch.Tensor]]) -> dict:
+        """Weights and per-channel or block scales concatenate along N; per-tensor weight scales become per-channel
+        ([N, 1], each part's scale over its rows: the same weights, run row-wise), block scales need every part's
+        N to be whole blocks. A static input_scale is shared (one input) and must be equal."""
+        c = self.config
+        name = self._scale_name
+        if c.weight_granularity == "block" and any(layer.out_features % c.weight_block_size[0] for layer in layers):
+            raise FusionError(f"fp8: out_features {[layer.out_features for layer in layers]} are not whole "
+                              f"{c.weight_block_size[0]}-row blocks; these layers cannot fuse")
+        scaled = []
+        for layer, part in zip(layers, parts):
+            scale = part[name]
+            if c.weight_granularity == "tensor" or scale.numel() == 1:
+                scale = scale.reshape(1, 1).expand(layer.out_features, 1)
+            scaled.append(part | {name: scale})
+        return LinearMethodBase.fuse_tensors(self, layers, scaled)
 
     def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         c = self.config

@@ -37,6 +37,10 @@ def kernel_zeros(zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 
 class GPTQLinearMethod(LinearMethodBase):
+    # Fused siblings share their input, so act-order gives them one g_idx (checked equal); zeros of fp16 and
+    # fp32 parts concatenate to fp32 (exact).
+    fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}
+
     def __init__(self, bits: int, group_size: int, checkpoint_format: str, backend: str = "auto"):
         self.bits, self.group_size = bits, group_size
         self.checkpoint_format, self.backend = checkpoint_format, backend

@@ -1,0 +1,108 @@
+"""Fuse sibling projections that read the same input into one GEMM, as serving engines do (vLLM's
+QKVParallelLinear and MergedColumnParallelLinear): q/k/v into one qkv layer and gate/up into one gate_up layer.
+
+One GEMM of N = n_q + n_k + n_v reads x once and launches once instead of three times, and the wider N fills
+more of the GPU at decode sizes. The fused layer holds its parts' tensors concatenated along the output features,
+as each linear method says (`LinearMethodBase.fuse_tensors`), so it computes exactly what the parts computed.
+
+The model's own forward keeps calling q_proj, k_proj and v_proj: each becomes a `FusedPart` of one
+`FusedProjection`. The first part called with an input runs the fused layer and keeps the other parts' slices
+until they are called with that same input tensor, so the model code needs no change, under eager, CUDA graphs
+and torch.compile alike. Fused models run and measure; export them before fusing (their state_dict differs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from methods.base import FusionError, QuantLinear
+
+# Sibling projections of one module that share their input, in the order their outputs are concatenated.
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+__all__ = ["FusionError", "FusedPart", "FusedProjection", "fuse_layers", "fuse_projections"]
+
+
+class FusedProjection(nn.Module):
+    """One layer computing several sibling projections; hands each FusedPart its slice."""
+
+    def __init__(self, fused: nn.Module, sizes: list[int]):
+        super().__init__()
+        self.fused, self.sizes = fused, list(sizes)
+        self._input: torch.Tensor | None = None
+        self._outputs: list[torch.Tensor] | None = None
+        self._left = 0
+
+    def part(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if self._outputs is None:
+            self._outputs, self._input, self._left = list(self.fused(x).split(self.sizes, dim=-1)), x, len(self.sizes)
+        elif x is not self._input:
+            self._outputs = self._input = None  # the next call starts afresh
+            raise RuntimeError("fused projection: a part was called with another input than its siblings before "
+                               "they all ran; this model's forward does not feed its projections one input (run "
+                               "without model.fuse_projections)")
+        out = self._outputs[index]
+        self._left -= 1
+        if self._left == 0:  # every part has its slice: hold no activations between calls
+            self._outputs = self._input = None
+        return out
+
+
+class FusedPart(nn.Module):
+    """Stands in for one projection (e.g. k_proj): its slice of the FusedProjection's output."""
+
+    def __init__(self, group: FusedProjection, index: int, in_features: int, out_features: int):
+        super().__init__()
+        object.__setattr__(self, "group", group)  # not a child: the group's tensors belong to the first part only
+        self.index, self.in_features, self.out_features = index, in_features, out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.group.part(self.index, x)
+
+    def extra_repr(self) -> str:
+        return f"part {self.index} of {self.group.sizes}"
+
+
+def fuse_layers(layers: list[nn.Module]) -> nn.Module:
+    """One layer computing torch.cat([layer(x) for layer in layers], -1): nn.Linear or QuantLinear parts."""
+    first = layers[0]
+    if len({layer.in_features for layer in layers}) != 1:
+        raise FusionError(f"cannot fuse layers of in_features {[layer.in_features for layer in layers]}")
+    n = sum(layer.out_features for layer in layers)
+    if all(type(layer) is nn.Linear for layer in layers):
+        if len({layer.bias is None for layer in layers}) != 1:
+            raise FusionError("cannot fuse nn.Linear layers with and without bias")
+        fused = nn.Linear(first.in_features, n, bias=first.bias is not None, device="meta")
+        fused.weight = nn.Parameter(torch.cat([layer.weight.data for layer in layers]), requires_grad=False)
+        if first.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([layer.bias.data for layer in layers]), requires_grad=False)
+        return fused
+    if not all(isinstance(layer, QuantLinear) for layer in layers) or \
+            len({type(layer.method) for layer in layers}) != 1 or len({layer.has_bias for layer in layers}) != 1:
+        raise FusionError(f"cannot fuse {[type(getattr(layer, 'method', layer)).__name__ for layer in layers]}: "
+                          "the parts must be layers of one method, all with or all without bias")
+    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
+    tensors = first.method.fuse_tensors(layers, parts)
+    return QuantLinear.assemble(first.in_features, n, first.method.fused_method(layers), tensors, first.params_dtype)
+
+
+def fuse_projections(model: nn.Module) -> list[str]:
+    """Fuse every SIBLINGS group found in `model` in place; returns the fused groups' names (e.g.
+    'model.layers.0.self_attn.q_proj+k_proj+v_proj'). Groups whose layers cannot fuse are left as they are."""
+    fused = []
+    for parent_name, parent in list(model.named_modules()):
+        for names in SIBLINGS:
+            layers = [getattr(parent, n, None) for n in names]
+            if any(not isinstance(layer, (nn.Linear, QuantLinear)) for layer in layers):
+                continue
+            try:
+                group = FusedProjection(fuse_layers(layers), [layer.out_features for layer in layers])
+            except FusionError:
+                continue
+            for i, (name, layer) in enumerate(zip(names, layers)):
+                part = FusedPart(group, i, layer.in_features, layer.out_features)
+                if i == 0:
+                    part.fused_group = group  # registered once, so .to()/state_dict/describe see its tensors
+                setattr(parent, name, part)
+            fused.append(f"{parent_name}.{'+'.join(names)}")
+    return fused
