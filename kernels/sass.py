@@ -114,7 +114,7 @@ def tiled_mix(block_m: int = 64, block_n: int = 128, block_k: int = 64, num_warp
 
     fn = w4a16._w4a16_kernel
     ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, SPLIT_K=split_k,
-                      EMULATE_BF16=False, SWAP_AB=swap_ab, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k))
+                      EMULATE_BF16=False, DEQ16=dtype != "fp32", SWAP_AB=swap_ab, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k))
     sass = compile_sass(fn, _typed(TILED_SIGNATURE, dtype), ce, TILED_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
     return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
@@ -129,7 +129,7 @@ def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_s
 
     fn = w4a16._w4a16_skinny_kernel
     ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, ATOMIC=split_k > 1,
-                      USE_DOT=use_dot, EMULATE_BF16=False, BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k))
+                      USE_DOT=use_dot, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k))
     sass = compile_sass(fn, _typed(SKINNY_SIGNATURE, dtype), ce, SKINNY_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
     return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
