@@ -403,16 +403,20 @@ if triton is not None:
                              group_size, split_k,
                              stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
                              SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
-                             USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                             USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
         [BLOCK_K / P, BLOCK_N] are read once and visited one code plane j at a time (rows P*i + j), so codes are
         never interleaved back into row order. With one scale row per K-block (SCALE_ROW) the block computes
         s * (x . q) - zs * sum(x): the scales touch each output once per block, not once per weight.
         Without tl.dot (USE_DOT=False) products stay in a [BLOCK_M, BLOCK_K / P, BLOCK_N] accumulator laid out
         like the words, so every thread adds into its own registers; the reduction over the word rows (across
-        warps) happens once, after the K loop."""
+        warps) happens once, after the K loop. With tl.dot and 16-bit x the code planes are made directly in x's
+        dtype (`_codes_as_half`: no fp32 -> fp16 cast), and per-row scales (DEQ16: s, zs stored in x's dtype)
+        fold in with one 16-bit FMA (`_dequant_half`)."""
         P: tl.constexpr = 32 // BITS
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        HALF: tl.constexpr = USE_DOT and DT != tl.float32
         WR: tl.constexpr = BLOCK_K // P
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -438,20 +442,30 @@ if triton is not None:
                 k = rw * P + j
                 xj = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & w_ok[None, :],
                              other=0.0)
-                q = _codes_as_float(words, j * BITS, BITS)
+                if HALF:  # exact codes in x's dtype (fp32 values under EMULATE_BF16)
+                    q = _codes_as_half((words >> (j * BITS)) & ((1 << BITS) - 1), BITS, DT, EMULATE_BF16)
+                else:
+                    q = _codes_as_float(words, j * BITS, BITS)
                 if SCALE_ROW:
                     if USE_DOT:
                         xs += tl.sum(xj.to(tl.float32), axis=1)
                         if EMULATE_BF16:
                             dq += tl.dot(xj.to(tl.float32), q)
                         else:
-                            dq += tl.dot(xj, q.to(x_ptr.dtype.element_ty))  # codes are exact in fp16/bf16
+                            dq += tl.dot(xj, q.to(DT))  # codes are exact in fp16/bf16
                     else:
                         xs2 += xj.to(tl.float32)
                         dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
+                elif HALF and DEQ16:
+                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, False)
+                    if EMULATE_BF16:
+                        acc += tl.dot(xj.to(tl.float32), _round_to_bf16(tl.fma(q, s.to(tl.float32),
+                                                                               -z.to(tl.float32))))
+                    else:
+                        acc += tl.dot(xj, tl.fma(q, s, -z))
                 else:
                     s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
-                    w = q * s - z
+                    w = q.to(tl.float32) * s - z
                     if USE_DOT:
                         if EMULATE_BF16:
                             acc += tl.dot(xj.to(tl.float32), _round_to_bf16(w))
@@ -866,7 +880,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                   bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs)
         _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
             *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
-            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate,
+            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
             BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
             BLOCK_K=cfg["block_k"], **launch)
         return y
