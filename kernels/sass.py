@@ -6,6 +6,12 @@ int4 GEMV's speed once the bytes are streaming; counting it here tells whether a
 GPU time is spent. The counts depend on the Triton version (CI's, not the GPU machine's).
 
     python -m kernels.sass gemv [--m 1] [--block-n 256] [--block-k 64] [--warps 1] [--stages 3]
+    python -m kernels.sass tiled [--block-m 64] [--block-n 128] [--block-k 64] [--warps 4] [--stages 3]
+                                 [--dtype fp16|bf16|fp32] [--bits 4] [--swap-ab] [--row-scales]
+    python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
+
+Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
+(BLOCK_K * BLOCK_N / threads); the tiled kernel dequantizes each weight once per BLOCK_M rows.
 """
 
 from __future__ import annotations
@@ -77,27 +83,93 @@ def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int =
     return ops, sum(ops.values()) / weights_per_thread
 
 
+TILED_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "g_ptr": "*i32",
+                   "b_ptr": "*fp16", "y_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "group_size": "i32",
+                   "stride_xm": "i32", "stride_ym": "i32"}
+TILED_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "g_ptr", "b_ptr", "y_ptr", "N", "K", "group_size",
+                   "stride_xm", "stride_ym")
+SKINNY_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "g_ptr": "*i32",
+                    "b_ptr": "*fp16", "y_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32",
+                    "K": "i32", "group_size": "i32", "split_k": "i32", "stride_xm": "i32", "stride_ym": "i32"}
+SKINNY_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "g_ptr", "b_ptr", "y_ptr", "ws_ptr", "cnt_ptr", "N", "K",
+                    "group_size", "stride_xm", "stride_ym")
+
+
+def _typed(signature: dict, dtype: str) -> dict:
+    """The signature with the activation/scale/output pointers in `dtype` (fp16, bf16 or fp32)."""
+    return {a: (f"*{dtype}" if t == "*fp16" else t) for a, t in signature.items()}
+
+
+def _ce(fn, constexprs: dict) -> dict:
+    """Drop constexprs the kernel does not take (so the counts work on kernels before and after an option)."""
+    return {k: v for k, v in constexprs.items() if k in fn.arg_names}
+
+
+def tiled_mix(block_m: int = 64, block_n: int = 128, block_k: int = 64, num_warps: int = 4, num_stages: int = 3,
+              bits: int = 4, dtype: str = "fp16", scale_row: bool = True, swap_ab: bool = False,
+              split_k: int = 1) -> tuple[collections.Counter, float]:
+    """Loop opcode counts of the tiled W4A16 kernel (`_w4a16_kernel`, group 128, no g_idx) and instructions
+    per weight and thread (each weight is dequantized once per BLOCK_M rows)."""
+    from kernels import w4a16
+
+    fn = w4a16._w4a16_kernel
+    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, SPLIT_K=split_k,
+                      EMULATE_BF16=False, DEQ16=dtype != "fp32", SWAP_AB=swap_ab, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k))
+    sass = compile_sass(fn, _typed(TILED_SIGNATURE, dtype), ce, TILED_DIVISIBLE, num_warps, num_stages)
+    ops = loop_mix(sass)
+    return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
+
+
+def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_stages: int = 3, bits: int = 4,
+               dtype: str = "fp16", scale_row: bool = True, use_dot: bool = True,
+               split_k: int = 2) -> tuple[collections.Counter, float]:
+    """Loop opcode counts of the skinny W4A16 kernel (`_w4a16_skinny_kernel`; tl.dot pads M to 16) and
+    instructions per weight and thread."""
+    from kernels import w4a16
+
+    fn = w4a16._w4a16_skinny_kernel
+    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, ATOMIC=split_k > 1,
+                      USE_DOT=use_dot, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k))
+    sass = compile_sass(fn, _typed(SKINNY_SIGNATURE, dtype), ce, SKINNY_DIVISIBLE, num_warps, num_stages)
+    ops = loop_mix(sass)
+    return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv"])
-    ap.add_argument("--m", type=int, default=1)
-    ap.add_argument("--block-n", type=int, default=256)
-    ap.add_argument("--block-k", type=int, default=64)
-    ap.add_argument("--warps", type=int, default=1)
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny"])
+    ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
+    ap.add_argument("--block-m", type=int, default=64, help="tiled")
+    ap.add_argument("--block-n", type=int, default=None, help="default: 256 gemv, 128 tiled/skinny")
+    ap.add_argument("--block-k", type=int, default=None, help="default: 64 gemv/tiled, 128 skinny")
+    ap.add_argument("--warps", type=int, default=None, help="default: 1 gemv, 4 tiled/skinny")
     ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--bits", type=int, default=4, help="tiled/skinny")
+    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"], help="tiled/skinny activations")
+    ap.add_argument("--row-scales", action="store_true", help="tiled/skinny: per-row scales (no SCALE_ROW)")
+    ap.add_argument("--swap-ab", action="store_true", help="tiled: the swapped (W^T @ x^T) variant")
+    ap.add_argument("--split-k", type=int, default=None, help="default: 1 tiled, 2 skinny")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
-    ops, per_weight = gemv_mix(args.m, args.block_n, args.block_k, args.warps, args.stages)
+    warps = args.warps or (1 if args.kernel == "gemv" else 4)
+    if args.kernel == "gemv":
+        ops, per_weight = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages)
+    elif args.kernel == "tiled":
+        ops, per_weight = tiled_mix(args.block_m, args.block_n or 128, args.block_k or 64, warps, args.stages,
+                                    args.bits, args.dtype, not args.row_scales, args.swap_ab, args.split_k or 1)
+    else:
+        ops, per_weight = skinny_mix(args.block_n or 128, args.block_k or 128, warps, args.stages, args.bits,
+                                     args.dtype, not args.row_scales, True, args.split_k or 2)
     if args.json:
         import json
 
         print(json.dumps({"per_weight": per_weight, "ops": dict(ops)}))
         return
     print(f"{per_weight:.2f} instructions per weight in the loop; spills (STL/LDL): "
-          f"{ops['STL'] + ops['LDL']}; {dict(ops.most_common(12))}")
+          f"{ops['STL'] + ops['LDL']}; {dict(ops.most_common(16))}")
 
 
 if __name__ == "__main__":

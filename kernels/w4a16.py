@@ -30,8 +30,14 @@ Canonical layout (K = in_features, N = out_features, G groups, P = 32 // bits co
 Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweight has K * bits / 32 rows); any
 M and N; group_size any positive size (or -1), g_idx any group per row. The Triton kernel uses int32 offsets (each
 tensor below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it
-loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes, computes W in fp32, casts
-it to the activation dtype and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics.
+loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes held by the word's thread
+and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are stored in
+x's 16-bit dtype, W is dequantized in that dtype without int->float conversion or fp32 -> fp16 cast: a code OR-ed
+into the mantissa of a power of two is that power plus the code (fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q =
+128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then one packed subtraction and
+one 16-bit FMA q * s - zs (W rounded once). Otherwise (fp32 x, s/zs in another dtype, 8-bit codes with bf16) W is
+computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
+weights are Hopper's wgmma A operand, which it takes from registers.
 """
 
 from __future__ import annotations
@@ -185,23 +191,125 @@ if triton is not None:
         return b.to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr):
-        """Scale and pre-multiplied zero [len(k), len(rn)] in fp32 for rows k: group g_idx[k] or k // group_size."""
+    def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr,
+                    FP32: tl.constexpr = True):
+        """Scale and pre-multiplied zero [len(k), len(rn)] for rows k: group g_idx[k] or k // group_size; in fp32
+        (FP32) or as stored."""
         if HAS_GIDX:
             g = tl.load(g_ptr + k, mask=k_ok, other=0)
         else:
             g = k // group_size
         kn_ok = k_ok[:, None] & n_ok[None, :]
-        s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
-        z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0).to(tl.float32)
+        s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
+        z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
+        if FP32:
+            return s.to(tl.float32), z.to(tl.float32)
         return s, z
+
+    @triton.jit
+    def _expand_codes(words, BITS: tl.constexpr):
+        """Words [R, C] -> codes [R, C, P] (int32; [r, c, j] = bits BITS*j .. of words[r, c]), the P codes of a word
+        held by the thread that holds the word: built from P code planes with tl.join (which adds an in-thread
+        dimension), not a 3-D broadcast (whose default layout spreads the codes over lanes)."""
+        M: tl.constexpr = (1 << BITS) - 1
+        if BITS == 4:
+            # each join adds a last (fastest) dimension: [R, C, 2, 2, 2] indexed (j >> 2, (j >> 1) & 1, j & 1)
+            a = tl.join(tl.join(words & M, (words >> 16) & M), tl.join((words >> 8) & M, (words >> 24) & M))
+            b = tl.join(tl.join((words >> 4) & M, (words >> 20) & M), tl.join((words >> 12) & M, (words >> 28) & M))
+            t = tl.join(a, b)
+            return tl.reshape(t, (t.shape[0], t.shape[1], 8))
+        else:
+            t = tl.join(tl.join(words & M, (words >> 16) & M), tl.join((words >> 8) & M, (words >> 24) & M))  # (j>>1, j&1)
+            return tl.reshape(t, (t.shape[0], t.shape[1], 4))
+
+    @triton.jit
+    def _codes_as_half_pairs(words, s, z, BITS: tl.constexpr, DT: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                             SCALE: tl.constexpr):
+        """Words [R, C] -> codes [R, C, P] in row order j (P = 32 // BITS) as exact DT floats, two per 32-bit op:
+
+            t_j = ((words >> BITS*j) & (mask * 0x10001)) | (magic * 0x10001),   j < P/2
+
+        holds code j in its low and code j + P/2 in its high 16 bits, each OR-ed into the magic of
+        `_codes_as_half` (0x6400 fp16, 0x4300 bf16): one shift and one LOP3 per two weights. The halves are
+        taken apart with int16 truncations (a 32-bit register already holds both) and joined as [.., P/2, 2],
+        the pair of t_j adjacent, so the magic subtraction, and with SCALE the FMA q * s - zs (s, z broadcast
+        over [R, C]), run as packed HADD2/HFMA2 on t_j itself; only then are codes permuted into row order."""
+        MK: tl.constexpr = ((1 << BITS) - 1) * 0x10001
+        if DT == tl.float16:
+            MAGIC: tl.constexpr = 0x64006400
+        else:
+            MAGIC: tl.constexpr = 0x43004300
+        if BITS == 4:
+            t = tl.join(tl.join((words & MK) | MAGIC, ((words >> 8) & MK) | MAGIC),
+                        tl.join(((words >> 4) & MK) | MAGIC, ((words >> 12) & MK) | MAGIC))  # [R, C, 2, 2]: j
+            t = tl.reshape(t, (t.shape[0], t.shape[1], 4))
+        else:
+            t = tl.join((words & MK) | MAGIC, ((words >> 8) & MK) | MAGIC)  # [R, C, 2]: j
+        h = tl.join(t.to(tl.int16), (t >> 16).to(tl.int16))  # [R, C, P/2, 2]: code j + P/2 * h
+        if DT == tl.float16:
+            v = h.to(tl.float16, bitcast=True) - 1024.0
+        elif EMULATE_BF16:  # the interpreter holds bf16 as uint16, without bf16 arithmetic: fp32, rounded by hand
+            v = h.to(tl.bfloat16, bitcast=True).to(tl.float32) - 128.0
+        else:
+            v = h.to(tl.bfloat16, bitcast=True) - 128.0
+        if SCALE:
+            if EMULATE_BF16:
+                v = _round_to_bf16(tl.fma(v, s.to(tl.float32)[:, :, None, None], -z.to(tl.float32)[:, :, None, None]))
+            else:
+                v = tl.fma(v, s[:, :, None, None], -z[:, :, None, None])
+        return tl.reshape(tl.permute(v, (0, 1, 3, 2)), (t.shape[0], t.shape[1], 32 // BITS))
+
+    @triton.jit
+    def _codes_as_half(q, BITS: tl.constexpr, DT: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """Codes q (int32 in [0, 2^BITS)) as exact 16-bit floats of dtype DT, without int->float conversion.
+
+        The bits of a code OR-ed into the mantissa of a power of two 2^e whose mantissa is at least BITS wide,
+        read as a float, are exactly 2^e + code (the code's ulp is 1 there); subtracting 2^e is exact too:
+          fp16 (1 sign, 5 exponent, 10 mantissa bits): 0x6400 = 2^10 = 1024, ulp 1 up to 2047:
+               0x6400 | q  ->  1024 + q   (q < 1024: 4- and 8-bit codes)
+          bf16 (1 sign, 8 exponent, 7 mantissa bits): 0x4300 = 2^7 = 128, ulp 1 up to 255:
+               0x4300 | q  ->  128 + q    (q < 128: 4-bit codes; 8-bit codes need all 8 significant bits of a
+               bf16, no room for a magic exponent: they take the fp32 magic 0x4B000000 = 2^23 and an exact cast)
+        In Triton: the int32 value truncated to int16 (its low half; the value is < 2^15), then bitcast."""
+        if DT == tl.float16:
+            return (q | 0x6400).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0
+        elif BITS == 4:
+            h = (q | 0x4300).to(tl.int16).to(tl.bfloat16, bitcast=True)
+            if EMULATE_BF16:  # the interpreter holds bf16 as uint16 and has no bf16 arithmetic: subtract in fp32
+                return h.to(tl.float32) - 128.0
+            return h - 128.0
+        else:
+            h = (q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+            if EMULATE_BF16:
+                return h
+            return h.to(tl.bfloat16)
+
+    @triton.jit
+    def _dequant_half(q, s, z, BITS: tl.constexpr, DT: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """W = q * s - zs in DT (fp16/bf16), one fused multiply-add rounded once (s, zs already in DT, so the
+        result is the fp32 reference's W rounded to DT, to within that one rounding). Per weight: the code's
+        shift and mask (shared with the OR), the magic OR, one 16-bit subtract and one 16-bit FMA (the 16-bit
+        ops pack two weights per HADD2/HFMA2); no I2F, no fp32 -> fp16 F2F. EMULATE_BF16 (interpreter): the
+        same in fp32, rounded to bf16 by hand."""
+        h = _codes_as_half(q, BITS, DT, EMULATE_BF16)
+        if EMULATE_BF16:
+            return _round_to_bf16(tl.fma(h, s.to(tl.float32), -z.to(tl.float32)))
+        return tl.fma(h, s, -z)
 
     @triton.jit
     def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
                       BITS: tl.constexpr, HAS_GIDX: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      BLOCK_K: tl.constexpr):
+                      SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
+                      SWAP_AB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Tiles of BLOCK_M x BLOCK_N; per K-block the words [BLOCK_K / P, BLOCK_N] are loaded once and expanded
+        to codes [BLOCK_K, BLOCK_N]. DEQ16: W dequantized in x's 16-bit dtype (`_dequant_half`, s and zs stored
+        in that dtype), else in fp32 (fp32 magic codes, FMA) and cast. SWAP_AB computes y^T tiles = W^T @ x^T:
+        the dequantized weights [BLOCK_N, BLOCK_K] are the A operand (Hopper's wgmma takes A from registers,
+        B only from shared memory) and x^T the B operand."""
         P: tl.constexpr = 32 // BITS
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        # codes two per 32-bit op (`_codes_as_half_pairs`): fp16 any bits, bf16 4-bit (8-bit codes need fp32 magic)
+        PAIRS: tl.constexpr = DEQ16 and (DT == tl.float16 or BITS == 4)
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
         pid_k = tl.program_id(2)
@@ -209,28 +317,75 @@ if triton is not None:
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         m_ok = rm < M
         n_ok = rn < N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if SWAP_AB:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             k_ok = k < K
-            a = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            # word row i of the block holds rows k0 + P*i + j at bits [BITS*j, BITS*j + BITS): [BK/P, P, BN] -> [BK, BN]
             rw = k0 // P + tl.arange(0, BLOCK_K // P)
-            words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=(rw < K // P)[:, None] & n_ok[None, :],
-                            other=0)
-            q = (words[:, None, :] >> (tl.arange(0, P) * BITS)[None, :, None]) & ((1 << BITS) - 1)
-            q = tl.reshape(q, (BLOCK_K, BLOCK_N))
-            if SCALE_ROW:  # the whole K-block lies in one group
+            w_ok = rw < K // P
+            if SWAP_AB:  # x^T [BK, BM], words^T [BN, BK/P]
+                a = tl.load(x_ptr + rm[None, :] * stride_xm + k[:, None], mask=m_ok[None, :] & k_ok[:, None],
+                            other=0.0)
+                words = tl.load(qw_ptr + rw[None, :] * N + rn[:, None], mask=w_ok[None, :] & n_ok[:, None],
+                                other=0)
+            else:
+                a = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                            other=0.0)
+                words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=w_ok[:, None] & n_ok[None, :],
+                                other=0)
+            # word i of the block holds rows k0 + P*i + j at bits [BITS*j, BITS*j + BITS): codes [.., .., P] in
+            # row order j, held by the word's thread, then [BK/P, BN, P] -> [BK, BN] (or [BN, BK/P, P] -> [BN, BK])
+            if SCALE_ROW:  # the whole K-block lies in one group: s, zs [BN]
                 g = k0 // group_size
-                s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+                s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0)
+                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0)
+                if SWAP_AB:
+                    s = s[:, None]
+                    z = z[:, None]
+                else:
+                    s = s[None, :]
+                    z = z[None, :]
+            else:  # per-row scales [BK, BN] (or [BN, BK])
+                s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX, not DEQ16)
+                if SWAP_AB:
+                    s = tl.trans(s)
+                    z = tl.trans(z)
+            if PAIRS:
+                c = _codes_as_half_pairs(words, s, z, BITS, DT, EMULATE_BF16, SCALE_ROW)
             else:
-                s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX)
-            w = q.to(tl.float32) * s - z
+                c = _expand_codes(words, BITS)
+            if SWAP_AB:
+                c = tl.reshape(c, (BLOCK_N, BLOCK_K))
+            else:
+                c = tl.reshape(tl.permute(c, (0, 2, 1)), (BLOCK_K, BLOCK_N))
+            if PAIRS:
+                if SCALE_ROW:
+                    w = c
+                elif EMULATE_BF16:
+                    w = _round_to_bf16(tl.fma(c, s.to(tl.float32), -z.to(tl.float32)))
+                else:
+                    w = tl.fma(c, s, -z)
+            elif DEQ16:
+                w = _dequant_half(c, s, z, BITS, DT, EMULATE_BF16)
+            else:  # fp32 (fp32 x, or s / zs stored in another dtype than x): fp32 magic codes, fp32 FMA
+                w = ((c | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0) * s.to(tl.float32) \
+                    - z.to(tl.float32)
+                if EMULATE_BF16:
+                    w = _round_to_bf16(w)
             if EMULATE_BF16:
-                acc += tl.dot(a.to(tl.float32), _round_to_bf16(w))
+                w = w.to(tl.float32)
+                a = a.to(tl.float32)
             else:
-                acc += tl.dot(a, w.to(x_ptr.dtype.element_ty))
+                w = w.to(DT)
+            if SWAP_AB:
+                acc += tl.dot(w, a)
+            else:
+                acc += tl.dot(a, w)
+        if SWAP_AB:
+            acc = tl.trans(acc)
         if HAS_BIAS:
             if pid_k == 0:
                 acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -241,7 +396,6 @@ if triton is not None:
             tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
         else:  # fp32 partial sums; the wrapper casts
             tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
-
 
     @triton.jit
     def _codes_as_float(words, shift, BITS: tl.constexpr):
@@ -255,16 +409,20 @@ if triton is not None:
                              group_size, split_k,
                              stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
                              SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
-                             USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
-                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                             USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
         [BLOCK_K / P, BLOCK_N] are read once and visited one code plane j at a time (rows P*i + j), so codes are
         never interleaved back into row order. With one scale row per K-block (SCALE_ROW) the block computes
         s * (x . q) - zs * sum(x): the scales touch each output once per block, not once per weight.
         Without tl.dot (USE_DOT=False) products stay in a [BLOCK_M, BLOCK_K / P, BLOCK_N] accumulator laid out
         like the words, so every thread adds into its own registers; the reduction over the word rows (across
-        warps) happens once, after the K loop."""
+        warps) happens once, after the K loop. With tl.dot and 16-bit x the code planes are made directly in x's
+        dtype (`_codes_as_half`: no fp32 -> fp16 cast), and per-row scales (DEQ16: s, zs stored in x's dtype)
+        fold in with one 16-bit FMA (`_dequant_half`)."""
         P: tl.constexpr = 32 // BITS
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        HALF: tl.constexpr = USE_DOT and DT != tl.float32
         WR: tl.constexpr = BLOCK_K // P
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -290,20 +448,30 @@ if triton is not None:
                 k = rw * P + j
                 xj = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & w_ok[None, :],
                              other=0.0)
-                q = _codes_as_float(words, j * BITS, BITS)
+                if HALF:  # exact codes in x's dtype (fp32 values under EMULATE_BF16)
+                    q = _codes_as_half((words >> (j * BITS)) & ((1 << BITS) - 1), BITS, DT, EMULATE_BF16)
+                else:
+                    q = _codes_as_float(words, j * BITS, BITS)
                 if SCALE_ROW:
                     if USE_DOT:
                         xs += tl.sum(xj.to(tl.float32), axis=1)
                         if EMULATE_BF16:
                             dq += tl.dot(xj.to(tl.float32), q)
                         else:
-                            dq += tl.dot(xj, q.to(x_ptr.dtype.element_ty))  # codes are exact in fp16/bf16
+                            dq += tl.dot(xj, q.to(DT))  # codes are exact in fp16/bf16
                     else:
                         xs2 += xj.to(tl.float32)
                         dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
+                elif HALF and DEQ16:
+                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, False)
+                    if EMULATE_BF16:
+                        acc += tl.dot(xj.to(tl.float32), _round_to_bf16(tl.fma(q, s.to(tl.float32),
+                                                                               -z.to(tl.float32))))
+                    else:
+                        acc += tl.dot(xj, tl.fma(q, s, -z))
                 else:
                     s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
-                    w = q * s - z
+                    w = q.to(tl.float32) * s - z
                     if USE_DOT:
                         if EMULATE_BF16:
                             acc += tl.dot(xj.to(tl.float32), _round_to_bf16(w))
@@ -518,7 +686,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows")
+               "reduce_rows", "swap_ab")
 _WORKSPACES: dict = {}
 _RETIRED: list = []  # outgrown workspaces: CUDA graphs captured with them still read and write them
 
@@ -621,7 +789,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
-                        reduce_rows: bool | None = None, validate: bool = True) -> torch.Tensor:
+                        reduce_rows: bool | None = None, swap_ab: bool | None = None,
+                        validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
     path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`),
@@ -646,7 +815,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows).items():
+                            reduce_rows=reduce_rows, swap_ab=swap_ab).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -672,6 +841,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     x = x.contiguous()
     g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
     emulate = _interpreted() and x.dtype == torch.bfloat16
+    # 16-bit dequantisation (`_dequant_half`) where s and zs are stored in x's 16-bit dtype; fp32 otherwise
+    deq16 = x.dtype in (torch.float16, torch.bfloat16) and scales.dtype == zeros.dtype == x.dtype
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if cfg["path"] == "dequant":
         w = torch.empty((K, N), dtype=x.dtype, device=x.device)
@@ -715,7 +886,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                   bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs)
         _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
             *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
-            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate,
+            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
             BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
             BLOCK_K=cfg["block_k"], **launch)
         return y
@@ -728,7 +899,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         _w4a16_kernel[grid](
             *common, x.stride(0), y.stride(0),
             BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
-            EMULATE_BF16=emulate, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
+            EMULATE_BF16=emulate, DEQ16=deq16, SWAP_AB=bool(cfg.get("swap_ab", False)), BLOCK_M=cfg["block_m"],
+            BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
     return y if split == 1 else y.to(x.dtype)
 
 

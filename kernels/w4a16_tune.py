@@ -29,6 +29,17 @@ SKINNY_BLOCK_K = (128, 64)
 # GEMV (M <= 4, 4-bit) tiles: (block_n, block_k, num_warps, reduce_rows). One warp holds whole columns and sums a
 # block's rows in registers; on the H100 a wider search (2- and 4-warp tiles, 1024 x 32, 256 x 128) never won.
 GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True))
+# Tiled (M 17..1024) tiles: (block_m, block_n, block_k, num_warps, num_stages, swap_ab). The first six are the
+# earlier search; then larger tiles for the 16-bit dequantisation (cheap enough per weight that bigger BLOCK_M,
+# i.e. fewer dequantisations per output, and deeper pipelines can pay) and the swapped variant (W^T @ x^T: the
+# dequantized weights are wgmma's register A operand). BLOCK_M > 2 M is skipped: at most 20 per M.
+TILED_TILES = ((64, 64, 64, 4, 4, False), (64, 128, 64, 4, 4, False), (128, 128, 64, 4, 3, False),
+               (128, 128, 64, 8, 3, False), (128, 256, 64, 8, 3, False), (64, 256, 64, 8, 3, False),
+               (64, 128, 128, 4, 3, False), (128, 128, 128, 8, 3, False), (128, 256, 64, 8, 4, False),
+               (128, 128, 64, 4, 5, False), (64, 256, 128, 8, 3, False), (128, 64, 64, 4, 4, False),
+               (64, 128, 64, 4, 5, False), (128, 128, 64, 8, 4, False),
+               (64, 128, 64, 4, 4, True), (64, 64, 64, 4, 4, True), (128, 128, 64, 4, 3, True),
+               (128, 128, 64, 8, 4, True), (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 3, True))
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -63,14 +74,18 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                         out.append(dict(path="skinny", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
                                         num_stages=stages, use_dot=use_dot))
     else:
-        for bm, bn, bk, warps, stages in ((64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 128, 64, 4, 3),
-                                          (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (64, 256, 64, 8, 3)):
-            if bm > 2 * M and bm > 64:
+        for bm, bn, bk, warps, stages, swap in TILED_TILES:
+            if bm > 2 * M and bm > 64:  # mostly padding rows
+                continue
+            if bk > 64 and (gs % bk and gs != K):  # keep one scale row per K-block where the 64-row tile has one
                 continue
             tiles = k._cdiv(M, bm) * k._cdiv(N, bn)
             split = max(1, min(8, 4 * sms // tiles, k._cdiv(K, bk) // 2)) if bm <= 64 else 1
-            out.append(dict(path="tiled", block_m=bm, block_n=bn, block_k=bk, split_k=split, num_warps=warps,
-                            num_stages=stages))
+            cfg = dict(path="tiled", block_m=bm, block_n=bn, block_k=bk, split_k=split, num_warps=warps,
+                       num_stages=stages)
+            if swap:
+                cfg["swap_ab"] = True
+            out.append(cfg)
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
     return out

@@ -27,3 +27,31 @@ def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, limit):
     assert 0.95 <= ops["LOP3"] / weights <= 1.1  # one mask per code (plus a few address ops)
     assert (ops["FFMA"] + ops.get("FMUL", 0)) / weights >= m  # one product per weight and row
     assert mix["per_weight"] <= limit, mix  # 3.3 / 5.0 with Triton 3.9; the skinny kernel spent ~8 at M = 1
+
+
+def _mix_of(kernel, *args):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.sass", kernel, "--json", *args], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_tiled_loop_dequantizes_in_16_bits(dtype):
+    # 64 x 128 x 64 tile, 4 warps: 64 weights per thread and K-block; no int->float conversion, no fp32 -> 16-bit
+    # cast, packed 16-bit magic subtraction and FMA (two weights each), vectorized shared-memory stores
+    mix = _mix_of("tiled", "--block-m", "64", "--block-n", "128", "--block-k", "64", "--dtype", dtype)
+    ops, weights = mix["ops"], 64.0
+    assert ops.get("STL", 0) == 0 and ops.get("LDL", 0) == 0
+    assert ops.get("I2F", 0) + ops.get("I2FP", 0) <= 2 and ops.get("F2FP", 0) == 0 and ops.get("FFMA", 0) == 0
+    assert ops["HFMA2"] / weights == 0.5 and ops["HADD2"] / weights == 0.5
+    assert ops["STS"] / weights <= 0.25  # was one 16-bit STS per weight
+    assert mix["per_weight"] <= 6.0, mix  # 5.59 with Triton 3.9 (8.36 with the fp32 dequantisation)
+
+
+def test_skinny_dot_loop_makes_codes_in_16_bits():
+    mix = _mix_of("skinny", "--block-n", "128", "--block-k", "128", "--split-k", "2")
+    ops = mix["ops"]
+    assert ops.get("F2FP", 0) == 0 and ops.get("STL", 0) == 0
+    assert mix["per_weight"] <= 6.5, mix  # 6.13 with Triton 3.9 (7.53 with fp32 magic codes and a cast)

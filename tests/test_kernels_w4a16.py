@@ -289,3 +289,107 @@ def test_an_outgrown_workspace_is_kept_for_graphs_captured_with_it():
     assert big[0].numel() >= small[0].numel() + 4096 and not big[0].any() and not big[1].any()
     assert any(r is small for r in k._RETIRED)  # still referenced: a captured graph may replay into it
     assert k._splitk_workspace(dev, 16, 2) is big  # the larger one serves smaller calls from now on
+
+
+# 16-bit dequantisation (s and zs stored in x's dtype, so the kernel dequantizes in fp16/bf16 with the magic-number
+# trick), both tiled orientations; sym (z = 8) and asym zeros; M a multiple of BLOCK_M and not
+DEQ16_TILED = [
+    # M, K, N, bits, group, dtype, bias, sym, (block_m, block_n, block_k, split_k)
+    (32, 256, 64, 4, 32, torch.float16, True, False, (16, 32, 64, 1)),  # group < BLOCK_K: per-row scales
+    (33, 256, 40, 4, 64, torch.bfloat16, False, False, (16, 32, 64, 1)),
+    (48, 256, 64, 4, 128, torch.float16, False, True, (16, 64, 64, 2)),  # split-K
+    (20, 192, 40, 4, -1, torch.bfloat16, True, True, (16, 32, 64, 1)),  # per-channel
+    (17, 256, 64, 4, 128, torch.bfloat16, True, False, (32, 64, 128, 1)),
+    (64, 128, 32, 8, 32, torch.float16, True, False, (32, 32, 32, 1)),  # 8-bit fp16: pairs (j, j + 2)
+    (21, 128, 40, 8, 64, torch.bfloat16, False, False, (16, 32, 64, 1)),  # 8-bit bf16: the fp32-magic fallback
+]
+
+
+def make_layer16(K, N, bits, group, dtype, sym, seed):
+    layer, q, rows_group, z = make_layer(K, N, bits, group, dtype=dtype, seed=seed)
+    if sym:
+        z = torch.full_like(z, 2 ** (bits - 1))
+        layer["zeros"] = k.premultiply_zeros(z, layer["scales"].cpu()).to(DEV)
+    assert layer["scales"].dtype == layer["zeros"].dtype == dtype
+    return layer, q, rows_group
+
+
+@pytest.mark.parametrize("swap_ab", [False, True])
+@pytest.mark.parametrize("M,K,N,bits,group,dtype,bias,sym,tiles", DEQ16_TILED)
+def test_tiled_16bit_dequant_matches_float64(M, K, N, bits, group, dtype, bias, sym, tiles, swap_ab):
+    layer, q, rows_group = make_layer16(K, N, bits, group, dtype, sym, seed=M + K + N)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
+    y = k.w4a16_matmul_triton(x, bias=b, path="tiled", swap_ab=swap_ab,
+                              **dict(zip(("block_m", "block_n", "block_k", "split_k"), tiles)), **layer)
+    assert y.shape == (M, N) and y.dtype == dtype
+    ref = x.cpu().double() @ dequant64(layer, q, rows_group)
+    if bias:
+        ref += b.cpu().double()
+    assert rel(y.cpu(), ref) < 1e-2
+    # W rounded once to x's dtype (the reference rounds the fp32 W; the kernel's 16-bit FMA rounds q*s - zs once)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]
+    assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < tol
+
+
+@pytest.mark.parametrize("M,K,N,bits,group,dtype,bias,sym,tiles", [
+    (16, 256, 40, 4, 128, torch.float16, True, False, (32, 128, 1)),  # codes in fp16, scales per block
+    (5, 256, 40, 4, 64, torch.bfloat16, False, True, (32, 128, 2)),  # per-row scales: one bf16 FMA
+    (12, 256, 40, 4, 32, torch.float16, True, False, (32, 128, 1)),
+    (9, 256, 40, 8, -1, torch.bfloat16, True, False, (32, 64, 2)),  # 8-bit bf16 fallback
+    (16, 128, 40, 8, 32, torch.float16, False, True, (32, 64, 1)),
+])
+def test_skinny_dot_16bit_codes_match_float64(M, K, N, bits, group, dtype, bias, sym, tiles):
+    layer, q, rows_group = make_layer16(K, N, bits, group, dtype, sym, seed=M + K)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
+    y = k.w4a16_matmul_triton(x, bias=b, path="skinny", use_dot=True,
+                              **dict(zip(("block_n", "block_k", "split_k"), tiles)), **layer)
+    ref = x.cpu().double() @ dequant64(layer, q, rows_group)
+    if bias:
+        ref += b.cpu().double()
+    assert rel(y.cpu(), ref) < 1e-2
+    assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]
+
+
+@pytest.mark.parametrize("dtype,magic,base", [(torch.float16, 0x6400, 1024.0), (torch.bfloat16, 0x4300, 128.0)])
+def test_magic_number_codes_are_exact(dtype, magic, base):
+    # the bit trick the kernels rely on: (code | magic) read as a 16-bit float is exactly base + code
+    codes = torch.arange(16 if dtype == torch.bfloat16 else 256, dtype=torch.int32)
+    as_float = (codes | magic).to(torch.int16).view(dtype).double()
+    assert torch.equal(as_float - base, codes.double())
+    if dtype == torch.float16:  # two codes per 32-bit word: low and high halves, each base + code
+        pair = ((codes[:16] | (codes[:16].flip(0) << 16)) | 0x64006400).view(torch.float16).double().reshape(16, 2)
+        assert torch.equal(pair[:, 0] - base, codes[:16].double())
+        assert torch.equal(pair[:, 1] - base, codes[:16].flip(0).double())
+
+
+def test_tiled_16bit_dequant_rounds_w_once():
+    # one column, codes 0..15, scale and zero chosen so that q * s - zs is not representable in fp16: the kernel's
+    # W (read back through x = identity rows) equals the exact value rounded once to fp16
+    K = 64
+    q = (torch.arange(K) % 16).reshape(K, 1).repeat(1, 16)
+    s = torch.full((1, 16), 0.0123, dtype=torch.float16)
+    zs = torch.full((1, 16), 0.0871, dtype=torch.float16)
+    layer = dict(qweight=k.pack_int_weights(q, 4).to(DEV), scales=s.to(DEV), zeros=zs.to(DEV), g_idx=None,
+                 group_size=-1, bits=4)
+    eye = torch.eye(K, dtype=torch.float16)[:32].to(DEV)
+    for swap_ab in (False, True):
+        w = k.w4a16_matmul_triton(eye, path="tiled", block_m=16, block_n=16, block_k=64, swap_ab=swap_ab, **layer)
+        exact = q[:32].double() * s.double() - zs.double()
+        assert torch.equal(w.cpu(), exact.to(torch.float16)), swap_ab
+
+
+def test_tuner_offers_swap_ab_and_larger_tiles_in_a_modest_count():
+    from kernels import w4a16_tune
+
+    assert "swap_ab" in k.CONFIG_KEYS
+    for M in (32, 64, 128, 256, 512, 1024):
+        tiled = [c for c in w4a16_tune.candidates(M, 4096, 4096, 4, 132, 128) if c["path"] == "tiled"]
+        assert 0 < len(tiled) <= 24
+        assert any(c.get("swap_ab") for c in tiled)
+        if M >= 64:
+            assert any(c["block_m"] == 128 and c["block_n"] == 256 for c in tiled)
+            assert any(c["block_k"] == 128 for c in tiled) and any(c["num_stages"] == 5 for c in tiled)
