@@ -3,9 +3,12 @@
 # random weights): end-to-end throughput (conf/bench/throughput_gpu.yaml), one Hydra multirun (one process) per
 # model. Records go straight into $OUT/h100; a compact speedup table ends the log.
 #   stage_throughput.sh                       Llama-2-7B and Llama-3-8B, none/fp8/gptq/awq, CUDA-graph decode
-#   stage_throughput.sh MODE METHODS [LIMIT]  Llama-2-7B only, bench.throughput.decode_mode=MODE (compile: the
-#                                             torch.compile'd step replayed from a CUDA graph), METHODS comma-
-#                                             separated (e.g. none,gptq), the sweep capped at LIMIT s (500)
+#   stage_throughput.sh MODE METHODS [LIMIT [OVERRIDE...]]
+#       Llama-2-7B only, bench.throughput.decode_mode=MODE (compile: the torch.compile'd step replayed from a CUDA
+#       graph), METHODS comma-separated (e.g. none,gptq), the sweep capped at LIMIT s (500), further Hydra
+#       overrides appended (e.g. model.fuse_projections=true 'bench.throughput.batch_sizes=[1,8]'). Each
+#       (method, batch size) compiles its own decode step: a 32-layer Llama step took 87-130 s to compile on the
+#       2-core CPU machine (CPU inductor; not yet timed on the GPU host), so split the sweep over calls.
 # GPTQ/AWQ are speed-only: round-to-nearest into their layouts, no calibration.
 source .ci/gpu/env.sh || exit 1
 mkdir -p $OUT/h100
@@ -13,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)"
 models="llama2_7b:235 llama3_8b:235"; methods=none,fp8,gptq,awq; extra=""
 if [ -n "$1" ]; then
-  models="llama2_7b:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1"
+  models="llama2_7b:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1 ${*:4}"
 fi
 for model in $models; do
   start=$SECONDS
