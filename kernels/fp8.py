@@ -191,6 +191,7 @@ if triton is not None:
                          SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr, INTERP_K_STEPS: tl.constexpr):
         # BLOCK_SCALED: y[m, n] = sum_kb (x_q[m, kb] . w_q[n, kb]) * xs[m, kb] * ws[n // SCALE_BN, kb] with
         # BLOCK_K the scale block; else y = (x_q . w_q) * xs[m] * ws[n] (stride 0 broadcasts a per-tensor scale).
+        # Programs walk GROUP_M row tiles down a column of N tiles before moving right (L2 reuse of w tiles).
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
@@ -202,39 +203,50 @@ if triton is not None:
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        m_ok = rm < M
-        n_ok = rn < N
-        a_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :]
-        b_ptrs = w_ptr + rn[None, :].to(tl.int64) * stride_wn + rk[:, None]
-        xs_ptrs = xs_ptr + rm * stride_xsm
-        ws_ptrs = ws_ptr + (rn // SCALE_BN) * stride_wsn
+        # Rows/columns past the edge read a valid row/column (wrapped), so the operand loads need no M/N mask
+        # (only K has one, on an uneven last block); the store is masked.
+        rm_in = rm % M
+        rn_in = rn % N
+        a_ptrs = x_ptr + rm_in[:, None].to(tl.int64) * stride_xm + rk[None, :]
+        b_ptrs = w_ptr + rn_in[None, :].to(tl.int64) * stride_wn + rk[:, None]
+        xs_ptrs = xs_ptr + rm_in * stride_xsm
+        # One weight scale per (N tile, K block) when the tile lies inside one scale block: a scalar load.
+        WS_SCALAR: tl.constexpr = BLOCK_SCALED and BLOCK_N <= SCALE_BN and SCALE_BN % BLOCK_N == 0
+        if WS_SCALAR:
+            ws_ptrs = ws_ptr + ((pid_n * BLOCK_N) // SCALE_BN) * stride_wsn
+        else:
+            ws_ptrs = ws_ptr + (rn_in // SCALE_BN) * stride_wsn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         # Interpreted, the trip count is a constant: triton 3.6's interpreter cannot range() over a runtime
         # scalar with numpy >= 2.4 (int() of a 1-element array).
         for kb in range(0, INTERP_K_STEPS if INTERP_K_STEPS > 0 else tl.cdiv(K, BLOCK_K)):
             if EVEN_K:
-                a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
-                b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
             else:
                 k_ok = rk < K - kb * BLOCK_K
-                a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-                b = tl.load(b_ptrs, mask=n_ok[None, :] & k_ok[:, None], other=0.0)
+                a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs, mask=k_ok[:, None], other=0.0)
             if BLOCK_SCALED:
-                xs = tl.load(xs_ptrs + kb * stride_xsk, mask=m_ok, other=0.0)
-                ws = tl.load(ws_ptrs + kb * stride_wsk, mask=n_ok, other=0.0)
-                acc += tl.dot(a, b) * xs[:, None] * ws[None, :]
+                # one multiply per row (scalar weight scale), then one FMA per accumulator element
+                xs = tl.load(xs_ptrs + kb * stride_xsk)
+                if WS_SCALAR:
+                    acc += tl.dot(a, b) * (xs * tl.load(ws_ptrs + kb * stride_wsk))[:, None]
+                else:
+                    ws = tl.load(ws_ptrs + kb * stride_wsk)
+                    acc += tl.dot(a, b) * (xs[:, None] * ws[None, :])
             else:
                 acc = tl.dot(a, b, acc)
             a_ptrs += BLOCK_K
             b_ptrs += BLOCK_K
         if not BLOCK_SCALED:
-            xs = tl.load(xs_ptrs, mask=m_ok, other=0.0)
-            ws = tl.load(ws_ptrs, mask=n_ok, other=0.0)
+            xs = tl.load(xs_ptrs)
+            ws = tl.load(ws_ptrs)
             acc = acc * xs[:, None] * ws[None, :]
         if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            acc += tl.load(b_ptr + rn_in).to(tl.float32)[None, :]
         y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
 def _need_triton(*tensors: torch.Tensor) -> None:
