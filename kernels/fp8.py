@@ -14,6 +14,8 @@ both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests ru
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import torch
@@ -301,24 +303,92 @@ def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = No
     return q.to(FP8_DTYPE), s
 
 
-def _gemm_config(M: int, block_scaled: bool) -> dict:
-    """Tiles and launch options by batch size: the best on average over Llama-3-8B shapes (H100, triton 3.6)."""
+# Tuned tiles: kernels/tuned/fp8.json, {gpu name: {tuning_key: config}}, written by `python -m kernels.fp8_tune`;
+# $QUANTBENCH_FP8_TUNING points at another file. An entry also carries its measurements (median_ms, default_ms,
+# tflops): only CONFIG_KEYS reach the kernel.
+TUNING_ENV = "QUANTBENCH_FP8_TUNING"
+TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
+
+
+def m_bucket(M: int) -> int:
+    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
+    return min(1 << max(0, M - 1).bit_length(), 4096)
+
+
+def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> str:
+    """`N.._K.._b128x128_M..` for the block-scaled GEMM, `N.._K.._rows_M..` for per-tensor/per-row scales."""
+    kind = f"b{block_size[0]}x{block_size[1]}" if block_size is not None else "rows"
+    return f"N{N}_K{K}_{kind}_M{m_bucket(M)}"
+
+
+@functools.cache
+def _tuning_table(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):  # absent or empty: the heuristics apply
+        return {}
+
+
+@functools.cache
+def _gpu_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, device,
+                 gpu_name: str | None = None) -> dict | None:
+    """This GPU's tuned tiles for the shape and M-bucket, or None. gpu_name overrides the device's (tests)."""
+    device = torch.device(device)
+    if gpu_name is None:
+        if device.type != "cuda":
+            return None
+        gpu_name = _gpu_name(device.index if device.index is not None else torch.cuda.current_device())
+    table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
+    cfg = table.get(gpu_name, {}).get(tuning_key(M, N, K, None if block_size is None else tuple(block_size)))
+    return {k: v for k, v in cfg.items() if k in CONFIG_KEYS} if cfg else None
+
+
+def default_gemm_config(M: int, block_scaled: bool) -> dict:
+    """Untuned tiles by batch size (H100 reasoning, triton 3.6). Block-scaled, each K block's product is scaled
+    before it joins the accumulator, so a thread holds two fp32 tiles (accumulator + tl.dot result): at most 64
+    elements each per thread (BLOCK_M * BLOCK_N <= 64 * 32 * num_warps) keeps it in registers. For M > 128,
+    64x128 / 4 warps / 4 stages: ~175 registers and 96 KB of shared memory, so two CTAs share an SM and one's
+    scaling FMAs overlap the other's wgmma (128x128 / 8 warps fits only one CTA per SM, whose two warpgroups
+    scale in lockstep); it is also what vLLM's tuned H100 tables pick for its block-FP8 Triton GEMM at large M.
+    Per-tensor/per-row scales apply once after the loop: 128x256 / 8 warps, the cuBLAS-like tile."""
     if block_scaled:
-        bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 3)
+        bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 4)
     else:
         bm, bn, warps, stages = (16, 64, 4, 4) if M <= 16 else (64, 128, 8, 3) if M <= 128 else (128, 256, 8, 3)
-    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, num_warps=warps, num_stages=stages)
 
 
-def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config):
+def _gemm_config(M: int, block_scaled: bool, N: int | None = None, K: int | None = None, device=None,
+                 block_size: tuple[int, int] | None = None) -> dict:
+    """Tiles and launch options: the tuned table's entry for this GPU, shape and M-bucket if there is one (over
+    the heuristic default, so a partial entry keeps the default's other keys), else the heuristic default."""
+    cfg = default_gemm_config(M, block_scaled)
+    if N is not None and K is not None and device is not None:
+        tuned = tuned_config(M, N, K, block_size if block_scaled else None, device)
+        if tuned:
+            cfg.update(tuned)
+    return cfg
+
+
+def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config,
+                 block_size=None):
     M, K = x_q.shape
     N = w_q.shape[0]
-    cfg = _gemm_config(M, block_scaled)
+    cfg = _gemm_config(M, block_scaled, N, K, x_q.device, block_size)
     if block_m is not None:
         cfg["BLOCK_M"] = block_m
     if block_n is not None:
         cfg["BLOCK_N"] = block_n
     cfg.update(config or {})
+    # Block-scaled, BLOCK_K is the scale block (one K step per scale); per-tensor/per-row it is a tile choice.
+    block_k = block_k if block_scaled else cfg.pop("BLOCK_K", block_k)
+    cfg.pop("BLOCK_K", None)
     if _interpreted():
         cfg.pop("num_stages", None)
     x_q, w_q = x_q.contiguous(), w_q.contiguous()
@@ -328,7 +398,7 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
         x_q, w_q, y, xs, ws, bias if bias is not None else y, M, N, K,
         x_q.stride(0), w_q.stride(0), y.stride(0), xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1),
         HAS_BIAS=bias is not None, BLOCK_SCALED=block_scaled, EVEN_K=K % block_k == 0, BLOCK_K=block_k,
-        SCALE_BN=scale_bn, GROUP_M=8, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
+        SCALE_BN=scale_bn, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
     return y
 
 
@@ -352,7 +422,7 @@ def fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size=(128, 128), bia
                          "(one K step per scale block); use backend='torch'")
     _need_triton(x_q, w_q)
     return _launch_gemm(x_q, w_q, x_scale.float().contiguous(), w_scale.float().contiguous(), bias, out_dtype,
-                        True, bk, bn, block_m, block_n, config)
+                        True, bk, bn, block_m, block_n, config, (bn, bk))
 
 
 def fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.bfloat16,
