@@ -27,3 +27,24 @@ def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, limit):
     assert 0.95 <= ops["LOP3"] / weights <= 1.1  # one mask per code (plus a few address ops)
     assert (ops["FFMA"] + ops.get("FMUL", 0)) / weights >= m  # one product per weight and row
     assert mix["per_weight"] <= limit, mix  # 3.3 / 5.0 with Triton 3.9; the skinny kernel spent ~8 at M = 1
+
+
+def _fp8(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.sass", "fp8", "--json", *args], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("tiles", [("64", "128", "4", "4"), ("128", "128", "8", "3")])
+def test_fp8_block_gemm_loop_is_wgmma_plus_one_fma_per_element(tiles):
+    # The block-scaled K loop on sm_90: FP8 wgmma (QGMMA) over the 128-deep scale block, then one FFMA per
+    # accumulator element (the row scale times the scalar weight scale is one multiply per row), no spills.
+    # Before: a vector weight-scale load redistributed through shared memory and an FMUL + FFMA per element.
+    bm, bn, warps, stages = tiles
+    mix = _fp8("--block-m", bm, "--block-n", bn, "--warps", warps, "--stages", stages)
+    loop, per_thread = mix["loop"], int(bm) * int(bn) // (32 * int(warps))
+    assert mix["spills"] == 0 and loop.get("QGMMA", 0) >= 4, mix
+    assert loop["FFMA"] == per_thread and loop.get("FMUL", 0) <= 4, mix
+    assert sum(loop.values()) <= 200, mix  # 178 / 162 with Triton 3.9 (283 / 303 before)
