@@ -14,6 +14,8 @@ both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests ru
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import torch
@@ -191,6 +193,7 @@ if triton is not None:
                          SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr, INTERP_K_STEPS: tl.constexpr):
         # BLOCK_SCALED: y[m, n] = sum_kb (x_q[m, kb] . w_q[n, kb]) * xs[m, kb] * ws[n // SCALE_BN, kb] with
         # BLOCK_K the scale block; else y = (x_q . w_q) * xs[m] * ws[n] (stride 0 broadcasts a per-tensor scale).
+        # Programs walk GROUP_M row tiles down a column of N tiles before moving right (L2 reuse of w tiles).
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
@@ -202,39 +205,50 @@ if triton is not None:
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        m_ok = rm < M
-        n_ok = rn < N
-        a_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :]
-        b_ptrs = w_ptr + rn[None, :].to(tl.int64) * stride_wn + rk[:, None]
-        xs_ptrs = xs_ptr + rm * stride_xsm
-        ws_ptrs = ws_ptr + (rn // SCALE_BN) * stride_wsn
+        # Rows/columns past the edge read a valid row/column (wrapped), so the operand loads need no M/N mask
+        # (only K has one, on an uneven last block); the store is masked.
+        rm_in = rm % M
+        rn_in = rn % N
+        a_ptrs = x_ptr + rm_in[:, None].to(tl.int64) * stride_xm + rk[None, :]
+        b_ptrs = w_ptr + rn_in[None, :].to(tl.int64) * stride_wn + rk[:, None]
+        xs_ptrs = xs_ptr + rm_in * stride_xsm
+        # One weight scale per (N tile, K block) when the tile lies inside one scale block: a scalar load.
+        WS_SCALAR: tl.constexpr = BLOCK_SCALED and BLOCK_N <= SCALE_BN and SCALE_BN % BLOCK_N == 0
+        if WS_SCALAR:
+            ws_ptrs = ws_ptr + ((pid_n * BLOCK_N) // SCALE_BN) * stride_wsn
+        else:
+            ws_ptrs = ws_ptr + (rn_in // SCALE_BN) * stride_wsn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         # Interpreted, the trip count is a constant: triton 3.6's interpreter cannot range() over a runtime
         # scalar with numpy >= 2.4 (int() of a 1-element array).
         for kb in range(0, INTERP_K_STEPS if INTERP_K_STEPS > 0 else tl.cdiv(K, BLOCK_K)):
             if EVEN_K:
-                a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
-                b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
             else:
                 k_ok = rk < K - kb * BLOCK_K
-                a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-                b = tl.load(b_ptrs, mask=n_ok[None, :] & k_ok[:, None], other=0.0)
+                a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs, mask=k_ok[:, None], other=0.0)
             if BLOCK_SCALED:
-                xs = tl.load(xs_ptrs + kb * stride_xsk, mask=m_ok, other=0.0)
-                ws = tl.load(ws_ptrs + kb * stride_wsk, mask=n_ok, other=0.0)
-                acc += tl.dot(a, b) * xs[:, None] * ws[None, :]
+                # one multiply per row (scalar weight scale), then one FMA per accumulator element
+                xs = tl.load(xs_ptrs + kb * stride_xsk)
+                if WS_SCALAR:
+                    acc += tl.dot(a, b) * (xs * tl.load(ws_ptrs + kb * stride_wsk))[:, None]
+                else:
+                    ws = tl.load(ws_ptrs + kb * stride_wsk)
+                    acc += tl.dot(a, b) * (xs[:, None] * ws[None, :])
             else:
                 acc = tl.dot(a, b, acc)
             a_ptrs += BLOCK_K
             b_ptrs += BLOCK_K
         if not BLOCK_SCALED:
-            xs = tl.load(xs_ptrs, mask=m_ok, other=0.0)
-            ws = tl.load(ws_ptrs, mask=n_ok, other=0.0)
+            xs = tl.load(xs_ptrs)
+            ws = tl.load(ws_ptrs)
             acc = acc * xs[:, None] * ws[None, :]
         if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            acc += tl.load(b_ptr + rn_in).to(tl.float32)[None, :]
         y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
 def _need_triton(*tensors: torch.Tensor) -> None:
@@ -289,24 +303,92 @@ def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = No
     return q.to(FP8_DTYPE), s
 
 
-def _gemm_config(M: int, block_scaled: bool) -> dict:
-    """Tiles and launch options by batch size: the best on average over Llama-3-8B shapes (H100, triton 3.6)."""
+# Tuned tiles: kernels/tuned/fp8.json, {gpu name: {tuning_key: config}}, written by `python -m kernels.fp8_tune`;
+# $QUANTBENCH_FP8_TUNING points at another file. An entry also carries its measurements (median_ms, default_ms,
+# tflops): only CONFIG_KEYS reach the kernel.
+TUNING_ENV = "QUANTBENCH_FP8_TUNING"
+TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
+
+
+def m_bucket(M: int) -> int:
+    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
+    return min(1 << max(0, M - 1).bit_length(), 4096)
+
+
+def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> str:
+    """`N.._K.._b128x128_M..` for the block-scaled GEMM, `N.._K.._rows_M..` for per-tensor/per-row scales."""
+    kind = f"b{block_size[0]}x{block_size[1]}" if block_size is not None else "rows"
+    return f"N{N}_K{K}_{kind}_M{m_bucket(M)}"
+
+
+@functools.cache
+def _tuning_table(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):  # absent or empty: the heuristics apply
+        return {}
+
+
+@functools.cache
+def _gpu_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, device,
+                 gpu_name: str | None = None) -> dict | None:
+    """This GPU's tuned tiles for the shape and M-bucket, or None. gpu_name overrides the device's (tests)."""
+    device = torch.device(device)
+    if gpu_name is None:
+        if device.type != "cuda":
+            return None
+        gpu_name = _gpu_name(device.index if device.index is not None else torch.cuda.current_device())
+    table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
+    cfg = table.get(gpu_name, {}).get(tuning_key(M, N, K, None if block_size is None else tuple(block_size)))
+    return {k: v for k, v in cfg.items() if k in CONFIG_KEYS} if cfg else None
+
+
+def default_gemm_config(M: int, block_scaled: bool) -> dict:
+    """Untuned tiles by batch size (H100 reasoning, triton 3.6). Block-scaled, each K block's product is scaled
+    before it joins the accumulator, so a thread holds two fp32 tiles (accumulator + tl.dot result): at most 64
+    elements each per thread (BLOCK_M * BLOCK_N <= 64 * 32 * num_warps) keeps it in registers. For M > 128,
+    64x128 / 4 warps / 4 stages: ~175 registers and 96 KB of shared memory, so two CTAs share an SM and one's
+    scaling FMAs overlap the other's wgmma (128x128 / 8 warps fits only one CTA per SM, whose two warpgroups
+    scale in lockstep); it is also what vLLM's tuned H100 tables pick for its block-FP8 Triton GEMM at large M.
+    Per-tensor/per-row scales apply once after the loop: 128x256 / 8 warps, the cuBLAS-like tile."""
     if block_scaled:
-        bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 3)
+        bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 4)
     else:
         bm, bn, warps, stages = (16, 64, 4, 4) if M <= 16 else (64, 128, 8, 3) if M <= 128 else (128, 256, 8, 3)
-    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, num_warps=warps, num_stages=stages)
 
 
-def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config):
+def _gemm_config(M: int, block_scaled: bool, N: int | None = None, K: int | None = None, device=None,
+                 block_size: tuple[int, int] | None = None) -> dict:
+    """Tiles and launch options: the tuned table's entry for this GPU, shape and M-bucket if there is one (over
+    the heuristic default, so a partial entry keeps the default's other keys), else the heuristic default."""
+    cfg = default_gemm_config(M, block_scaled)
+    if N is not None and K is not None and device is not None:
+        tuned = tuned_config(M, N, K, block_size if block_scaled else None, device)
+        if tuned:
+            cfg.update(tuned)
+    return cfg
+
+
+def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config,
+                 block_size=None):
     M, K = x_q.shape
     N = w_q.shape[0]
-    cfg = _gemm_config(M, block_scaled)
+    cfg = _gemm_config(M, block_scaled, N, K, x_q.device, block_size)
     if block_m is not None:
         cfg["BLOCK_M"] = block_m
     if block_n is not None:
         cfg["BLOCK_N"] = block_n
     cfg.update(config or {})
+    # Block-scaled, BLOCK_K is the scale block (one K step per scale); per-tensor/per-row it is a tile choice.
+    block_k = block_k if block_scaled else cfg.pop("BLOCK_K", block_k)
+    cfg.pop("BLOCK_K", None)
     if _interpreted():
         cfg.pop("num_stages", None)
     x_q, w_q = x_q.contiguous(), w_q.contiguous()
@@ -316,7 +398,7 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
         x_q, w_q, y, xs, ws, bias if bias is not None else y, M, N, K,
         x_q.stride(0), w_q.stride(0), y.stride(0), xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1),
         HAS_BIAS=bias is not None, BLOCK_SCALED=block_scaled, EVEN_K=K % block_k == 0, BLOCK_K=block_k,
-        SCALE_BN=scale_bn, GROUP_M=8, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
+        SCALE_BN=scale_bn, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
     return y
 
 
@@ -340,7 +422,7 @@ def fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size=(128, 128), bia
                          "(one K step per scale block); use backend='torch'")
     _need_triton(x_q, w_q)
     return _launch_gemm(x_q, w_q, x_scale.float().contiguous(), w_scale.float().contiguous(), bias, out_dtype,
-                        True, bk, bn, block_m, block_n, config)
+                        True, bk, bn, block_m, block_n, config, (bn, bk))
 
 
 def fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.bfloat16,

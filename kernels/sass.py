@@ -9,6 +9,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
     python -m kernels.sass tiled [--block-m 64] [--block-n 128] [--block-k 64] [--warps 4] [--stages 3]
                                  [--dtype fp16|bf16|fp32] [--bits 4] [--swap-ab] [--row-scales]
     python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
+    python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
 (BLOCK_K * BLOCK_N / threads); the tiled kernel dequantizes each weight once per BLOCK_M rows.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import re
 import subprocess
@@ -135,12 +137,34 @@ def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_s
     return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
 
 
+FP8_GEMM_SIGNATURE = {"x_ptr": "*fp8e4nv", "w_ptr": "*fp8e4nv", "y_ptr": "*bf16", "xs_ptr": "*fp32", "ws_ptr": "*fp32",
+                      "b_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
+                      "stride_ym": "i32", "stride_xsm": "i32", "stride_xsk": "i32", "stride_wsn": "i32",
+                      "stride_wsk": "i32"}
+FP8_GEMM_DIVISIBLE = ("x_ptr", "w_ptr", "y_ptr", "xs_ptr", "ws_ptr", "b_ptr", "N", "K", "stride_xm", "stride_wn",
+                      "stride_ym", "stride_xsm")
+
+
+def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_stages: int = 4,
+                 block_scaled: bool = True, block_k: int = 128) -> tuple[collections.Counter, collections.Counter]:
+    """(K-loop opcode counts, whole-kernel opcode counts) of the FP8 GEMM (bf16 out, even K, 128x128 scale blocks
+    when block_scaled). Hopper's FP8 wgmma disassembles as QGMMA; STL/LDL are register spills."""
+    from kernels import fp8
+
+    ce = dict(HAS_BIAS=False, BLOCK_SCALED=block_scaled, EVEN_K=True, BLOCK_M=block_m, BLOCK_N=block_n,
+              BLOCK_K=block_k, SCALE_BN=128 if block_scaled else 1, GROUP_M=8, INTERP_K_STEPS=0)
+    sass = compile_sass(fp8._fp8_gemm_kernel, FP8_GEMM_SIGNATURE, ce, FP8_GEMM_DIVISIBLE, num_warps, num_stages)
+    every = collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)", sass))
+    return loop_mix(sass), every
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny"])
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "fp8"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
-    ap.add_argument("--block-m", type=int, default=64, help="tiled")
+    ap.add_argument("--block-m", type=int, default=64, help="tiled, fp8")
+    ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
     ap.add_argument("--block-n", type=int, default=None, help="default: 256 gemv, 128 tiled/skinny")
     ap.add_argument("--block-k", type=int, default=None, help="default: 64 gemv/tiled, 128 skinny")
     ap.add_argument("--warps", type=int, default=None, help="default: 1 gemv, 4 tiled/skinny")
@@ -154,6 +178,13 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
+    if args.kernel == "fp8":
+        loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,
+                                   not args.per_row)
+        out = {"loop": dict(loop), "spills": every["STL"] + every["LDL"], "qgmma": every["QGMMA"]}
+        print(json.dumps(out) if args.json else f"loop {sum(loop.values())} instructions, QGMMA {loop['QGMMA']}, "
+              f"FFMA {loop['FFMA']}, FMUL {loop['FMUL']}, BAR {loop['BAR']}, spills {out['spills']}")
+        return
     warps = args.warps or (1 if args.kernel == "gemv" else 4)
     if args.kernel == "gemv":
         ops, per_weight = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages)
@@ -164,8 +195,6 @@ def main(argv=None) -> None:
         ops, per_weight = skinny_mix(args.block_n or 128, args.block_k or 128, warps, args.stages, args.bits,
                                      args.dtype, not args.row_scales, True, args.split_k or 2)
     if args.json:
-        import json
-
         print(json.dumps({"per_weight": per_weight, "ops": dict(ops)}))
         return
     print(f"{per_weight:.2f} instructions per weight in the loop; spills (STL/LDL): "

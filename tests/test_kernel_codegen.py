@@ -55,3 +55,16 @@ def test_skinny_dot_loop_makes_codes_in_16_bits():
     ops = mix["ops"]
     assert ops.get("F2FP", 0) == 0 and ops.get("STL", 0) == 0
     assert mix["per_weight"] <= 6.5, mix  # 6.13 with Triton 3.9 (7.53 with fp32 magic codes and a cast)
+
+
+@pytest.mark.parametrize("tiles", [("64", "128", "4", "4"), ("128", "128", "8", "3")])
+def test_fp8_block_gemm_loop_is_wgmma_plus_one_fma_per_element(tiles):
+    # The block-scaled K loop on sm_90: FP8 wgmma (QGMMA) over the 128-deep scale block, then one FFMA per
+    # accumulator element (the row scale times the scalar weight scale is one multiply per row), no spills.
+    # Before: a vector weight-scale load redistributed through shared memory and an FMUL + FFMA per element.
+    bm, bn, warps, stages = tiles
+    mix = _mix_of("fp8", "--block-m", bm, "--block-n", bn, "--warps", warps, "--stages", stages)
+    loop, per_thread = mix["loop"], int(bm) * int(bn) // (32 * int(warps))
+    assert mix["spills"] == 0 and loop.get("QGMMA", 0) >= 4, mix
+    assert loop["FFMA"] == per_thread and loop.get("FMUL", 0) <= 4, mix
+    assert sum(loop.values()) <= 200, mix  # 178 / 162 with Triton 3.9 (283 / 303 before)

@@ -1,5 +1,6 @@
 """FP8 quantizers and GEMMs against plain-torch references (Triton runs interpreted on CPU)."""
 
+import json
 import os
 
 import torch
@@ -211,3 +212,135 @@ def test_scaled_mm_matches_emulation(x_token, w_channel, static):
     y = k.fp8_linear(x, wq, ws, backend="scaled_mm", **opts)
     assert y.dtype == torch.bfloat16
     assert rel(y, k.fp8_linear(x, wq, ws, backend="torch", **opts)) < 1e-2
+
+
+@needs_triton
+@pytest.mark.parametrize("M,N,K", [(70, 200, 384), (130, 136, 200), (1, 72, 130)])
+@pytest.mark.parametrize("tiles", [dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4),
+                                   dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=32, num_warps=8, num_stages=3),
+                                   dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=8, num_warps=4, num_stages=4),
+                                   dict(BLOCK_M=64, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3)])
+def test_block_gemm_tuned_tiles_match_reference_at_uneven_edges(M, N, K, tiles):
+    # M, N, K not multiples of the tiles or of the 128x128 scale block (edge rows/columns wrap, the last K block
+    # is masked); BLOCK_N 64 / 128 take the scalar weight-scale path, 256 the per-column one; several M tiles
+    # exercise the GROUP_M swizzle.
+    torch.manual_seed(M + N)
+    x, w = torch.randn(M, K, device=DEV), torch.randn(N, K, device=DEV)
+    b = torch.randn(N, device=DEV)
+    wq, ws = k.quantize_fp8_block(w, (128, 128))
+    xq, xs = k.quantize_fp8_per_token_group(x, 128)
+    ref = k.fp8_linear_ref(xq.double(), xs.double(), wq.double(), ws.double(), b.double(), torch.float64, (128, 128))
+    y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), bias=b, out_dtype=torch.float32, config=tiles)
+    assert rel(y, ref) < _tol()
+
+
+@needs_triton
+@pytest.mark.parametrize("cfg", [dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+                                 dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=32, num_warps=8,
+                                      num_stages=3)])
+def test_scaled_gemm_tuned_block_k(cfg):
+    torch.manual_seed(5)
+    x, w = torch.randn(33, 200, device=DEV), torch.randn(136, 200, device=DEV)
+    xq, xs = k.quantize_fp8_per_token(x)
+    wq, ws = k.quantize_fp8_per_channel(w)
+    ref = (xq.double() * xs.double()) @ (wq.double() * ws.double()).t()
+    assert rel(k.fp8_scaled_gemm_triton(xq, xs, wq, ws, out_dtype=torch.float32, config=cfg), ref) < _tol()
+
+
+def _table(tmp_path, monkeypatch, entries, gpu="Test GPU 80GB"):
+    path = tmp_path / "fp8.json"
+    path.write_text(json.dumps({gpu: entries}))
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: gpu)
+    return path
+
+
+def test_tuned_table_lookup_picks_the_entry_and_drops_measurements(tmp_path, monkeypatch):
+    entry = dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=32, num_warps=8, num_stages=4, median_ms=1.5, default_ms=2.0,
+                 tflops=700.0)
+    _table(tmp_path, monkeypatch, {k.tuning_key(4096, 57344, 8192, (128, 128)): entry,
+                                   k.tuning_key(1024, 4096, 4096, None): dict(BLOCK_M=64, BLOCK_K=64, median_ms=1)})
+    cfg = k._gemm_config(3000, True, 57344, 8192, "cuda:0", (128, 128))  # M bucket 4096
+    assert cfg == dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=32, num_warps=8, num_stages=4)
+    # every key reaches the kernel as a parameter or a launch option, the measurements do not
+    assert set(cfg) <= set(k._fp8_gemm_kernel.arg_names) | {"num_warps", "num_stages"}
+    # a partial entry keeps the heuristic's other keys; BLOCK_K is a per-row-GEMM tile option
+    rows = k._gemm_config(1000, False, 4096, 4096, "cuda:0")
+    assert rows == k.default_gemm_config(1000, False) | dict(BLOCK_M=64, BLOCK_K=64)
+    # other shapes, M buckets, kinds and GPUs: the heuristic default
+    assert k._gemm_config(100, True, 57344, 8192, "cuda:0", (128, 128)) == k.default_gemm_config(100, True)
+    assert k._gemm_config(4096, False, 57344, 8192, "cuda:0") == k.default_gemm_config(4096, False)
+    assert k._gemm_config(4096, True, 57344, 8192, "cpu", (128, 128)) == k.default_gemm_config(4096, True)
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "Other GPU")
+    assert k._gemm_config(4096, True, 57344, 8192, "cuda:0", (128, 128)) == k.default_gemm_config(4096, True)
+
+
+@pytest.mark.parametrize("content", [None, "", "{}"])
+def test_missing_or_empty_tuned_table_falls_back_to_the_heuristic(tmp_path, monkeypatch, content):
+    path = tmp_path / "none.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "Test GPU 80GB")
+    for M in (1, 16, 100, 4096):
+        for bs in (True, False):
+            assert k._gemm_config(M, bs, 57344, 8192, "cuda:0", (128, 128)) == k.default_gemm_config(M, bs)
+
+
+def test_committed_table_entries_are_valid_configs():
+    table = k._tuning_table.__wrapped__(k.TUNED_FILE)  # may be absent: {}
+    for gpu, entries in table.items():
+        for key, cfg in entries.items():
+            assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
+
+
+@needs_triton
+def test_tuned_entry_drives_the_interpreted_launch(tmp_path, monkeypatch):
+    # The launcher passes a table entry's config keys (never its measurements) to the kernel: run one through
+    # the interpreter by letting the CPU "device" look up the table.
+    entry = dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=2, num_warps=4, num_stages=3, median_ms=0.1, default_ms=0.2)
+    _table(tmp_path, monkeypatch, {k.tuning_key(40, 136, 200, (128, 128)): entry})
+    seen = {}
+    real = k.tuned_config
+
+    def lookup(M, N, K, block_size, device, gpu_name=None):
+        seen["cfg"] = real(M, N, K, block_size, "cuda:0")
+        return seen["cfg"]
+
+    monkeypatch.setattr(k, "tuned_config", lookup)
+    torch.manual_seed(9)
+    x, w = torch.randn(40, 200, device=DEV), torch.randn(136, 200, device=DEV)
+    wq, ws = k.quantize_fp8_block(w, (128, 128))
+    xq, xs = k.quantize_fp8_per_token_group(x, 128)
+    y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), out_dtype=torch.float32)
+    assert seen["cfg"] == dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=2, num_warps=4, num_stages=3)
+    ref = k.fp8_linear_ref(xq.double(), xs.double(), wq.double(), ws.double(), None, torch.float64, (128, 128))
+    assert rel(y, ref) < _tol()
+
+
+LLAMA_SHAPES = [(4096, 12288), (4096, 4096), (4096, 22016), (11008, 4096), (4096, 6144), (4096, 28672),
+                (14336, 4096), (8192, 10240), (8192, 8192), (8192, 57344), (28672, 8192)]
+
+
+def test_tuner_candidates_are_valid_for_llama_shapes():
+    from harness.metrics.kernels import MODEL_SHAPES
+    from kernels import fp8_tune
+
+    assert sorted(LLAMA_SHAPES) == sorted({s for layers in MODEL_SHAPES.values() for s in layers.values()})
+    params = set(k._fp8_gemm_kernel.arg_names) | {"num_warps", "num_stages"}
+    for K, N in LLAMA_SHAPES:
+        for M in (1, 16, 128, 1024, 4096):
+            for block in ((128, 128), None):
+                cands = fp8_tune.candidates(M, N, K, block)
+                assert 4 <= len(cands) <= 20, (M, N, K, block, len(cands))
+                assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)  # no duplicates
+                for cfg in cands + [k.default_gemm_config(M, block is not None)]:
+                    assert set(cfg) <= set(k.CONFIG_KEYS) and set(cfg) - {"BLOCK_K"} <= params
+                    bk = block[1] if block else cfg.get("BLOCK_K", 128)
+                    for key in ("BLOCK_M", "BLOCK_N"):
+                        assert k._pow2(cfg[key]) and cfg[key] >= 16
+                    assert bk in (64, 128) and cfg["num_warps"] in (4, 8) and cfg["num_stages"] >= 2
+                    assert fp8_tune.smem_bytes(cfg, bk) <= fp8_tune.SMEM_BYTES
+                    if block:  # accumulator + one K block's product per thread stay in registers
+                        assert cfg["BLOCK_M"] * cfg["BLOCK_N"] <= 64 * 32 * cfg["num_warps"], cfg
+                        assert "BLOCK_K" not in cfg  # the scale block is the K step

@@ -1,0 +1,185 @@
+"""Tune the Triton FP8 GEMMs per (shape, M-bucket) on the GPU at hand: tiles for the block-scaled GEMM (128x128
+weight blocks, per-token-group activation scales) and for the per-tensor/per-row one, written as
+`kernels/tuned/fp8.json` ({gpu name: {tuning_key: config}}), the table `kernels.fp8._gemm_config` reads.
+
+    python -m kernels.fp8_tune OUT.json --shapes 4096x12288 8192x57344 ... [--m 16 128 1024 4096] [--merge FILE]
+        [--kinds block rows] [--budget-s 240] [--iters 15]
+
+Timed as kernels.w4a16_tune times: each candidate replayed from a CUDA graph (device time, no Python launch
+overhead), CUDA events, the L2 cache flushed before every timed run, median of `iters` runs; the activations are
+quantized once outside the timed region (the GEMM alone). Candidates that fail to compile or launch, or disagree
+with the float32 emulation, are skipped. The first candidate is the untuned heuristic, so a tuned entry is never
+slower than it. With --budget-s the tuner stops starting new candidates once the budget is spent, keeps the best
+of what the current (shape, M) measured, and writes the table (it is also rewritten after every shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import torch
+
+from kernels import fp8 as k
+
+SMEM_BYTES = 227 * 1024  # H100/H200 shared memory per block (opt-in maximum)
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per M range. Block-scaled tiles keep BLOCK_M * BLOCK_N <=
+# 64 * 32 * num_warps (accumulator + one K block's product in registers; 128x256 / 8 warps and 128x128 / 4 warps
+# spill on sm_90), the per-row tiles only hold the accumulator.
+BLOCK_TILES = {
+    16: ((16, 32, 4, 5), (16, 64, 4, 4), (16, 64, 4, 5), (16, 128, 4, 4), (32, 64, 4, 4), (16, 128, 4, 3)),
+    128: ((32, 64, 4, 4), (64, 64, 4, 4), (64, 64, 4, 5), (32, 128, 4, 4), (64, 128, 4, 3), (64, 128, 4, 4),
+          (128, 64, 4, 4), (128, 128, 8, 3)),
+    None: ((64, 128, 4, 3), (64, 128, 4, 4), (64, 128, 4, 5), (128, 128, 8, 3), (128, 128, 8, 4), (128, 64, 4, 4),
+           (64, 64, 4, 4), (64, 256, 8, 3)),
+}
+ROW_TILES = {
+    16: ((16, 64, 4, 4), (16, 128, 4, 4), (16, 64, 4, 5), (32, 64, 4, 4), (16, 256, 4, 3), (16, 128, 4, 5)),
+    128: ((64, 128, 8, 3), (64, 128, 4, 4), (64, 256, 8, 3), (32, 128, 4, 4), (128, 128, 8, 3), (64, 64, 4, 4),
+          (128, 256, 8, 3)),
+    None: ((128, 256, 8, 3), (128, 256, 8, 4), (128, 128, 8, 3), (128, 128, 8, 4), (256, 128, 8, 3),
+           (128, 128, 4, 4), (64, 256, 8, 4)),
+}
+GROUP_MS = (8, 32)  # L2 swizzle widths tried on the two best-guess large-M tiles (M > 128)
+
+
+def _tiles(table: dict, M: int) -> tuple:
+    return table[16] if M <= 16 else table[128] if M <= 128 else table[None]
+
+
+def smem_bytes(cfg: dict, block_k: int) -> int:
+    """Shared memory of the pipelined fp8 operand tiles (what decides whether a config launches at all)."""
+    return (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * block_k * cfg["num_stages"]
+
+
+def candidates(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> list[dict]:
+    """Configs worth timing for this M (tune_shape times the heuristic default first): at most ~20."""
+    block_scaled = block_size is not None
+    out = []
+    for bm, bn, warps, stages in _tiles(BLOCK_TILES if block_scaled else ROW_TILES, M):
+        if bm > max(16, 2 * M) or bn > max(16, 2 * N):
+            continue
+        for bk in ((block_size[1],) if block_scaled else (128, 64) if M <= 16 else (128,)):
+            groups = GROUP_MS if M > 128 and (bm, bn) in ((64, 128), (128, 128), (128, 256)) else (8,)
+            for gm in groups:
+                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=gm, num_warps=warps, num_stages=stages)
+                if not block_scaled:
+                    cfg["BLOCK_K"] = bk
+                if smem_bytes(cfg, bk) <= SMEM_BYTES:
+                    out.append(cfg)
+    return out
+
+
+def _inputs(M: int, N: int, K: int, block_size, device):
+    x = torch.randn(M, K, device=device)
+    w = torch.randn(N, K, device=device) * 0.02
+    if block_size is not None:
+        wq, ws = k.quantize_fp8_block(w, block_size)
+        xq, xs = k.quantize_fp8_per_token_group(x, block_size[1])
+        return xq, xs, wq, ws
+    wq, ws = k.quantize_fp8_per_channel(w)
+    xq, xs = k.quantize_fp8_per_token(x)
+    return xq, xs, wq, ws
+
+
+def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | None = (128, 128),
+               iters: int = 15, log=print, deadline: float | None = None) -> dict[str, dict]:
+    """Best config per M-bucket for one (K, N); stops early (keeping what it measured) past `deadline`."""
+    from kernels.timing import graph_time_ms, l2_flush_buffer
+
+    flush = l2_flush_buffer(device)
+    table = {}
+    for M in m_values:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        xq, xs, wq, ws = _inputs(M, N, K, block_size, device)
+        ref = k.fp8_linear_ref(xq, xs, wq, ws, None, torch.float32, block_size)
+        if block_size is not None:
+            def gemm(cfg):
+                return k.fp8_block_gemm_triton(xq, xs, wq, ws, block_size, out_dtype=torch.bfloat16, config=cfg)
+        else:
+            def gemm(cfg):
+                return k.fp8_scaled_gemm_triton(xq, xs, wq, ws, out_dtype=torch.bfloat16, config=cfg)
+        default = k.default_gemm_config(M, block_size is not None)
+        results = []
+        for i, cfg in enumerate([default] + candidates(M, N, K, block_size)):
+            if i > 0 and deadline is not None and time.monotonic() > deadline:
+                log(f"  time budget spent after {i} of the candidates")
+                break
+            try:
+                err = ((gemm(cfg).float() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:  # bf16 output rounding is ~2e-3
+                    log(f"  rejected (rel err {err:.2e}): {cfg}")
+                    continue
+                ms = graph_time_ms(lambda: gemm(cfg), 2, iters, flush)[0]
+            except Exception as e:  # a config this GPU/compiler cannot run: skip it
+                log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            results.append((ms, cfg))
+        del xq, xs, wq, ws, ref
+        if not results:
+            continue
+        best_ms, best = min(results, key=lambda r: r[0])
+        default_ms = next((ms for ms, c in results if c is default), None)
+        tflops = 2 * M * N * K / (best_ms * 1e-3) / 1e12
+        table[k.tuning_key(M, N, K, block_size)] = best | {
+            "median_ms": round(best_ms, 5), "default_ms": round(default_ms, 5) if default_ms else None,
+            "tflops": round(tflops, 1)}
+        log(f"K={K:6d} N={N:6d} M={M:5d} {'block' if block_size else 'rows '} best {best_ms:.4f} ms "
+            f"({tflops:.0f} TFLOP/s; default {default_ms or float('nan'):.4f}, {len(results)} timed) {best}")
+    return table
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m kernels.fp8_tune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="JSON table to write (merged with --merge / an existing file)")
+    ap.add_argument("--shapes", nargs="+", required=True, help="KxN pairs (in_features x out_features)")
+    ap.add_argument("--m", nargs="+", type=int, default=[16, 128, 1024, 4096])
+    ap.add_argument("--kinds", nargs="+", choices=["block", "rows"], default=["block", "rows"],
+                    help="block: 128x128 block-scaled GEMM; rows: per-tensor/per-row scales")
+    ap.add_argument("--block", type=int, nargs=2, default=[128, 128], metavar=("BN", "BK"))
+    ap.add_argument("--iters", type=int, default=15)
+    ap.add_argument("--budget-s", type=float, default=None, help="stop starting candidates after this many seconds")
+    ap.add_argument("--merge", default=None, help="start from this table (e.g. the committed one)")
+    args = ap.parse_args(argv)
+    deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
+    device = torch.device("cuda")
+    gpu = torch.cuda.get_device_name(device)
+    src = args.merge or (args.out if os.path.exists(args.out) else None)
+    table = k._tuning_table.__wrapped__(src) if src else {}
+    entries = table.setdefault(gpu, {})
+    done = False
+    for kind in args.kinds:  # the block-scaled GEMM first: it is the one that needs tiles most
+        for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
+            K, N = (int(v) for v in shape.lower().split("x"))
+            entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,
+                                      args.iters, deadline=deadline))
+            torch.cuda.empty_cache()
+            _write_json(args.out, table)
+            if deadline is not None and time.monotonic() > deadline:
+                done = True
+                break
+        if done:
+            print(f"time budget of {args.budget_s:.0f} s spent: stopped after {kind} {shape}")
+            break
+    _write_json(args.out, table)
+    print(f"wrote {args.out}: {len(entries)} entries for {gpu}")
+
+
+def _write_json(path: str, obj: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
