@@ -14,11 +14,13 @@ both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests ru
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 
 import torch
+
+from kernels.tuning import entry, m_bucket
+from kernels.tuning import gpu_name as _gpu_name
+from kernels.tuning import load_table as _tuning_table
 
 try:
     import triton
@@ -311,29 +313,10 @@ TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
 CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
 
-def m_bucket(M: int) -> int:
-    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
-    return min(1 << max(0, M - 1).bit_length(), 4096)
-
-
 def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> str:
     """`N.._K.._b128x128_M..` for the block-scaled GEMM, `N.._K.._rows_M..` for per-tensor/per-row scales."""
     kind = f"b{block_size[0]}x{block_size[1]}" if block_size is not None else "rows"
     return f"N{N}_K{K}_{kind}_M{m_bucket(M)}"
-
-
-@functools.cache
-def _tuning_table(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):  # absent or empty: the heuristics apply
-        return {}
-
-
-@functools.cache
-def _gpu_name(index: int) -> str:
-    return torch.cuda.get_device_name(index)
 
 
 def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, device,
@@ -345,8 +328,8 @@ def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, dev
             return None
         gpu_name = _gpu_name(device.index if device.index is not None else torch.cuda.current_device())
     table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
-    cfg = table.get(gpu_name, {}).get(tuning_key(M, N, K, None if block_size is None else tuple(block_size)))
-    return {k: v for k, v in cfg.items() if k in CONFIG_KEYS} if cfg else None
+    return entry(table, gpu_name, tuning_key(M, N, K, None if block_size is None else tuple(block_size)),
+                 CONFIG_KEYS)
 
 
 def default_gemm_config(M: int, block_scaled: bool) -> dict:

@@ -16,14 +16,14 @@ of what the current (shape, M) measured, and writes the table (it is also rewrit
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
-import tempfile
 import time
 
 import torch
 
 from kernels import fp8 as k
+from kernels.tuning import load_table, write_table
 
 SMEM_BYTES = 227 * 1024  # H100/H200 shared memory per block (opt-in maximum)
 
@@ -99,11 +99,9 @@ def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | N
         xq, xs, wq, ws = _inputs(M, N, K, block_size, device)
         ref = k.fp8_linear_ref(xq, xs, wq, ws, None, torch.float32, block_size)
         if block_size is not None:
-            def gemm(cfg):
-                return k.fp8_block_gemm_triton(xq, xs, wq, ws, block_size, out_dtype=torch.bfloat16, config=cfg)
+            run = functools.partial(k.fp8_block_gemm_triton, xq, xs, wq, ws, block_size, out_dtype=torch.bfloat16)
         else:
-            def gemm(cfg):
-                return k.fp8_scaled_gemm_triton(xq, xs, wq, ws, out_dtype=torch.bfloat16, config=cfg)
+            run = functools.partial(k.fp8_scaled_gemm_triton, xq, xs, wq, ws, out_dtype=torch.bfloat16)
         default = k.default_gemm_config(M, block_size is not None)
         results = []
         for i, cfg in enumerate([default] + candidates(M, N, K, block_size)):
@@ -111,16 +109,15 @@ def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | N
                 log(f"  time budget spent after {i} of the candidates")
                 break
             try:
-                err = ((gemm(cfg).float() - ref).norm() / ref.norm()).item()
+                err = ((run(config=cfg).float() - ref).norm() / ref.norm()).item()
                 if not err < 1e-2:  # bf16 output rounding is ~2e-3
                     log(f"  rejected (rel err {err:.2e}): {cfg}")
                     continue
-                ms = graph_time_ms(lambda: gemm(cfg), 2, iters, flush)[0]
+                ms = graph_time_ms(lambda: run(config=cfg), 2, iters, flush)[0]
             except Exception as e:  # a config this GPU/compiler cannot run: skip it
                 log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
                 continue
             results.append((ms, cfg))
-        del xq, xs, wq, ws, ref
         if not results:
             continue
         best_ms, best = min(results, key=lambda r: r[0])
@@ -151,7 +148,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
     src = args.merge or (args.out if os.path.exists(args.out) else None)
-    table = k._tuning_table.__wrapped__(src) if src else {}
+    table = load_table.__wrapped__(src) if src else {}
     entries = table.setdefault(gpu, {})
     done = False
     for kind in args.kinds:  # the block-scaled GEMM first: it is the one that needs tiles most
@@ -160,25 +157,15 @@ def main(argv=None) -> None:
             entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,
                                       args.iters, deadline=deadline))
             torch.cuda.empty_cache()
-            _write_json(args.out, table)
+            write_table(args.out, table)
             if deadline is not None and time.monotonic() > deadline:
                 done = True
                 break
         if done:
             print(f"time budget of {args.budget_s:.0f} s spent: stopped after {kind} {shape}")
             break
-    _write_json(args.out, table)
+    write_table(args.out, table)
     print(f"wrote {args.out}: {len(entries)} entries for {gpu}")
-
-
-def _write_json(path: str, obj: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

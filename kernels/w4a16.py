@@ -47,6 +47,10 @@ import os
 
 import torch
 
+from kernels.tuning import entry, m_bucket
+from kernels.tuning import gpu_name as _gpu_name
+from kernels.tuning import load_table as _tuning_table
+
 try:
     import triton
     import triton.language as tl
@@ -714,29 +718,8 @@ TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
 
-def m_bucket(M: int) -> int:
-    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
-    return min(1 << max(0, M - 1).bit_length(), 4096)
-
-
 def tuning_key(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool) -> str:
     return f"N{N}_K{K}_b{bits}_g{group_size}{'_gidx' if has_g_idx else ''}_M{m_bucket(M)}"
-
-
-@functools.cache
-def _tuning_table(path: str) -> dict:
-    import json
-
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
-
-
-@functools.cache
-def _gpu_name(index: int) -> str:
-    return torch.cuda.get_device_name(index)
 
 
 def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device) -> dict | None:
@@ -746,9 +729,7 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     if device.type != "cuda":
         return None
     table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
-    per_gpu = table.get(_gpu_name(device.index or 0), {})
-    cfg = per_gpu.get(tuning_key(M, N, K, bits, group_size, has_g_idx))
-    return {k: v for k, v in cfg.items() if k in CONFIG_KEYS} if cfg else None
+    return entry(table, _gpu_name(device.index or 0), tuning_key(M, N, K, bits, group_size, has_g_idx), CONFIG_KEYS)
 
 
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:

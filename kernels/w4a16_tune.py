@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 
 import torch
 
 from kernels import w4a16 as k
 from kernels.timing import graph_time_ms, l2_flush_buffer
+from kernels.tuning import write_table
 
 # Skinny (M <= 16) tiles tried: (block_n, num_warps, num_stages) x block_k (rows) dividing the group size, so
 # each K-block has one scale row.
@@ -149,18 +149,8 @@ def main(argv=None) -> None:
         entries.update(tune_shape(K, N, args.m, device, group_size=args.group_size, iters=args.iters,
                                   paths=args.paths))
         torch.cuda.empty_cache()
-        _write_json(args.out, table)
+        write_table(args.out, table)
     print(f"wrote {args.out}: {len(entries)} entries for {gpu}")
-
-
-def _write_json(path: str, obj: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""Per-GPU tuned tables the kernels share: JSON files {gpu name: {tuning_key: config}} committed under
+kernels/tuned/, written by a kernel's tuner (`kernels.w4a16_tune`, `kernels.fp8_tune`) and read at launch, so a
+user's first run on a tuned GPU needs no search. An entry also carries its measurements (median_ms, ...): a
+lookup hands out only the kernel's config keys."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+
+import torch
+
+
+def m_bucket(M: int) -> int:
+    """Tuning key for M: the next power of two (4096 and above share one bucket)."""
+    return min(1 << max(0, M - 1).bit_length(), 4096)
+
+
+@functools.cache
+def load_table(path: str) -> dict:
+    """The table at `path`; absent or empty: {} (the kernel's heuristics apply)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+@functools.cache
+def gpu_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def entry(table: dict, gpu: str, key: str, config_keys) -> dict | None:
+    """The config keys of the table's entry for this GPU and key, or None."""
+    cfg = table.get(gpu, {}).get(key)
+    return {k: v for k, v in cfg.items() if k in config_keys} if cfg else None
+
+
+def write_table(path: str, table: dict) -> None:
+    """Write atomically (a tuner stopped mid-write leaves the previous table)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
