@@ -503,3 +503,21 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
             return fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size, bias, out_dtype)
         return fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias, out_dtype)
     return fp8_linear_ref(x_q, x_scale, w_q, w_scale, bias, out_dtype, block_size)
+
+
+@torch.library.custom_op("quantbench::fp8_linear", mutates_args=())
+def fp8_linear_op(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, input_scale: torch.Tensor | None,
+                  bias: torch.Tensor | None, activation_scheme: str, act_granularity: str,
+                  block_size: list[int] | None, backend: str, out_dtype: torch.dtype) -> torch.Tensor:
+    """`fp8_linear` on x [M, K] as one opaque torch op, for torch.compile: traced as a call with a known output
+    shape, so a compiled model has no graph breaks in the Python around the quantization and GEMM launches
+    (backend choice, tuned-table lookups, Triton grids)."""
+    return fp8_linear(x, w_q, w_scale, activation_scheme=activation_scheme, act_granularity=act_granularity,
+                      input_scale=input_scale, block_size=tuple(block_size) if block_size else None, bias=bias,
+                      backend=backend, out_dtype=out_dtype)
+
+
+@fp8_linear_op.register_fake
+def _fp8_linear_fake(x, w_q, w_scale, input_scale, bias, activation_scheme, act_granularity, block_size, backend,
+                     out_dtype):
+    return x.new_empty((x.shape[0], w_q.shape[0]), dtype=out_dtype)

@@ -325,3 +325,24 @@ def test_fused_projections_through_the_runner(tmp_path, tiny_dir):
     assert rec["model"]["quantized_layers"] == 2 * 7  # quantized layer by layer, fused afterwards
     # the speedup table keeps fused runs apart from unfused ones
     assert set(points_frame([rec])["setup"]) == {"eager+fused"}
+
+
+@pytest.mark.parametrize("scheme", ["dynamic", "static"])
+def test_compiled_decode_of_fp8_is_one_graph_and_passes_the_check(scheme):
+    # FP8 layers run as one opaque op under torch.compile (kernels.fp8.fp8_linear_op): no graph break in the Python
+    # around the quantization and GEMM (nor in the static scheme's calibration check)
+    import methods
+
+    torch.manual_seed(0)
+    model = random_model(tiny_config(), torch.float32, CPU).eval()
+    gen = torch.Generator().manual_seed(7)
+    calib = [torch.randint(0, 128, (1, 16), generator=gen)] if scheme == "static" else None
+    methods.get_method_class("fp8").from_dict({"activation_scheme": scheme}).prepare_model(model, calib,
+                                                                                        progress=False)
+    prompt = torch.randint(0, 128, (2, 6), generator=gen)
+    dec = StaticDecoder(model, 2, 6, 4)
+    reference = dec.eager_reference(prompt, steps=3)
+    dec.compile(prompt)
+    assert dec.compile_stats == {"graphs": 1, "graph_breaks": 0}
+    check = dec.check_against(reference, prompt)
+    assert check["steps"] == 3 and check["rel_rms_diff"] <= check["rel_rms_limit"]

@@ -172,14 +172,21 @@ class FP8LinearMethod(LinearMethodBase):
     def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         c = self.config
         input_scale = getattr(layer, "input_scale", None)
-        # The NaN check reads the scale on the host: skipped while a CUDA graph is being captured (no syncs there).
+        compiling = torch.compiler.is_compiling()
+        # The NaN check reads the scale on the host: skipped while a CUDA graph is being captured (no syncs there)
+        # or a step compiled (the eager steps before it checked).
         if c.activation_scheme == "static" and (input_scale is None or (
-                not (x.is_cuda and torch.cuda.is_current_stream_capturing()) and torch.isnan(input_scale).any())):
+                not compiling and not (x.is_cuda and torch.cuda.is_current_stream_capturing())
+                and torch.isnan(input_scale).any())):
             raise RuntimeError("fp8 static activation scheme: input_scale not calibrated; run calibration first")
         x2 = x.reshape(-1, x.shape[-1])
-        y = fp8k.fp8_linear(
-            x2, layer.weight, getattr(layer, self._scale_name), activation_scheme=c.activation_scheme,
-            act_granularity=c.activation_granularity, input_scale=input_scale,
-            block_size=tuple(c.weight_block_size) if c.weight_block_size else None, bias=layer.bias,
-            backend=c.backend, out_dtype=x.dtype)
+        args = (x2, layer.weight, getattr(layer, self._scale_name))
+        opts = dict(activation_scheme=c.activation_scheme, act_granularity=c.activation_granularity,
+                    input_scale=input_scale, bias=layer.bias, backend=c.backend, out_dtype=x.dtype)
+        if compiling:  # one opaque op for torch.compile (no graph breaks)
+            y = fp8k.fp8_linear_op(*args, block_size=list(c.weight_block_size) if c.weight_block_size else None,
+                                   **opts)
+        else:
+            y = fp8k.fp8_linear(*args, block_size=tuple(c.weight_block_size) if c.weight_block_size else None,
+                                **opts)
         return y.reshape(*x.shape[:-1], layer.out_features)
