@@ -28,7 +28,10 @@ SKINNY_TILES = ((128, 4, 3), (128, 4, 4), (256, 4, 4), (64, 4, 4))
 SKINNY_BLOCK_K = (128, 64)
 # GEMV (M <= 4, 4-bit) tiles: (block_n, block_k, num_warps, reduce_rows). One warp holds whole columns and sums a
 # block's rows in registers; on the H100 a wider search (2- and 4-warp tiles, 1024 x 32, 256 x 128) never won.
-GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True))
+# Built for sm_90 with triton 3.6 (the GPU machine's; `python -m kernels.sass gemv --m 4`), every 4-row tile
+# above spills registers (118-1103 STL/LDL in the loop); 128 x 32 is the one-warp tile that does not (10.8
+# instructions per weight against 7.8 for the spilling 256 x 64), so the tuner times it too.
+GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True), (128, 32, 1, True))
 # Tiled (M 17..1024) tiles: (block_m, block_n, block_k, num_warps, num_stages, swap_ab). The first six are the
 # earlier search; then larger tiles for the 16-bit dequantisation (cheap enough per weight that bigger BLOCK_M,
 # i.e. fewer dequantisations per output, and deeper pipelines can pay) and the swapped variant (W^T @ x^T: the
