@@ -21,9 +21,12 @@ COMPACT = ["model", "setup", "method", "kind", "batch", "prompt", "decode tok/s"
            "prefill x", "peak GiB"]
 
 
-def setup(record: dict) -> str:
-    """How the run decoded (its throughput's decode_mode) and whether its projections were fused."""
-    mode = record["metrics"]["throughput"].get("decode_mode") or "?"
+def setup(record: dict, point: dict | None = None) -> str:
+    """How a point decoded (its decode_mode; a prefill-only point, or a record without one: the run's requested
+    mode) and whether the run's projections were fused."""
+    t = record["metrics"]["throughput"]
+    mode = (point or {}).get("decode_mode") or (record.get("config") or {}).get("bench", {}).get(
+        "throughput", {}).get("decode_mode") or t.get("decode_mode") or "?"
     return mode + ("+fused" if (record.get("model") or {}).get("fused_projections") else "")
 
 
@@ -31,10 +34,10 @@ def _rows(record: dict) -> Iterable[dict]:
     t = record["metrics"]["throughput"]
     base = {"model": record["config"]["model"]["name_or_path"], "method": record["method"]["quant_method"],
             "gpu": record["env"].get("gpu") or "cpu", "created_at": record["created_at"],
-            "speed_only": bool(record["method"].get("speed_only")), "setup": setup(record)}
+            "speed_only": bool(record["method"].get("speed_only"))}
     for kind, points in (("decode", t.get("points", [])), ("prefill", t.get("prefill_points", []))):
         for p in points:
-            yield base | {"kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"], "gen": p.get("gen_len", 0),
+            yield base | {"setup": setup(record, p), "kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"], "gen": p.get("gen_len", 0),
                           "prefill tok/s": p["prefill_tokens_per_s"], "decode tok/s": p.get("decode_tokens_per_s"),
                           "TTFT ms": 1e3 * p["time_to_first_token_s"],
                           "TPOT ms": 1e3 * p["time_per_output_token_s"] if "time_per_output_token_s" in p else None,
@@ -43,7 +46,8 @@ def _rows(record: dict) -> Iterable[dict]:
 
 
 def points_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per throughput point of the newest ok run of each (model, method, GPU, setup)."""
+    """One row per throughput point of the newest ok run of each (model, method, GPU, requested setup); a point
+    that fell back to another decode mode says so in its own setup (and pairs with its like)."""
     runs = [r for r in records if r.get("status") == "ok" and r.get("kind", "run") == "run"
             and "points" in (r.get("metrics") or {}).get("throughput", {})]
     newest: dict[tuple, dict] = {}

@@ -3,6 +3,7 @@ equal to HF's dynamic-cache generate, real-size presets, speed-only quantization
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,30 @@ def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
         else:
             with pytest.raises(DecodeCheckError, match="kernel-order noise"):
                 dec.check_against(ref, prompt)
+
+
+def test_replay_check_catches_one_wrong_sequence_in_a_noisy_batch(trained):
+    # Compared per sequence: one stale row among 8 fails even where the limit is wide (a noisy model's floor),
+    # though over the whole batch it would move the logits by only ~1/sqrt(8) of their norm.
+    B, P, G = 8, 10, 3
+    prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(8))
+    dec = StaticDecoder(trained, B, P, G)
+    ref = dec.eager_reference(prompt, steps=2)
+    assert ref.sub_logits[0].shape[0] == 4  # half the batch decoded at batch 4
+    gen = torch.Generator().manual_seed(0)
+    ref = ref._replace(sub_logits=[t + 0.25 * t.norm(dim=-1, keepdim=True) / t.shape[-1] ** 0.5
+                                   * torch.randn(t.shape, generator=gen) for t in ref.sub_logits])
+
+    def one_stale_row():
+        dec.ids[3] = 0
+        return dec._step()
+
+    dec.mode, dec._compiled = "compile", one_stale_row
+    with pytest.raises(DecodeCheckError, match="batch 8: logits differ") as e:
+        dec.check_against(ref, prompt)
+    # the stale row differs by more than 100% of its logits' norm, the batch as a whole by ~41%, under the limit
+    rel, limit = (float(v) for v in re.search(r"by ([\d.]+) .* limit ([\d.]+)", str(e.value)).groups())
+    assert rel > 1.0 and 0.45 < limit < 0.6
 
 
 def test_a_failed_capture_falls_back_to_eager_under_auto_only(tiny):

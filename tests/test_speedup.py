@@ -1,0 +1,35 @@
+"""harness.speedup: speedups pair each point with the unquantized run's point of the same setup (decode mode of that
+point, fused or not), so a point that fell back to eager, or a fused run, is never divided by another setup's."""
+
+import pandas as pd
+import pytest
+
+from harness import records
+from harness.speedup import points_frame, with_speedup
+
+
+def points_record(method, tok_s, modes, requested="auto", fused=False):
+    rec = records.new_record({"model": {"name_or_path": "m"}, "method": {"quant_method": method},
+                              "bench": {"throughput": {"decode_mode": requested}}})
+    rec["status"], rec["method"], rec["env"]["gpu"] = "ok", {"quant_method": method}, "GPU"
+    rec["model"] = {"fused_projections": 64} if fused else {}
+    points = [{"batch_size": b, "prompt_len": 8, "gen_len": 4, "prefill_tokens_per_s": 10.0 * t,
+               "decode_tokens_per_s": t, "time_to_first_token_s": 0.1, "time_per_output_token_s": 0.01,
+               "peak_memory_bytes": 2**20, "decode_mode": mode} for (b, t), mode in zip(tok_s.items(), modes)]
+    rec["metrics"]["throughput"] = {"points": points, "prefill_points": [], "weight_memory_bytes": 2**20,
+                                    "decode_mode": "+".join(sorted(set(modes)))}
+    return rec
+
+
+def test_speedups_pair_points_of_the_same_setup():
+    recs = [points_record("none", {1: 100.0, 8: 800.0}, ["cuda_graph", "cuda_graph"]),
+            # batch 8 fell back to eager: no cuda_graph baseline to divide by, batch 1 still pairs
+            points_record("gptq", {1: 250.0, 8: 400.0}, ["cuda_graph", "eager"]),
+            points_record("none", {1: 120.0, 8: 900.0}, ["cuda_graph", "cuda_graph"], fused=True),
+            points_record("gptq", {1: 360.0, 8: 1800.0}, ["cuda_graph", "cuda_graph"], fused=True)]
+    t = with_speedup(points_frame(recs)).set_index(["setup", "method", "batch"])
+    assert t.loc[("cuda_graph", "gptq", 1), "decode x"] == pytest.approx(2.5)
+    assert t.loc[("eager", "gptq", 8), "decode tok/s"] == 400.0
+    assert t["decode x"].isna().sum() == 1 and pd.isna(t.loc[("eager", "gptq", 8), "decode x"])  # no eager baseline
+    assert t.loc[("cuda_graph+fused", "gptq", 1), "decode x"] == pytest.approx(3.0)
+    assert t.loc[("cuda_graph+fused", "gptq", 8), "decode x"] == pytest.approx(2.0)
