@@ -18,9 +18,8 @@ import os
 
 import torch
 
-from kernels.tuning import entry, m_bucket
 from kernels.tuning import gpu_name as _gpu_name
-from kernels.tuning import load_table as _tuning_table
+from kernels.tuning import lookup, m_bucket
 
 try:
     import triton
@@ -319,17 +318,10 @@ def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> st
     return f"N{N}_K{K}_{kind}_M{m_bucket(M)}"
 
 
-def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, device,
-                 gpu_name: str | None = None) -> dict | None:
-    """This GPU's tuned tiles for the shape and M-bucket, or None. gpu_name overrides the device's (tests)."""
-    device = torch.device(device)
-    if gpu_name is None:
-        if device.type != "cuda":
-            return None
-        gpu_name = _gpu_name(device.index if device.index is not None else torch.cuda.current_device())
-    table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
-    return entry(table, gpu_name, tuning_key(M, N, K, None if block_size is None else tuple(block_size)),
-                 CONFIG_KEYS)
+def tuned_config(M: int, N: int, K: int, block_size: tuple[int, int] | None, device) -> dict | None:
+    """This GPU's tuned tiles for the shape and M-bucket, or None."""
+    key = tuning_key(M, N, K, None if block_size is None else tuple(block_size))
+    return lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, key, CONFIG_KEYS, _gpu_name)
 
 
 def default_gemm_config(M: int, block_scaled: bool) -> dict:
@@ -340,23 +332,19 @@ def default_gemm_config(M: int, block_scaled: bool) -> dict:
     scaling FMAs overlap the other's wgmma (128x128 / 8 warps fits only one CTA per SM, whose two warpgroups
     scale in lockstep); it is also what vLLM's tuned H100 tables pick for its block-FP8 Triton GEMM at large M.
     Per-tensor/per-row scales apply once after the loop: 128x256 / 8 warps, the cuBLAS-like tile."""
-    if block_scaled:
+    if block_scaled:  # BLOCK_K is the scale block's
         bm, bn, warps, stages = (16, 32, 4, 5) if M <= 16 else (64, 64, 4, 4) if M <= 128 else (64, 128, 4, 4)
-    else:
-        bm, bn, warps, stages = (16, 64, 4, 4) if M <= 16 else (64, 128, 8, 3) if M <= 128 else (128, 256, 8, 3)
-    return dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, num_warps=warps, num_stages=stages)
+        return dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8, num_warps=warps, num_stages=stages)
+    bm, bn, warps, stages = (16, 64, 4, 4) if M <= 16 else (64, 128, 8, 3) if M <= 128 else (128, 256, 8, 3)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, GROUP_M=8, num_warps=warps, num_stages=stages)
 
 
-def _gemm_config(M: int, block_scaled: bool, N: int | None = None, K: int | None = None, device=None,
+def _gemm_config(M: int, block_scaled: bool, N: int, K: int, device,
                  block_size: tuple[int, int] | None = None) -> dict:
     """Tiles and launch options: the tuned table's entry for this GPU, shape and M-bucket if there is one (over
     the heuristic default, so a partial entry keeps the default's other keys), else the heuristic default."""
-    cfg = default_gemm_config(M, block_scaled)
-    if N is not None and K is not None and device is not None:
-        tuned = tuned_config(M, N, K, block_size if block_scaled else None, device)
-        if tuned:
-            cfg.update(tuned)
-    return cfg
+    return default_gemm_config(M, block_scaled) | (
+        tuned_config(M, N, K, block_size if block_scaled else None, device) or {})
 
 
 def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale_bn, block_m, block_n, config,
@@ -370,8 +358,8 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
         cfg["BLOCK_N"] = block_n
     cfg.update(config or {})
     # Block-scaled, BLOCK_K is the scale block (one K step per scale); per-tensor/per-row it is a tile choice.
-    block_k = block_k if block_scaled else cfg.pop("BLOCK_K", block_k)
-    cfg.pop("BLOCK_K", None)
+    tile_k = cfg.pop("BLOCK_K", block_k)
+    block_k = block_k if block_scaled else tile_k
     if _interpreted():
         cfg.pop("num_stages", None)
     x_q, w_q = x_q.contiguous(), w_q.contiguous()

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import time
 
 import torch
 
 from kernels import fp8 as k
-from kernels.tuning import load_table, write_table
+from kernels.tuning import open_table, write_table
 
 SMEM_BYTES = 227 * 1024  # H100/H200 shared memory per block (opt-in maximum)
 
@@ -147,8 +146,7 @@ def main(argv=None) -> None:
     deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
-    src = args.merge or (args.out if os.path.exists(args.out) else None)
-    table = load_table.__wrapped__(src) if src else {}
+    table = open_table(args.out, args.merge)
     entries = table.setdefault(gpu, {})
     done = False
     for kind in args.kinds:  # the block-scaled GEMM first: it is the one that needs tiles most

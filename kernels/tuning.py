@@ -39,6 +39,21 @@ def entry(table: dict, gpu: str, key: str, config_keys) -> dict | None:
     return {k: v for k, v in cfg.items() if k in config_keys} if cfg else None
 
 
+def lookup(path: str, device, key: str, config_keys, gpu_name=gpu_name) -> dict | None:
+    """The entry of the table at `path` for `device`'s GPU (None off CUDA). gpu_name: the kernel module's name
+    of the GPU (tests replace it there)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return entry(load_table(path), gpu_name(device.index or 0), key, config_keys)
+
+
+def open_table(out: str, merge: str | None) -> dict:
+    """A tuner's starting table: `merge` (e.g. the committed one), else `out` if it exists, else empty."""
+    src = merge or (out if os.path.exists(out) else None)
+    return load_table.__wrapped__(src) if src else {}
+
+
 def write_table(path: str, table: dict) -> None:
     """Write atomically (a tuner stopped mid-write leaves the previous table)."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -47,9 +47,8 @@ import os
 
 import torch
 
-from kernels.tuning import entry, m_bucket
 from kernels.tuning import gpu_name as _gpu_name
-from kernels.tuning import load_table as _tuning_table
+from kernels.tuning import lookup, m_bucket
 
 try:
     import triton
@@ -725,11 +724,8 @@ def tuning_key(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bo
 def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device) -> dict | None:
     """The committed per-GPU choice (path + tiles) for this shape and M-bucket, or None (heuristics apply).
     Table: {gpu name: {tuning_key: config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    table = _tuning_table(os.environ.get(TUNING_ENV, TUNED_FILE))
-    return entry(table, _gpu_name(device.index or 0), tuning_key(M, N, K, bits, group_size, has_g_idx), CONFIG_KEYS)
+    return lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, tuning_key(M, N, K, bits, group_size, has_g_idx),
+                  CONFIG_KEYS, _gpu_name)
 
 
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:

@@ -13,14 +13,12 @@ are skipped. The first candidate is the untuned heuristic, so a tuned entry is n
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import torch
 
 from kernels import w4a16 as k
 from kernels.timing import graph_time_ms, l2_flush_buffer
-from kernels.tuning import write_table
+from kernels.tuning import open_table, write_table
 
 # Skinny (M <= 16) tiles tried: (block_n, num_warps, num_stages) x block_k (rows) dividing the group size, so
 # each K-block has one scale row.
@@ -144,8 +142,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
-    src = args.merge or (args.out if os.path.exists(args.out) else None)
-    table = json.load(open(src)) if src else {}
+    table = open_table(args.out, args.merge)
     entries = table.setdefault(gpu, {})
     for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
         K, N = (int(v) for v in shape.lower().split("x"))

@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from kernels import fp8 as k  # noqa: E402
+from kernels import tuning  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 FP8_GPU = DEV == "cuda" and k.fp8_supported(DEV)
@@ -288,7 +289,7 @@ def test_missing_or_empty_tuned_table_falls_back_to_the_heuristic(tmp_path, monk
 
 
 def test_committed_table_entries_are_valid_configs():
-    table = k._tuning_table.__wrapped__(k.TUNED_FILE)  # may be absent: {}
+    table = tuning.load_table.__wrapped__(k.TUNED_FILE)  # may be absent: {}
     for gpu, entries in table.items():
         for key, cfg in entries.items():
             assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
