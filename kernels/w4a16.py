@@ -35,8 +35,10 @@ and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 a
 x's 16-bit dtype, W is dequantized in that dtype without int->float conversion or fp32 -> fp16 cast: a code OR-ed
 into the mantissa of a power of two is that power plus the code (fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q =
 128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then one packed subtraction and
-one 16-bit FMA q * s - zs (W rounded once). Otherwise (fp32 x, s/zs in another dtype, 8-bit codes with bf16) W is
-computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
+one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the fp32 magic 2^23 and cast
+exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs stored in another dtype than x: a bf16 model's
+layers, whose GPTQ/AWQ scales are fp16, and asymmetric layers whose zs is fp32 to stay exact) W is computed in
+fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
 weights are Hopper's wgmma A operand, which it takes from registers.
 """
 

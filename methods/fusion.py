@@ -3,7 +3,10 @@ QKVParallelLinear and MergedColumnParallelLinear): q/k/v into one qkv layer and 
 
 One GEMM of N = n_q + n_k + n_v reads x once and launches once instead of three times, and the wider N fills
 more of the GPU at decode sizes. The fused layer holds its parts' tensors concatenated along the output features,
-as each linear method says (`LinearMethodBase.fuse_tensors`), so it computes exactly what the parts computed.
+as each linear method says (`LinearMethodBase.fuse_tensors`): the same weights, so it computes what the parts
+computed up to the kernel's rounding, which may differ where the fused tensors take another kernel path (a W4A16
+part with fp16 zeros fused with one whose zeros are fp32 dequantizes in fp32; per-tensor FP8 scales become
+per-channel ones, run row-wise, whose cuBLASLt GEMM rounds its output through bf16).
 
 The model's own forward keeps calling q_proj, k_proj and v_proj: each becomes a `FusedPart` of one
 `FusedProjection`. The first part called with an input runs the fused layer and keeps the other parts' slices
