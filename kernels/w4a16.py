@@ -228,6 +228,14 @@ if triton is not None:
             return tl.reshape(t, (t.shape[0], t.shape[1], 4))
 
     @triton.jit
+    def _fma16(v, s, z, EMULATE_BF16: tl.constexpr):
+        """v * s - z in the 16-bit dtype, rounded once; interpreted bf16 (held as uint16, no bf16 arithmetic): in
+        fp32, rounded to bf16 by hand."""
+        if EMULATE_BF16:
+            return _round_to_bf16(tl.fma(v, s.to(tl.float32), -z.to(tl.float32)))
+        return tl.fma(v, s, -z)
+
+    @triton.jit
     def _codes_as_half_pairs(words, s, z, BITS: tl.constexpr, DT: tl.constexpr, EMULATE_BF16: tl.constexpr,
                              SCALE: tl.constexpr):
         """Words [R, C] -> codes [R, C, P] in row order j (P = 32 // BITS) as exact DT floats, two per 32-bit op:
@@ -258,10 +266,7 @@ if triton is not None:
         else:
             v = h.to(tl.bfloat16, bitcast=True) - 128.0
         if SCALE:
-            if EMULATE_BF16:
-                v = _round_to_bf16(tl.fma(v, s.to(tl.float32)[:, :, None, None], -z.to(tl.float32)[:, :, None, None]))
-            else:
-                v = tl.fma(v, s[:, :, None, None], -z[:, :, None, None])
+            v = _fma16(v, s[:, :, None, None], z[:, :, None, None], EMULATE_BF16)
         return tl.reshape(tl.permute(v, (0, 1, 3, 2)), (t.shape[0], t.shape[1], 32 // BITS))
 
     @triton.jit
@@ -296,10 +301,7 @@ if triton is not None:
         shift and mask (shared with the OR), the magic OR, one 16-bit subtract and one 16-bit FMA (the 16-bit
         ops pack two weights per HADD2/HFMA2); no I2F, no fp32 -> fp16 F2F. EMULATE_BF16 (interpreter): the
         same in fp32, rounded to bf16 by hand."""
-        h = _codes_as_half(q, BITS, DT, EMULATE_BF16)
-        if EMULATE_BF16:
-            return _round_to_bf16(tl.fma(h, s.to(tl.float32), -z.to(tl.float32)))
-        return tl.fma(h, s, -z)
+        return _fma16(_codes_as_half(q, BITS, DT, EMULATE_BF16), s, z, EMULATE_BF16)
 
     @triton.jit
     def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
@@ -367,12 +369,7 @@ if triton is not None:
             else:
                 c = tl.reshape(tl.permute(c, (0, 2, 1)), (BLOCK_K, BLOCK_N))
             if PAIRS:
-                if SCALE_ROW:
-                    w = c
-                elif EMULATE_BF16:
-                    w = _round_to_bf16(tl.fma(c, s.to(tl.float32), -z.to(tl.float32)))
-                else:
-                    w = tl.fma(c, s, -z)
+                w = c if SCALE_ROW else _fma16(c, s, z, EMULATE_BF16)
             elif DEQ16:
                 w = _dequant_half(c, s, z, BITS, DT, EMULATE_BF16)
             else:  # fp32 (fp32 x, or s / zs stored in another dtype than x): fp32 magic codes, fp32 FMA
@@ -469,11 +466,8 @@ if triton is not None:
                         dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
                 elif HALF and DEQ16:
                     s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, False)
-                    if EMULATE_BF16:
-                        acc += tl.dot(xj.to(tl.float32), _round_to_bf16(tl.fma(q, s.to(tl.float32),
-                                                                               -z.to(tl.float32))))
-                    else:
-                        acc += tl.dot(xj, tl.fma(q, s, -z))
+                    w = _fma16(q, s, z, EMULATE_BF16)
+                    acc += tl.dot(xj.to(tl.float32) if EMULATE_BF16 else xj, w)
                 else:
                     s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
                     w = q.to(tl.float32) * s - z
