@@ -48,6 +48,14 @@ def compile_sass(fn, signature: dict[str, str], constexprs: dict, divisible_by_1
         return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
 
 
+_OPCODE = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)")  # an instruction's opcode
+
+
+def opcodes(lines) -> collections.Counter:
+    """Opcode counts of SASS lines."""
+    return collections.Counter(m.group(1) for m in map(_OPCODE.search, lines) if m)
+
+
 def loop_mix(sass: str) -> collections.Counter:
     """Opcode counts of the longest backward-branch loop (the K loop of a GEMM)."""
     lines = sass.splitlines()
@@ -57,12 +65,7 @@ def loop_mix(sass: str) -> collections.Counter:
         m = re.search(r"BRA `\((\.L_x_\d+)\)", ln)
         if m and labels.get(m.group(1), i) < i and i - labels[m.group(1)] > end - start:
             start, end = labels[m.group(1)], i
-    ops = collections.Counter()
-    for ln in lines[start:end + 1]:
-        m = re.search(r"/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)", ln)
-        if m:
-            ops[m.group(2)] += 1
-    return ops
+    return opcodes(lines[start:end + 1])
 
 
 GEMV_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
@@ -154,8 +157,7 @@ def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_
     ce = dict(HAS_BIAS=False, BLOCK_SCALED=block_scaled, EVEN_K=True, BLOCK_M=block_m, BLOCK_N=block_n,
               BLOCK_K=block_k, SCALE_BN=128 if block_scaled else 1, GROUP_M=8, INTERP_K_STEPS=0)
     sass = compile_sass(fp8._fp8_gemm_kernel, FP8_GEMM_SIGNATURE, ce, FP8_GEMM_DIVISIBLE, num_warps, num_stages)
-    every = collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)", sass))
-    return loop_mix(sass), every
+    return loop_mix(sass), opcodes(sass.splitlines())
 
 
 def main(argv=None) -> None:
