@@ -115,23 +115,31 @@ def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
         dec.check_against(reference, prompt)
 
 
-def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
-    # A model whose logits move by x% when only the batch size changes may move by up to 2x% in a replay;
-    # the noise is measured, not assumed: emulate a noisy model by perturbing the reference's sub-batch logits.
-    B, P, G = 2, 10, 3
-    prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(6))
-    dec = StaticDecoder(trained, B, P, G)
+def _noisy(t: torch.Tensor, rel: float, gen: torch.Generator) -> torch.Tensor:
+    """t plus Gaussian noise of `rel` times each row's RMS."""
+    return t + rel * t.norm(dim=-1, keepdim=True) / t.shape[-1] ** 0.5 * torch.randn(t.shape, generator=gen)
+
+
+def _noisy_model_reference(model, B, seed, noise):
+    """A decoder and its eager reference, where decoding at another batch size moved the logits by `noise`
+    (relative RMS per row): a noisy model emulated by perturbing the reference's sub-batch logits."""
+    prompt = torch.randint(0, model.config.vocab_size, (B, 10), generator=torch.Generator().manual_seed(seed))
+    dec = StaticDecoder(model, B, 10, 3)
     ref = dec.eager_reference(prompt, steps=2)
     gen = torch.Generator().manual_seed(0)
-    noisy = lambda t, rel: t + rel * t.norm() / t.numel() ** 0.5 * torch.randn(t.shape, generator=gen)  # noqa: E731
-    scale = 0.2  # relative RMS noise of the "model" at another batch size
-    ref = ref._replace(sub_logits=[noisy(t, scale) for t in ref.sub_logits])
+    return dec, prompt, ref._replace(sub_logits=[_noisy(t, noise, gen) for t in ref.sub_logits]), gen
+
+
+def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
+    # A model whose logits move by x% when only the batch size changes may move by up to 2x% in a replay;
+    # the noise is measured, not assumed.
+    dec, prompt, ref, gen = _noisy_model_reference(trained, 2, 6, 0.2)
     replay_noise = {"within": 0.3, "beyond": 0.5}  # 1.5x and 2.5x the model's own noise
     base = dec._step
     for case, rel in replay_noise.items():
         def replay(rel=rel):
             out = base()
-            out.copy_(noisy(out.float(), rel).to(out.dtype))
+            out.copy_(_noisy(out.float(), rel, gen).to(out.dtype))
             return out
 
         dec.mode, dec._compiled = "compile", replay
@@ -146,14 +154,8 @@ def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
 def test_replay_check_catches_one_wrong_sequence_in_a_noisy_batch(trained):
     # Compared per sequence: one stale row among 8 fails even where the limit is wide (a noisy model's floor),
     # though over the whole batch it would move the logits by only ~1/sqrt(8) of their norm.
-    B, P, G = 8, 10, 3
-    prompt = torch.randint(0, trained.config.vocab_size, (B, P), generator=torch.Generator().manual_seed(8))
-    dec = StaticDecoder(trained, B, P, G)
-    ref = dec.eager_reference(prompt, steps=2)
+    dec, prompt, ref, _ = _noisy_model_reference(trained, 8, 8, 0.25)
     assert ref.sub_logits[0].shape[0] == 4  # half the batch decoded at batch 4
-    gen = torch.Generator().manual_seed(0)
-    ref = ref._replace(sub_logits=[t + 0.25 * t.norm(dim=-1, keepdim=True) / t.shape[-1] ** 0.5
-                                   * torch.randn(t.shape, generator=gen) for t in ref.sub_logits])
 
     def one_stale_row():
         dec.ids[3] = 0
