@@ -8,7 +8,6 @@ them, `apply` computes the layer's output.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fnmatch
 import warnings
@@ -212,10 +211,6 @@ class LinearMethodBase(ABC):
             else:
                 raise FusionError(f"{type(self).__name__}: {name} differs between the layers; they cannot fuse")
         return out
-
-    def fused_method(self, layers: list["QuantLinear"]) -> "LinearMethodBase":
-        """The linear method of the fused layer (default: a copy of the first part's; its state is per layer)."""
-        return copy.copy(self)
 
 
 class QuantLinear(nn.Module):

@@ -16,6 +16,8 @@ and torch.compile alike. Fused models run and measure; export them before fusing
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -86,7 +88,8 @@ def fuse_layers(layers: list[nn.Module]) -> nn.Module:
                           "the parts must be layers of one method, all with or all without bias")
     parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
     tensors = first.method.fuse_tensors(layers, parts)
-    return QuantLinear.assemble(first.in_features, n, first.method.fused_method(layers), tensors, first.params_dtype)
+    # a copy of the first part's method: its state (e.g. GPTQ's act_order) is per layer and equal in the parts
+    return QuantLinear.assemble(first.in_features, n, copy.copy(first.method), tensors, first.params_dtype)
 
 
 def fuse_projections(model: nn.Module) -> list[str]:

@@ -167,7 +167,7 @@ class FP8LinearMethod(LinearMethodBase):
             if c.weight_granularity == "tensor" or scale.numel() == 1:
                 scale = scale.reshape(1, 1).expand(layer.out_features, 1)
             scaled.append(part | {name: scale})
-        return LinearMethodBase.fuse_tensors(self, layers, scaled)
+        return super().fuse_tensors(layers, scaled)
 
     def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         c = self.config
