@@ -68,6 +68,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def tuning_tables() -> dict:
+    """Which kernel tuning table each kernel read (path and content hash): a re-tuned table changes the tiles."""
+    import hashlib
+
+    from kernels import fp8, w4a16
+
+    out = {}
+    for name, mod in (("w4a16", w4a16), ("fp8", fp8)):
+        path = os.environ.get(mod.TUNING_ENV, mod.TUNED_FILE)
+        try:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        except OSError:
+            digest = None  # no table: the kernel's heuristics apply
+        out[name] = {"path": os.path.relpath(path, Path(__file__).resolve().parent.parent), "sha256": digest}
+    return out
+
+
 def environment() -> dict:
     """Where and with what a run happened."""
     import torch
@@ -91,6 +108,7 @@ def environment() -> dict:
         except (OSError, subprocess.SubprocessError):
             pass
     env.update(git_info())
+    env["tuning"] = tuning_tables()
     return env
 
 

@@ -15,3 +15,8 @@ if [ ! -f "$gguf" ] && [ -f /root/qb/parts/gguf.part00 ] && [ -f /root/qb/parts/
   cat /root/qb/parts/gguf.part00 /root/qb/parts/gguf.part01 > "$gguf"
   echo "assembled $(md5sum "$gguf")"  # expect a1231443440b107ff29f02bdb38c9d0a
 fi
+# Tables re-tuned by an earlier call on this warm machine (stage_w4_tune.sh, stage_fp8_tune.sh) until committed;
+# each record's env.tuning names the table it read and its hash.
+[ -f /root/qb/w4a16.json ] && export QUANTBENCH_W4A16_TUNING=/root/qb/w4a16.json
+[ -f /root/qb/fp8.json ] && export QUANTBENCH_FP8_TUNING=/root/qb/fp8.json
+true
