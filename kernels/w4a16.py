@@ -207,8 +207,9 @@ if triton is not None:
         kn_ok = k_ok[:, None] & n_ok[None, :]
         s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
         z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
-        if FP32:
-            return s.to(tl.float32), z.to(tl.float32)
+        if FP32:  # one return: triton 3.6 rejects returns of other types even under a constexpr if
+            s = s.to(tl.float32)
+            z = z.to(tl.float32)
         return s, z
 
     @triton.jit

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from harness.config import ModelConf, register_configs
-from harness.metrics.decode import DecodeCheckError, StaticDecoder, resolve_mode
+from harness.metrics.decode import CHECK_REL_TOL, DecodeCheckError, StaticDecoder, resolve_mode
 from harness.metrics.throughput import LEGACY_KEYS, _setup_mode, throughput
 from harness.models import PRESET_DIR, load_config, load_model, random_model, resolve_model_path
 
@@ -104,7 +104,7 @@ def test_replay_check_accepts_a_faithful_step_and_rejects_a_wrong_one(trained):
     assert check["steps"] == 3 and check["tokens_equal"] and check["max_abs_logit_diff"] == 0.0
     assert check["rel_rms_diff"] == 0.0 and check["noise_batch_size"] == 1
     # the first row decoded alone (batch 1) runs other kernels than at batch 2: its own noise is measured, small
-    assert 0.0 <= check["noise_rel_rms"] < 1e-3 and check["rel_rms_limit"] == 0.05
+    assert 0.0 <= check["noise_rel_rms"] < 1e-3 and check["rel_rms_limit"] == CHECK_REL_TOL["compile"] == 0.10
 
     def wrong_input():  # a replay that reads a stale input buffer
         dec.ids.zero_()
@@ -130,11 +130,12 @@ def _noisy_model_reference(model, B, seed, noise):
     return dec, prompt, ref._replace(sub_logits=[_noisy(t, noise, gen) for t in ref.sub_logits]), gen
 
 
-def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
-    # A model whose logits move by x% when only the batch size changes may move by up to 2x% in a replay;
-    # the noise is measured, not assumed.
+@pytest.mark.parametrize("mode, factor", [("cuda_graph", 2.0), ("compile", 3.0)])
+def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained, mode, factor):
+    # A model whose logits move by x% when only the batch size changes may move by up to 2x% in a graph replay
+    # (3x% compiled: Inductor rounds fused ops once); the noise is measured, not assumed.
     dec, prompt, ref, gen = _noisy_model_reference(trained, 2, 6, 0.2)
-    replay_noise = {"within": 0.3, "beyond": 0.5}  # 1.5x and 2.5x the model's own noise
+    replay_noise = {"within": 0.2 * (factor - 0.5), "beyond": 0.2 * (factor + 0.5)}
     base = dec._step
     for case, rel in replay_noise.items():
         def replay(rel=rel):
@@ -142,10 +143,11 @@ def test_replay_check_allows_the_models_own_kernel_order_noise_only(trained):
             out.copy_(_noisy(out.float(), rel, gen).to(out.dtype))
             return out
 
-        dec.mode, dec._compiled = "compile", replay
+        dec.mode, dec._compiled = mode, replay
         if case == "within":
             check = dec.check_against(ref, prompt)
-            assert 0.15 < check["noise_rel_rms"] < 0.25 and check["rel_rms_limit"] == 2 * check["noise_rel_rms"]
+            assert 0.15 < check["noise_rel_rms"] < 0.25
+            assert check["rel_rms_limit"] == factor * check["noise_rel_rms"]
         else:
             with pytest.raises(DecodeCheckError, match="kernel-order noise"):
                 dec.check_against(ref, prompt)
@@ -164,9 +166,10 @@ def test_replay_check_catches_one_wrong_sequence_in_a_noisy_batch(trained):
     dec.mode, dec._compiled = "compile", one_stale_row
     with pytest.raises(DecodeCheckError, match="batch 8: logits differ") as e:
         dec.check_against(ref, prompt)
-    # the stale row differs by more than 100% of its logits' norm, the batch as a whole by ~41%, under the limit
+    # the stale row differs by more than 100% of its logits' norm, the batch as a whole by ~41%, under the
+    # compiled step's limit (3x the noise)
     rel, limit = (float(v) for v in re.search(r"by ([\d.]+) .* limit ([\d.]+)", str(e.value)).groups())
-    assert rel > 1.0 and 0.45 < limit < 0.6
+    assert rel > 1.0 and 0.65 < limit < 0.9
 
 
 def test_a_failed_capture_falls_back_to_eager_under_auto_only(tiny):

@@ -203,8 +203,8 @@ class StaticDecoder:
         Compared up to and including the first step where the tokens part (kernels that sum in another order
         may part them at a near-tie): the relative RMS difference of the logits, ||replay - eager|| / ||eager|| of
         each sequence, the largest.
-        It must stay within CHECK_REL_TOL or, where the model's own kernel-order noise is larger, within
-        NOISE_FACTOR x that noise: the same difference measured between eager steps of the same sequences at
+        It must stay within CHECK_REL_TOL[mode] or, where the model's own kernel-order noise is larger, within
+        NOISE_FACTOR[mode] x that noise: the same difference measured between eager steps of the same sequences at
         another batch size (`eager_reference`). Quantized activations (FP8's dynamic scales) amplify a last-bit
         change into other roundings in every later layer, so their noise is far above bf16's; a replay that
         computes something else (a stale input, a frozen position) differs by ~100%. Raises DecodeCheckError
@@ -230,7 +230,7 @@ class StaticDecoder:
             n = steps if d is None else d + 1
             noise = max(_rel_rms(s, o) for s, o in zip(reference.sub_logits[:n], own[:n]))
             result |= {"noise_rel_rms": noise, "noise_batch_size": len(rows)}
-        limit = max(CHECK_REL_TOL, NOISE_FACTOR * (noise or 0.0))
+        limit = max(CHECK_REL_TOL[self.mode], NOISE_FACTOR[self.mode] * (noise or 0.0))
         result["rel_rms_limit"] = limit
         if rel > limit:
             raise DecodeCheckError(
@@ -243,9 +243,13 @@ class StaticDecoder:
 
 
 # A replayed step passes within this relative RMS difference of the logits, or NOISE_FACTOR x the model's own
-# kernel-order noise where that is larger (check_against).
-CHECK_REL_TOL = 0.05
-NOISE_FACTOR = 2.0
+# kernel-order noise where that is larger (check_against), per decode mode. A CUDA graph replays eager's kernels;
+# a compiled step computes another rounding: Inductor fuses bf16 pointwise chains (norms, rotary, residual adds)
+# into kernels that keep fp32 between ops and round once, where eager rounds after each op. On the H100
+# (Llama-2-7B shape, git d8f60db) that put compiled bf16 logits 5.7% from eager at batch 1 against a batch-size
+# noise of 2.0%, and FP8's 2.6x its noise; a replay computing something else differs by ~100%.
+CHECK_REL_TOL = {"cuda_graph": 0.05, "compile": 0.10}
+NOISE_FACTOR = {"cuda_graph": 2.0, "compile": 3.0}
 
 
 class EagerReference(NamedTuple):
