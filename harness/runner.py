@@ -183,7 +183,8 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
                              batch_sizes=t["batch_sizes"], prompt_len=t["prompt_len"], gen_len=t["gen_len"],
                              warmup=t["warmup"], repeats=t["repeats"], seed=cfg["seed"],
                              decode_mode=t["decode_mode"], check_steps=t["check_steps"],
-                             prefill_lens=t["prefill_lens"], prefill_batch_size=t["prefill_batch_size"])
+                             prefill_lens=t["prefill_lens"], prefill_batch_size=t["prefill_batch_size"],
+                             prefill_mode=t["prefill_mode"])
         record["metrics"]["throughput"] = res.as_dict()
 
 

@@ -25,8 +25,11 @@ def setup(record: dict, point: dict | None = None) -> str:
     """How a point decoded (its decode_mode; a prefill-only point, or a record without one: the run's requested
     mode) and whether the run's projections were fused."""
     t = record["metrics"]["throughput"]
-    mode = (point or {}).get("decode_mode") or (record.get("config") or {}).get("bench", {}).get(
-        "throughput", {}).get("decode_mode") or t.get("decode_mode") or "?"
+    if point is not None and "decode_mode" not in point and "gen_len" not in point:  # a prefill-only point
+        mode = "prefill:" + point.get("prefill_mode", "eager")
+    else:
+        mode = (point or {}).get("decode_mode") or (record.get("config") or {}).get("bench", {}).get(
+            "throughput", {}).get("decode_mode") or t.get("decode_mode") or "?"
     return mode + ("+fused" if (record.get("model") or {}).get("fused_projections") else "")
 
 

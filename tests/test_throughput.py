@@ -71,6 +71,7 @@ def test_points_count_tokens_and_figures_are_consistent(tiny):
     (pre,) = res["prefill_points"]
     assert (pre["batch_size"], pre["prompt_len"], pre["prefill_tokens"]) == (2, 16, 32)
     assert pre["prefill_tokens_per_s"] == pytest.approx(32 / pre["prefill_s"])
+    assert (pre["prefill_mode"], pre["prefill_mode_reason"]) == ("eager", "requested")
     assert res["weight_memory_bytes"] == _sum_bytes(tiny)
     assert res["memory_kind"] == "process_max_rss" and res["timer"] == "perf_counter"
     assert (res["decode_mode"], res["prefill_mode"], res["kv_cache"]) == ("eager", "eager", "static")
@@ -198,6 +199,13 @@ def test_bad_throughput_options_are_refused(tiny):
         throughput(tiny, vocab_size=128, batch_sizes=[0, 1])
     with pytest.raises(ValueError, match="gen_len"):
         throughput(tiny, vocab_size=128, gen_len=0)
+    with pytest.raises(ValueError, match="prefill_mode=cuda_graph needs a CUDA device"):
+        throughput(tiny, vocab_size=128, prefill_lens=[8], prefill_mode="cuda_graph")
+    with pytest.raises(ValueError, match="prefill_mode='graph'"):
+        throughput(tiny, vocab_size=128, prefill_mode="graph")
+    auto = throughput(tiny, vocab_size=128, prompt_len=8, gen_len=2, repeats=1, prefill_lens=[8],
+                      prefill_mode="auto").as_dict()
+    assert auto["prefill_mode"] == "eager" and auto["prefill_points"][0]["prefill_mode_reason"] == "auto: eager"
 
 
 def test_shipped_presets_carry_the_real_architectures():

@@ -91,7 +91,8 @@ class StaticDecoder:
             self.reset()
         positions = torch.arange(self.prompt_len, device=self.device).expand(self.batch_size, -1)
         out = self.model(input_ids=prompt, position_ids=positions, use_cache=True, **self._cache_kw, **self._keep)
-        first = out.logits[:, -1].argmax(-1, keepdim=True)
+        self.prefill_logits = out.logits[:, -1]
+        first = self.prefill_logits.argmax(-1, keepdim=True)
         self.ids.copy_(first)
         self.pos.fill_(self.prompt_len)
         self.step_idx.zero_()
@@ -132,6 +133,34 @@ class StaticDecoder:
         with torch.cuda.graph(graph):
             self.logits = self._step()
         self._graph, self.mode = graph, "cuda_graph"
+
+    @torch.no_grad()
+    def capture_prefill(self, prompt: torch.Tensor) -> torch.cuda.CUDAGraph:
+        """A CUDA graph of the prefill of `prompt` (copied into a buffer the graph reads), checked against the eager
+        prefill's last-position logits. Replay it into an emptied cache (`reset()` first): the prefill's kernels
+        run without Python, as a serving engine's captured prefill does."""
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self._prompt_buf = prompt.clone()
+        eager = self.prefill(self._prompt_buf).clone(), self.prefill_logits.float().clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.prefill(self._prompt_buf)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.reset()
+        with torch.cuda.graph(graph):
+            self.prefill(self._prompt_buf, reset=False)
+        self.reset()
+        graph.replay()
+        rel = _rel_rms(self.prefill_logits.float(), eager[1])
+        if rel > CHECK_REL_TOL["cuda_graph"]:
+            raise DecodeCheckError(f"cuda_graph prefill: last-position logits differ from eager by {rel:.3g} "
+                                   f"(relative RMS), above {CHECK_REL_TOL['cuda_graph']}: the captured prefill does "
+                                   f"not compute what the model does")
+        self.prefill_check = {"rel_rms_diff": rel, "first_tokens_equal": bool(torch.equal(self.ids, eager[0]))}
+        return graph
 
     @torch.no_grad()
     def compile(self, prompt: torch.Tensor) -> None:

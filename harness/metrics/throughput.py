@@ -32,6 +32,9 @@ from torch import nn
 
 from harness.metrics.decode import StaticDecoder, cache_bytes, resolve_mode
 
+# Prefill-only points: auto (cuda_graph on CUDA, eager on CPU), cuda_graph (replayed), eager. The prefill of each
+# decode point (its time to first token) is eager.
+PREFILL_MODES = ("auto", "cuda_graph", "eager")
 # Top-level keys copied from the first point, as records had them before points existed (report, compare).
 LEGACY_KEYS = ("batch_size", "prompt_len", "gen_len", "prefill_s", "decode_s", "prefill_tokens_per_s",
                "decode_tokens_per_s", "time_to_first_token_s", "time_per_output_token_s", "e2e_latency_s",
@@ -167,18 +170,29 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
 
 
 def prefill_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len: int, warmup: int, repeats: int,
-                  seed: int) -> dict:
-    """Prefill-only timings (time to first token) of batch_size x prompt_len tokens over a static cache."""
+                  seed: int, mode: str = "eager", requested: str = "eager") -> dict:
+    """Prefill-only timings (time to first token) of batch_size x prompt_len tokens over a static cache; mode
+    cuda_graph replays the prefill from a CUDA graph (checked against eager first), so kernels, not Python
+    launches, are timed (quantized layers launch more, smaller kernels than F.linear)."""
     device = next(model.parameters()).device
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, 1)
+    graph, reason = None, "requested" if requested == mode else f"auto: {mode}"
+    if mode == "cuda_graph":
+        try:
+            graph = dec.capture_prefill(prompt)
+        except Exception as e:
+            if requested != "auto":
+                raise RuntimeError(f"prefill_mode=cuda_graph failed: {type(e).__name__}: {e}; use prefill_mode=eager "
+                                   f"(or auto, which falls back to eager and records why)") from e
+            mode, reason = "eager", f"auto: cuda_graph failed ({type(e).__name__}: {e}); fell back to eager"
     clock = _Clock(device)
     times = []
     for i in range(warmup + repeats):
         dec.reset()
         t0 = clock.mark()
-        dec.prefill(prompt, reset=False)
+        graph.replay() if graph is not None else dec.prefill(prompt, reset=False)
         t1 = clock.mark()
         if i >= warmup:
             times.append(clock.seconds(t0, t1))
@@ -186,8 +200,11 @@ def prefill_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len
            **_stats("prefill_s", times)}
     row |= {"prefill_tokens_per_s": row["prefill_tokens"] / row["prefill_s"],
             "time_to_first_token_s": row["prefill_s"], "peak_memory_bytes": _peak_memory(device),
-            "kv_cache_bytes": cache_bytes(dec.cache)}
-    del dec
+            "kv_cache_bytes": cache_bytes(dec.cache), "prefill_mode": mode,
+            "prefill_mode_reason": reason}
+    if graph is not None:
+        row["prefill_check"] = dec.prefill_check
+    del dec, graph
     return row
 
 
@@ -201,8 +218,8 @@ def _positive_ints(name: str, values: Sequence[int], allow_empty: bool = False) 
 
 def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | int = (1,), prompt_len: int = 128,
                gen_len: int = 32, warmup: int = 1, repeats: int = 3, seed: int = 0, decode_mode: str = "auto",
-               check_steps: int = 4, prefill_lens: Sequence[int] = (), prefill_batch_size: int = 1
-               ) -> ThroughputResult:
+               check_steps: int = 4, prefill_lens: Sequence[int] = (), prefill_batch_size: int = 1,
+               prefill_mode: str = "eager") -> ThroughputResult:
     batch_sizes = _positive_ints("batch_sizes", batch_sizes)
     prefill_lens = _positive_ints("prefill_lens", prefill_lens, allow_empty=True)
     if min(prompt_len, gen_len, repeats, prefill_batch_size) < 1 or warmup < 0 or check_steps < 0:
@@ -210,12 +227,18 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
                          "check_steps >= 0")
     device = next(model.parameters()).device
     mode = resolve_mode(decode_mode, device)
+    if prefill_mode not in PREFILL_MODES:
+        raise ValueError(f"throughput: prefill_mode={prefill_mode!r}; use one of {PREFILL_MODES}")
+    if prefill_mode == "cuda_graph" and device.type != "cuda":
+        raise ValueError("throughput: prefill_mode=cuda_graph needs a CUDA device; use prefill_mode=auto or eager")
+    pmode = "cuda_graph" if prefill_mode == "auto" and device.type == "cuda" else prefill_mode.replace("auto", "eager")
     was_training = model.training
     model.eval()
     try:
         points = [decode_point(model, vocab_size, b, prompt_len, gen_len, warmup, repeats, seed, mode, decode_mode,
                                check_steps) for b in batch_sizes]
-        prefills = [prefill_point(model, vocab_size, prefill_batch_size, p, warmup, repeats, seed)
+        prefills = [prefill_point(model, vocab_size, prefill_batch_size, p, warmup, repeats, seed, pmode,
+                                  prefill_mode)
                     for p in prefill_lens]
     finally:
         model.train(was_training)
@@ -223,7 +246,7 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
     used = sorted({p["decode_mode"] for p in points})
     return ThroughputResult(
         points=points, prefill_points=prefills, decode_mode="+".join(used),
-        decode_mode_reason="; ".join(sorted({p["decode_mode_reason"] for p in points})), prefill_mode="eager",
+        decode_mode_reason="; ".join(sorted({p["decode_mode_reason"] for p in points})), prefill_mode="+".join(sorted({p["prefill_mode"] for p in prefills})) or pmode,
         kv_cache="static", weight_memory_bytes=weight_memory_bytes(model),
         memory_kind="cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         timer="cuda_event" if device.type == "cuda" else "perf_counter", warmup=warmup, repeats=repeats)
