@@ -49,14 +49,15 @@ def _rows(record: dict) -> Iterable[dict]:
 
 
 def points_frame(records: Iterable[dict]) -> pd.DataFrame:
-    """One row per throughput point of the newest ok run of each (model, method, GPU, requested setup); a point
-    that fell back to another decode mode says so in its own setup (and pairs with its like)."""
+    """One row per throughput point and method: the newest ok run's (a point that fell back to another decode mode
+    says so in its own setup and pairs with its like; a prefill-only point pairs by its prefill mode, whichever
+    decode mode its run asked for)."""
     runs = [r for r in records if r.get("status") == "ok" and r.get("kind", "run") == "run"
             and "points" in (r.get("metrics") or {}).get("throughput", {})]
-    newest: dict[tuple, dict] = {}
-    for r in sorted(runs, key=lambda r: r["created_at"]):
-        newest[(r["config"]["model"]["name_or_path"], r["method"]["quant_method"], r["env"].get("gpu"), setup(r))] = r
-    return pd.DataFrame([row for r in newest.values() for row in _rows(r)])
+    rows = [row for r in sorted(runs, key=lambda r: r["created_at"]) for row in _rows(r)]
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).drop_duplicates(subset=[*POINT, "method"], keep="last").reset_index(drop=True)
 
 
 def with_speedup(df: pd.DataFrame) -> pd.DataFrame:

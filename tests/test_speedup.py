@@ -33,3 +33,28 @@ def test_speedups_pair_points_of_the_same_setup():
     assert t["decode x"].isna().sum() == 1 and pd.isna(t.loc[("eager", "gptq", 8), "decode x"])  # no eager baseline
     assert t.loc[("cuda_graph+fused", "gptq", 1), "decode x"] == pytest.approx(3.0)
     assert t.loc[("cuda_graph+fused", "gptq", 8), "decode x"] == pytest.approx(2.0)
+
+
+def test_prefill_points_pair_by_prefill_mode_and_the_newest_run_per_point_wins():
+    def with_prefill(rec, tok_s, mode=None, created="2026-01-01T00:00:00+00:00"):
+        rec["created_at"] = created
+        if tok_s is None:
+            return rec
+        point = {"batch_size": 1, "prompt_len": 2048, "prefill_tokens": 2048, "prefill_tokens_per_s": tok_s,
+                 "time_to_first_token_s": 2048 / tok_s, "peak_memory_bytes": 2**20}
+        if mode:
+            point["prefill_mode"] = mode
+        rec["metrics"]["throughput"]["prefill_points"] = [point]
+        return rec
+
+    recs = [with_prefill(points_record("none", {1: 100.0}, ["compile"]), 1000.0, "cuda_graph"),
+            # a newer bf16 run without prefill points leaves the older one's prefill point in place
+            with_prefill(points_record("none", {1: 110.0}, ["compile"]), None, created="2026-01-02T00:00:00+00:00"),
+            with_prefill(points_record("fp8", {1: 150.0}, ["cuda_graph"]), 1300.0, "cuda_graph"),
+            # an older record's prefill point (no prefill_mode) ran eagerly: never paired with a replayed one
+            with_prefill(points_record("gptq", {1: 200.0}, ["compile"]), 900.0)]
+    t = with_speedup(points_frame(recs)).set_index(["setup", "method", "kind", "batch"])
+    assert t.loc[("prefill:cuda_graph", "fp8", "prefill", 1), "prefill x"] == pytest.approx(1.3)
+    assert pd.isna(t.loc[("prefill:eager", "gptq", "prefill", 1), "prefill x"])
+    assert t.loc[("compile", "none", "decode", 1), "decode tok/s"] == 110.0  # the newest run's point
+    assert len(t) == 6  # three decode points, three prefill points
