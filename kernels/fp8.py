@@ -171,6 +171,23 @@ if triton is not None:
         tl.atomic_max(amax_ptr, tl.max(tl.abs(x), axis=0))
 
     @triton.jit
+    def _tensor_quant_one_kernel(x_ptr, q_ptr, s_ptr, numel, BLOCK: tl.constexpr):
+        # Dynamic per-tensor quantization of a small tensor in one program: amax over x, then the scaled cast
+        # (x is re-read from L1/L2). One launch where the general path takes three (zero the amax, amax with
+        # atomics, cast): at decode sizes each launch costs more than the bytes.
+        offs = tl.arange(0, BLOCK)
+        m = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, numel, BLOCK):
+            x = tl.load(x_ptr + start + offs, mask=start + offs < numel, other=0.0).to(tl.float32)
+            m = tl.maximum(m, tl.abs(x))
+        s = tl.maximum(tl.max(m, axis=0), 1e-12) / 448.0
+        tl.store(s_ptr, s)
+        for start in range(0, numel, BLOCK):
+            x = tl.load(x_ptr + start + offs, mask=start + offs < numel, other=0.0).to(tl.float32)
+            q = tl.minimum(tl.maximum(x / s, -448.0), 448.0)
+            tl.store(q_ptr + start + offs, q.to(q_ptr.dtype.element_ty), mask=start + offs < numel)
+
+    @triton.jit
     def _tensor_quant_kernel(x_ptr, q_ptr, s_ptr, s_out_ptr, numel, FROM_AMAX: tl.constexpr, BLOCK: tl.constexpr):
         # FROM_AMAX: s_ptr holds the tensor's amax (from _amax_kernel); each program derives the scale and
         # program 0 writes it to s_out_ptr.
@@ -285,15 +302,23 @@ def per_token_quant_fp8_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return per_token_group_quant_fp8_triton(x, group_size=x.shape[-1])
 
 
+# Up to this many elements (decode batches: 8 tokens x 8192) dynamic per-tensor quantization runs as one program.
+ONE_PROGRAM_QUANT_MAX = 65536
+
+
 def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = None
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton per-tensor quantization: dynamic (amax pass + cast pass) or static with `scale`: (q, scale[1])."""
+    """Triton per-tensor quantization: dynamic (amax pass + cast pass; one program for small x) or static with
+    `scale`: (q, scale[1])."""
     _need_triton(x)
     x = x.contiguous()
     block = 4096
     grid = (triton.cdiv(x.numel(), block),)
     q = _quant_out(x)
-    if scale is None:
+    if scale is None and x.numel() <= ONE_PROGRAM_QUANT_MAX:
+        s = torch.empty(1, dtype=torch.float32, device=x.device)
+        _tensor_quant_one_kernel[(1,)](x, q, s, x.numel(), BLOCK=2048, num_warps=8)
+    elif scale is None:
         amax = torch.zeros(1, dtype=torch.float32, device=x.device)
         s = torch.empty(1, dtype=torch.float32, device=x.device)
         _amax_kernel[grid](x, amax, x.numel(), BLOCK=block, num_warps=8)

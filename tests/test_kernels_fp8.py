@@ -85,6 +85,20 @@ def test_triton_activation_quant_is_bit_exact(M, K):
         assert torch.equal(q.float(), q_ref.float())
 
 
+@needs_triton
+def test_one_program_and_two_pass_per_tensor_quant_agree(monkeypatch):
+    # x above and below ONE_PROGRAM_QUANT_MAX takes the one-program kernel or amax + cast: same scale, same codes
+    torch.manual_seed(0)
+    x = (torch.randn(5, 1000) * 3).to(DEV)
+    x[2, 7] = -126.4
+    one = k.per_tensor_quant_fp8_triton(x)
+    monkeypatch.setattr(k, "ONE_PROGRAM_QUANT_MAX", 0)
+    two = k.per_tensor_quant_fp8_triton(x)
+    ref = k.quantize_fp8_per_tensor(x)
+    for q, s in (one, two):
+        assert torch.equal(s, ref[1]) and torch.equal(q.float(), ref[0].float())
+
+
 def _tol():
     # Interpreted: float32 sums of exactly representable fp8 products, so float32 rounding only (~1e-7).
     # Hopper's FP8 tensor cores accumulate with fewer mantissa bits than float32 (DeepSeek-V3 report,

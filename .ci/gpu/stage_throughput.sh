@@ -4,7 +4,7 @@
 # model. Records go straight into $OUT/h100; a compact speedup table ends the log.
 #   stage_throughput.sh                       Llama-2-7B and Llama-3-8B, none/fp8/gptq/awq, CUDA-graph decode
 #   stage_throughput.sh MODE METHODS [LIMIT [OVERRIDE...]]
-#       Llama-2-7B only, bench.throughput.decode_mode=MODE (compile: the torch.compile'd step replayed from a CUDA
+#       Llama-2-7B only (or $MODEL, e.g. MODEL=llama3_8b), bench.throughput.decode_mode=MODE (compile: the torch.compile'd step replayed from a CUDA
 #       graph), METHODS comma-separated (e.g. none,gptq), the sweep capped at LIMIT s (500), further Hydra
 #       overrides appended (e.g. model.fuse_projections=true 'bench.throughput.batch_sizes=[1,8]'). Each
 #       (method, batch size) compiles its own decode step: a 32-layer Llama step took 87-130 s to compile on the
@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)"
 models="llama2_7b:235 llama3_8b:235"; methods=none,fp8,gptq,awq; extra=""
 if [ -n "$1" ]; then
-  models="llama2_7b:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1 ${*:4}"
+  models="${MODEL:-llama2_7b}:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1 ${*:4}"
 fi
 for model in $models; do
   start=$SECONDS
