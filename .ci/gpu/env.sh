@@ -20,3 +20,10 @@ fi
 [ -f /root/qb/w4a16.json ] && export QUANTBENCH_W4A16_TUNING=/root/qb/w4a16.json
 [ -f /root/qb/fp8.json ] && export QUANTBENCH_FP8_TUNING=/root/qb/fp8.json
 true
+# The device machine's copy may hold a stale .git: the commit sent is read from .ci/gpu/.sent ("SHA DIRTY"),
+# written here before each call and carried (git-ignored):
+#   printf '%s %d\n' "$(git rev-parse HEAD)" "$([ -n "$(git status --porcelain -uno)" ] && echo 1 || echo 0)" > .ci/gpu/.sent
+if [ -f .ci/gpu/.sent ]; then
+  read -r QUANTBENCH_GIT_SHA QUANTBENCH_GIT_DIRTY < .ci/gpu/.sent && export QUANTBENCH_GIT_SHA QUANTBENCH_GIT_DIRTY
+fi
+true
