@@ -8,7 +8,9 @@ not Python). Reported: the median with min and max over the repeats. Timed with 
 perf_counter on CPU. Speed does not depend on token values: prompts are random ids from a fixed seed.
 
 `prefill_lens` adds prefill-only points (batch `prefill_batch_size`) at long prompts whose KV cache would not fit
-at the large decode batch sizes (e.g. 2048 tokens at batch 1).
+at the large decode batch sizes (e.g. 2048 tokens at batch 1); `prefill_mode` auto replays them from a CUDA graph on
+CUDA (checked against the eager prefill's logits), so a quantized model's extra kernel launches are not timed as
+Python overhead.
 
 Record (`metrics.throughput`): `points`, one row per batch size with batch_size, prompt_len, gen_len,
 prefill_tokens (b x P), decode_tokens (b x G), prefill_s / decode_s / e2e_latency_s (median, with _min, _max and
