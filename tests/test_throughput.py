@@ -384,3 +384,13 @@ def test_compiled_decode_of_fp8_is_one_graph_and_passes_the_check(scheme):
     assert dec.compile_stats == {"graphs": 1, "graph_breaks": 0}
     check = dec.check_against(reference, prompt)
     assert check["steps"] == 3 and check["rel_rms_diff"] <= check["rel_rms_limit"]
+
+
+def test_noise_batch_changes_the_batch_and_keeps_the_compared_rows_first():
+    from harness.metrics.decode import floor_rows, noise_prompt
+
+    one = torch.arange(6).reshape(1, 6)
+    b1 = noise_prompt(one, floor_rows(1))  # batch 1: the sequence beside another, never a copy of itself
+    assert b1.shape == (2, 6) and torch.equal(b1[0], one[0]) and not torch.equal(b1[1], one[0])
+    four = torch.arange(24).reshape(4, 6)
+    assert torch.equal(noise_prompt(four, floor_rows(4)), four[:2])  # half the batch, alone

@@ -145,9 +145,7 @@ class StaticDecoder:
         eager = self.prefill(self._prompt_buf).clone(), self.prefill_logits.float().clone()
         # The model's own noise, as for decode (eager_reference): the first rows prefilled at another batch size.
         rows = floor_rows(self.batch_size)
-        sub_prompt = prompt[rows]
-        if len(rows) == self.batch_size:
-            sub_prompt = torch.cat([sub_prompt, sub_prompt.roll(1, dims=1)])
+        sub_prompt = noise_prompt(prompt, rows)
         sub = StaticDecoder(self.model, len(sub_prompt), self.prompt_len, 1)
         sub.prefill(sub_prompt)
         noise = _rel_rms(sub.prefill_logits[:len(rows)].float(), eager[1][rows])
@@ -228,9 +226,7 @@ class StaticDecoder:
         # The same sequences at another batch size run other GEMM/attention kernels (other tiles, other
         # summation orders): how far eager logits move under that alone is the model's own kernel-order noise.
         rows = floor_rows(self.batch_size)
-        sub_prompt = prompt[rows]
-        if len(rows) == self.batch_size:  # batch 1: decode the sequence beside another one (its prompt rolled)
-            sub_prompt = torch.cat([sub_prompt, sub_prompt.roll(1, dims=1)])
+        sub_prompt = noise_prompt(prompt, rows)
         sub = StaticDecoder(self.model, len(sub_prompt), self.prompt_len, self.gen_len)
         sub.prefill(sub_prompt)
         sub_logits = [sub._step()[:len(rows), -1].float().clone() for _ in range(steps)]
@@ -310,6 +306,13 @@ def floor_rows(batch_size: int) -> list[int]:
     FLOOR_MAX_ROWS); at batch 1 the one sequence, decoded beside another (a duplicate would leave per-tensor
     activation scales, FP8's, unchanged and hide the noise a batch's composition brings)."""
     return list(range(min(FLOOR_MAX_ROWS, max(1, batch_size // 2))))
+
+
+def noise_prompt(prompt: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """The batch that measures the noise of `rows`: those rows alone where that is another batch size, else (batch
+    1) beside another sequence, the first one's prompt rolled by a token."""
+    sub = prompt[rows]
+    return torch.cat([sub, sub.roll(1, dims=1)]) if len(rows) == len(prompt) else sub
 
 
 def _first_divergence(a: torch.Tensor, b: torch.Tensor) -> int | None:
