@@ -225,7 +225,7 @@ def kernel_figures(kernels: pd.DataFrame) -> tuple[list, list[str]]:
                                                ("roofline_fraction", "fraction of measured roofline"))):
                 ax = axes[i][j]
                 for backend, b in s.groupby("backend"):
-                    ax.plot(b["M"], b[col], ".-", label=backend, color=colors[backend],
+                    ax.plot(b["M"], b[col], marker=".", label=backend, color=colors[backend],
                             ls="-" if list(colors).index(backend) < 10 else "--")
                 ax.set_xscale("log", base=2)
                 ax.grid(alpha=0.3)
