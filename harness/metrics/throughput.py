@@ -233,7 +233,7 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
         raise ValueError(f"throughput: prefill_mode={prefill_mode!r}; use one of {PREFILL_MODES}")
     if prefill_mode == "cuda_graph" and device.type != "cuda":
         raise ValueError("throughput: prefill_mode=cuda_graph needs a CUDA device; use prefill_mode=auto or eager")
-    pmode = "cuda_graph" if prefill_mode == "auto" and device.type == "cuda" else prefill_mode.replace("auto", "eager")
+    pmode = prefill_mode if prefill_mode != "auto" else "cuda_graph" if device.type == "cuda" else "eager"
     was_training = model.training
     model.eval()
     try:
@@ -248,7 +248,8 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
     used = sorted({p["decode_mode"] for p in points})
     return ThroughputResult(
         points=points, prefill_points=prefills, decode_mode="+".join(used),
-        decode_mode_reason="; ".join(sorted({p["decode_mode_reason"] for p in points})), prefill_mode="+".join(sorted({p["prefill_mode"] for p in prefills})) or pmode,
+        decode_mode_reason="; ".join(sorted({p["decode_mode_reason"] for p in points})),
+        prefill_mode="+".join(sorted({p["prefill_mode"] for p in prefills})) or pmode,
         kv_cache="static", weight_memory_bytes=weight_memory_bytes(model),
         memory_kind="cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         timer="cuda_event" if device.type == "cuda" else "perf_counter", warmup=warmup, repeats=repeats)
