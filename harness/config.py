@@ -88,8 +88,8 @@ class ThroughputConf:
     # auto (cuda_graph on CUDA, eager on CPU), cuda_graph, compile (torch.compile; on CUDA its step replayed from
     # a CUDA graph) or eager.
     decode_mode: str = "auto"
-    # Prefill-only points (prefill_lens): auto (cuda_graph on CUDA, eager on CPU), cuda_graph or eager. A decode
-    # point's prefill (its time to first token) is eager.
+    # Prefill-only points (prefill_lens): auto (cuda_graph on CUDA, eager on CPU), cuda_graph, compile
+    # (torch.compile, replayed from a CUDA graph on CUDA) or eager. A decode point's prefill is eager.
     prefill_mode: str = "auto"
     # Greedy steps compared between eager and graph/compiled decode at each point (0: no check).
     check_steps: int = 4

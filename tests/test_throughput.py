@@ -302,6 +302,21 @@ def test_compiled_decode_of_a_quantized_model_matches_eager(tmp_path, tiny_dir):
         assert p["compile"] == {"graphs": 1, "graph_breaks": 0}
 
 
+def test_compiled_prefill_of_a_quantized_model_matches_eager(tmp_path, tiny_dir):
+    # prefill_mode=compile: the prefill-only point runs torch.compiled (one graph, GPTQ matmuls opaque) and passes
+    # the check against the eager prefill's logits before it is timed
+    rec = _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "method=gptq",
+               *SMALL_SPEED, "bench.throughput.prefill_lens=[16]", "bench.throughput.prefill_mode=compile")
+    assert rec["status"] == "ok", rec.get("error")
+    t = rec["metrics"]["throughput"]
+    (pre,) = t["prefill_points"]
+    assert t["prefill_mode"] == pre["prefill_mode"] == "compile" and pre["prefill_mode_reason"] == "requested"
+    assert pre["prefill_check"]["rel_rms_diff"] <= pre["prefill_check"]["rel_rms_limit"]
+    assert pre["prefill_check"]["first_tokens_equal"]
+    assert pre["compile"] == {"graphs": 1, "graph_breaks": 0}
+    assert pre["prefill_tokens_per_s"] == pytest.approx(16 / pre["prefill_s"])
+
+
 def test_the_quantized_matmul_compiles_without_graph_breaks():
     from kernels import w4a16
     from methods.gptq import linear  # noqa: F401  (the method module that calls the op when compiling)

@@ -11,6 +11,7 @@ measures kernels, not Python. Prefill stays eager (one forward over the prompt, 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -76,6 +77,7 @@ class StaticDecoder:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._compiled = None
         self.compile_stats: dict | None = None  # compile(): dynamo graphs and graph breaks of the decode step
+        self.prefill_compile_stats: dict | None = None  # the same for capture_prefill(mode="compile")
 
     def reset(self) -> None:
         """Empty the cache (in place: its tensors keep their addresses)."""
@@ -135,11 +137,15 @@ class StaticDecoder:
         self._graph, self.mode = graph, "cuda_graph"
 
     @torch.no_grad()
-    def capture_prefill(self, prompt: torch.Tensor) -> torch.cuda.CUDAGraph:
-        """A CUDA graph of the prefill of `prompt` (copied into a buffer the graph reads), checked against the eager
-        prefill's last-position logits. Replay it into an emptied cache (`reset()` first): the prefill's kernels
-        run without Python, as a serving engine's captured prefill does."""
-        if self.device.type != "cuda":
+    def capture_prefill(self, prompt: torch.Tensor, mode: str = "cuda_graph") -> Callable[[], None]:
+        """The prefill of `prompt` (copied into a buffer it reads) as one replayable call, checked against the eager
+        prefill's last-position logits: mode cuda_graph captures it in a CUDA graph; compile torch.compiles it
+        (Inductor fuses the norms, rotary and residual adds between the GEMMs) and, on CUDA, captures the compiled
+        prefill too. Call the result after `reset()`: the prefill's kernels run without Python, as a serving
+        engine's captured prefill does."""
+        if mode not in ("cuda_graph", "compile"):
+            raise ValueError(f"capture_prefill: mode={mode!r}; use 'cuda_graph' or 'compile'")
+        if mode == "cuda_graph" and self.device.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
         self._prompt_buf = prompt.clone()
         eager = self.prefill(self._prompt_buf).clone(), self.prefill_logits.float().clone()
@@ -150,26 +156,47 @@ class StaticDecoder:
         sub.prefill(sub_prompt)
         noise = _rel_rms(sub.prefill_logits[:len(rows)].float(), eager[1][rows])
         del sub
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self.prefill(self._prompt_buf)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        self.reset()
-        with torch.cuda.graph(graph):
+
+        def body():
             self.prefill(self._prompt_buf, reset=False)
+
+        if mode == "compile":
+            from torch._dynamo.utils import counters
+
+            torch._dynamo.reset()  # as compile(): a fresh cache, under dynamo's recompile limit
+            counters.clear()
+            for buf in (self._prompt_buf, self.ids, self.pos, self.step_idx):
+                torch._dynamo.mark_static_address(buf)
+            body = torch.compile(body, dynamic=False)
+            for _ in range(2):
+                self.reset()
+                body()
+            self.prefill_compile_stats = {"graphs": int(counters["stats"]["unique_graphs"]),
+                                          "graph_breaks": int(sum(counters["graph_break"].values()))}
+        run = body
+        if self.device.type == "cuda":
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.reset()
+                body()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.reset()
+            with torch.cuda.graph(graph):
+                body()
+            run = graph.replay
         self.reset()
-        graph.replay()
+        run()
         rel = _rel_rms(self.prefill_logits.float(), eager[1])
-        limit = max(CHECK_REL_TOL["cuda_graph"], NOISE_FACTOR["cuda_graph"] * noise)
+        limit = max(CHECK_REL_TOL[mode], NOISE_FACTOR[mode] * noise)
         if rel > limit:
-            raise DecodeCheckError(f"cuda_graph prefill: last-position logits differ from eager by {rel:.3g} "
-                                   f"(relative RMS), above the limit {limit:.3g} (the model's own kernel-order noise: "
-                                   f"{noise:.3g}): the captured prefill does not compute what the model does")
+            raise DecodeCheckError(f"{mode} prefill: last-position logits differ from eager by {rel:.3g} (relative "
+                                   f"RMS), above the limit {limit:.3g} (the model's own kernel-order noise: "
+                                   f"{noise:.3g}): the replayed prefill does not compute what the model does")
         self.prefill_check = {"rel_rms_diff": rel, "noise_rel_rms": noise, "rel_rms_limit": limit,
                               "first_tokens_equal": bool(torch.equal(self.ids, eager[0]))}
-        return graph
+        return run
 
     @torch.no_grad()
     def compile(self, prompt: torch.Tensor) -> None:

@@ -34,9 +34,9 @@ from torch import nn
 
 from harness.metrics.decode import StaticDecoder, cache_bytes, resolve_mode
 
-# Prefill-only points: auto (cuda_graph on CUDA, eager on CPU), cuda_graph (replayed), eager. The prefill of each
-# decode point (its time to first token) is eager.
-PREFILL_MODES = ("auto", "cuda_graph", "eager")
+# Prefill-only points: auto (cuda_graph on CUDA, eager on CPU), cuda_graph (replayed), compile (torch.compile; on
+# CUDA replayed from a CUDA graph), eager. The prefill of each decode point (its time to first token) is eager.
+PREFILL_MODES = ("auto", "cuda_graph", "compile", "eager")
 # Top-level keys copied from the first point, as records had them before points existed (report, compare).
 LEGACY_KEYS = ("batch_size", "prompt_len", "gen_len", "prefill_s", "decode_s", "prefill_tokens_per_s",
                "decode_tokens_per_s", "time_to_first_token_s", "time_per_output_token_s", "e2e_latency_s",
@@ -174,27 +174,28 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
 def prefill_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len: int, warmup: int, repeats: int,
                   seed: int, mode: str = "eager", requested: str = "eager") -> dict:
     """Prefill-only timings (time to first token) of batch_size x prompt_len tokens over a static cache; mode
-    cuda_graph replays the prefill from a CUDA graph (checked against eager first), so kernels, not Python
-    launches, are timed (quantized layers launch more, smaller kernels than F.linear)."""
+    cuda_graph replays the prefill from a CUDA graph, compile runs it torch.compiled (replayed from a CUDA graph on
+    CUDA), each checked against eager first, so kernels, not Python launches, are timed (quantized layers launch
+    more, smaller kernels than F.linear)."""
     device = next(model.parameters()).device
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, 1)
-    graph, reason = None, "requested" if requested == mode else f"auto: {mode}"
-    if mode == "cuda_graph":
+    replay, reason = None, "requested" if requested == mode else f"auto: {mode}"
+    if mode != "eager":
         try:
-            graph = dec.capture_prefill(prompt)
+            replay = dec.capture_prefill(prompt, mode)
         except Exception as e:
             if requested != "auto":
-                raise RuntimeError(f"prefill_mode=cuda_graph failed: {type(e).__name__}: {e}; use prefill_mode=eager "
+                raise RuntimeError(f"prefill_mode={mode} failed: {type(e).__name__}: {e}; use prefill_mode=eager "
                                    f"(or auto, which falls back to eager and records why)") from e
-            mode, reason = "eager", f"auto: cuda_graph failed ({type(e).__name__}: {e}); fell back to eager"
+            mode, reason = "eager", f"auto: {mode} failed ({type(e).__name__}: {e}); fell back to eager"
     clock = _Clock(device)
     times = []
     for i in range(warmup + repeats):
         dec.reset()
         t0 = clock.mark()
-        graph.replay() if graph is not None else dec.prefill(prompt, reset=False)
+        replay() if replay is not None else dec.prefill(prompt, reset=False)
         t1 = clock.mark()
         if i >= warmup:
             times.append(clock.seconds(t0, t1))
@@ -204,9 +205,11 @@ def prefill_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len
             "time_to_first_token_s": row["prefill_s"], "peak_memory_bytes": _peak_memory(device),
             "kv_cache_bytes": cache_bytes(dec.cache), "prefill_mode": mode,
             "prefill_mode_reason": reason}
-    if graph is not None:
+    if replay is not None:
         row["prefill_check"] = dec.prefill_check
-    del dec, graph
+    if dec.prefill_compile_stats is not None:
+        row["compile"] = dec.prefill_compile_stats
+    del dec, replay
     return row
 
 
