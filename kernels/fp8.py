@@ -171,6 +171,62 @@ if triton is not None:
         tl.atomic_max(amax_ptr, tl.max(tl.abs(x), axis=0))
 
     @triton.jit
+    def _round_e4m3(v):
+        # v (fp32, |v| <= 448) rounded to the nearest e4m3 value, ties to even, in fp32 arithmetic (bit-exact with
+        # torch's cast, also under the CPU interpreter, whose own fp8 cast misrounds some values): normal values
+        # keep 3 of fp32's 23 mantissa bits (add half an e4m3 ulp minus one, plus the kept lsb, then clear 20
+        # bits); below 2^-6 e4m3 is subnormal with a fixed step of 2^-9, which adding and subtracting
+        # 1.5 * 2^14 rounds to.
+        bits = v.to(tl.int32, bitcast=True)
+        normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000).to(tl.float32, bitcast=True)
+        return tl.where(tl.abs(v) < 0.015625, (v + 24576.0) - 24576.0, normal)
+
+    @triton.jit
+    def _fp8_gemv_kernel(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+                         ACT: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # y [M, N] = (q(x) . w_q^T) * x_scale * w_scale for M <= BLOCK_M rows, activations quantized inside the
+        # kernel: each program first reads all of x (M x K, a few KB, from L2) for the activation scale (ACT 0:
+        # dynamic per tensor, 1: static from xs_ptr, 2: dynamic per token), then streams its BLOCK_N weight rows
+        # (w_q [N, K], K contiguous) once, so a decode step's FP8 linear is one launch reading one byte per weight.
+        rm = tl.arange(0, BLOCK_M)
+        m_ok = rm < M
+        rk = tl.arange(0, BLOCK_K)
+        if ACT == 1:
+            xs = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(xs_ptr)
+        else:
+            amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                k = k0 + rk
+                xk = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
+                             other=0.0).to(tl.float32)
+                amax = tl.maximum(amax, tl.max(tl.abs(xk), axis=1))
+            if ACT == 0:
+                amax = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.max(amax, axis=0)
+            xs = tl.maximum(amax, 1e-12) / 448.0
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = rn < N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + rk
+            k_ok = k < K
+            xk = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                         other=0.0).to(tl.float32)
+            xq = _round_e4m3(tl.minimum(tl.maximum(xk / xs[:, None], -448.0), 448.0))
+            w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                        other=0.0).to(tl.float32)
+            acc += tl.sum(xq[:, None, :] * w[None, :, :], axis=2)
+        if W_PER_CHANNEL:
+            ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
+        else:
+            ws = tl.zeros([BLOCK_N], dtype=tl.float32) + tl.load(ws_ptr)
+        y = acc * xs[:, None] * ws[None, :]
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=m_ok[:, None] & n_ok[None, :])
+
+    @triton.jit
     def _tensor_quant_one_kernel(x_ptr, q_ptr, s_ptr, numel, BLOCK: tl.constexpr):
         # Dynamic per-tensor quantization of a small tensor in one program: amax over x, then the scaled cast
         # (x is re-read from L1/L2). One launch where the general path takes three (zero the amax, amax with
@@ -438,7 +494,39 @@ def fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torc
     return _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, False, 128, 1, block_m, block_n, config)
 
 
-def _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size, use_triton):
+GEMV_MAX_M = 4  # fp8_gemv_triton serves up to this many rows (decode); larger M goes to the GEMMs
+
+
+def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, activation_scheme: str = "dynamic",
+                    act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None, out_dtype: torch.dtype | None = None, block_n: int = 32,
+                    block_k: int = 256, num_warps: int = 4) -> torch.Tensor:
+    """FP8 W8A8 for M <= GEMV_MAX_M rows in one launch: x quantized inside the kernel exactly as
+    per_tensor_quant_fp8_triton / per_token_quant_fp8_triton / a static scale would, times per-tensor or
+    per-channel fp8 weights [N, K]; fp32 accumulation. Not tuned or timed on a GPU yet (kernel benchmark backend
+    `triton_fp8_gemv_tensor`): fp8_linear takes it only when asked (backend='gemv')."""
+    M, K = x.shape
+    N = w_q.shape[0]
+    if M > GEMV_MAX_M:
+        raise ValueError(f"fp8_gemv_triton: M={M} rows; it serves at most {GEMV_MAX_M} (use fp8_linear)")
+    if w_scale.numel() not in (1, N):
+        raise ValueError(f"fp8_gemv_triton: weight scale of {w_scale.numel()} elements; expected 1 or N={N}")
+    if activation_scheme == "static" and input_scale is None:
+        raise ValueError("fp8_gemv_triton: activation_scheme='static' needs input_scale")
+    _need_triton(x, w_q)
+    act = 1 if activation_scheme == "static" else (2 if act_granularity == "token" else 0)
+    x, w_q = x.contiguous(), w_q.contiguous()
+    ws = w_scale.float().reshape(-1).contiguous()
+    xs = input_scale.float().reshape(1).contiguous() if act == 1 else ws
+    y = torch.empty((M, N), dtype=out_dtype or x.dtype, device=x.device)
+    _fp8_gemv_kernel[(triton.cdiv(N, block_n),)](
+        x, w_q, ws, xs, bias if bias is not None else y, y, M, N, K, x.stride(0), w_q.stride(0), y.stride(0),
+        ACT=act, W_PER_CHANNEL=ws.numel() > 1, HAS_BIAS=bias is not None,
+        BLOCK_M=triton.next_power_of_2(M), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+    return y
+
+
+def _check_activation_scheme(activation_scheme, act_granularity, input_scale, block_size) -> None:
     if activation_scheme not in ("dynamic", "static"):
         raise ValueError(f"fp8_linear: activation_scheme={activation_scheme!r}; use 'dynamic' or 'static'")
     if act_granularity not in ("tensor", "token"):
@@ -450,6 +538,11 @@ def _quantize_activation(x, activation_scheme, act_granularity, input_scale, blo
         if block_size is not None or act_granularity != "tensor":
             raise ValueError("fp8_linear: static activation scales are per tensor and block-scaled weights take "
                              "dynamic per-token-group activations; use activation_scheme='dynamic'")
+
+
+def _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size, use_triton):
+    _check_activation_scheme(activation_scheme, act_granularity, input_scale, block_size)
+    if activation_scheme == "static":
         if use_triton:
             return per_tensor_quant_fp8_triton(x, input_scale)
         return quantize_fp8_static(x, input_scale), input_scale.float().reshape(1)
@@ -489,6 +582,11 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
                          f" or N (per channel); pass block_size for block scales")
     out_dtype = out_dtype or x.dtype
     gpu = fp8_supported(x.device)
+    if backend == "gemv":  # the one-launch GEMV where it applies (up to GEMV_MAX_M rows), auto's choice elsewhere
+        if block_size is None and M <= GEMV_MAX_M and triton is not None and (gpu or _interpreted()):
+            _check_activation_scheme(activation_scheme, act_granularity, input_scale, block_size)
+            return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
+        backend = "auto"
     if backend == "auto":
         if not gpu or triton is None and block_size is not None:
             backend = "torch"
@@ -497,7 +595,7 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
         else:
             backend = "triton" if triton is not None else "torch"
     if backend not in ("torch", "triton", "scaled_mm"):
-        raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'torch', 'triton' or 'scaled_mm'")
+        raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'gemv', 'torch', 'triton' or 'scaled_mm'")
     if backend == "scaled_mm":
         if block_size is not None:
             raise ValueError("fp8_linear: torch._scaled_mm takes per-tensor or row-wise scales, not blocks; "

@@ -99,6 +99,48 @@ def test_one_program_and_two_pass_per_tensor_quant_agree(monkeypatch):
         assert torch.equal(s, ref[1]) and torch.equal(q.float(), ref[0].float())
 
 
+@needs_triton
+def test_gemv_quantizes_activations_like_the_quant_kernels():
+    # y = q(x) @ I * x_scale: with an identity weight the GEMV's in-kernel rounding shows directly; it must equal
+    # torch's e4m3 cast (ties to even, subnormals below 2^-6), dynamic per tensor and per token
+    torch.manual_seed(1)
+    K = 256
+    x = (torch.randn(3, K) * torch.logspace(-5, 2, K)).clamp(-400, 400)  # normal and subnormal e4m3 codes
+    x[0, :8] = torch.tensor([126.4, -0.3, 1e-9, 0.0, 3.0, -448.0 / 64, 2 ** -7 * 448 / 126.4, 5.0])
+    # amax 448 (scale 1, per tensor and for this token): exact ties, normal and subnormal, go to the even code
+    x[2, :8] = torch.tensor([448.0, 1.0625, 1.1875, -1.0625, 3 * 2 ** -10, 5 * 2 ** -10, -3 * 2 ** -10, 0.0146])
+    x = x.to(DEV)
+    eye = torch.eye(K, device=DEV).to(k.FP8_DTYPE)
+    one = torch.ones(1, device=DEV)
+    for gran, (x_q, x_s) in (("tensor", k.quantize_fp8_per_tensor(x)), ("token", k.quantize_fp8_per_token(x))):
+        y = k.fp8_gemv_triton(x, eye, one, act_granularity=gran, out_dtype=torch.float32)
+        assert torch.equal(y, x_q.float() * x_s.reshape(-1, 1)), gran  # acc = q(x) exactly, times its scale
+
+
+@needs_triton
+@pytest.mark.parametrize("M,scheme,gran,per_channel,bias", [
+    (1, "dynamic", "tensor", False, False), (2, "dynamic", "token", True, True), (3, "static", "tensor", True, False),
+    (4, "dynamic", "tensor", True, True)])
+def test_gemv_matches_the_reference_w8a8(M, scheme, gran, per_channel, bias):
+    torch.manual_seed(M)
+    N, K = 72, 300  # not multiples of the tiles
+    x = torch.randn(M, K, device=DEV)
+    w = torch.randn(N, K, device=DEV) * torch.rand(N, 1, device=DEV)
+    w_q, w_s = k.quantize_fp8_per_channel(w) if per_channel else k.quantize_fp8_per_tensor(w)
+    b = torch.randn(N, device=DEV) if bias else None
+    static = torch.tensor([0.01], device=DEV)
+    x_q, x_s = ((k.quantize_fp8_static(x, static), static) if scheme == "static" else
+                k.quantize_fp8_per_token(x) if gran == "token" else k.quantize_fp8_per_tensor(x))
+    ref = k.fp8_linear_ref(x_q, x_s, w_q, w_s, b, torch.float32)
+    got = k.fp8_linear(x, w_q, w_s, activation_scheme=scheme, act_granularity=gran,
+                       input_scale=static if scheme == "static" else None, bias=b, backend="gemv",
+                       out_dtype=torch.float32)
+    assert got.shape == (M, N)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    with pytest.raises(ValueError, match="at most 4"):
+        k.fp8_gemv_triton(torch.randn(5, K, device=DEV), w_q, w_s)
+
+
 def _tol():
     # Interpreted: float32 sums of exactly representable fp8 products, so float32 rounding only (~1e-7).
     # Hopper's FP8 tensor cores accumulate with fewer mantissa bits than float32 (DeepSeek-V3 report,

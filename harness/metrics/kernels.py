@@ -148,6 +148,9 @@ def fp8_backends() -> list[Backend]:
     return [
         make("scaled_mm_tensor", k.quantize_fp8_per_tensor, backend="scaled_mm"),
         make("scaled_mm_rowwise", k.quantize_fp8_per_channel, backend="scaled_mm", act_granularity="token"),
+        # our one-launch FP8 GEMV (activations quantized in the kernel) up to kernels.fp8.GEMV_MAX_M rows,
+        # torch._scaled_mm above: what fp8_linear(backend="gemv") runs
+        make("triton_fp8_gemv_tensor", k.quantize_fp8_per_tensor, backend="gemv"),
         make("triton_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="triton",
              block_size=(128, 128)),
     ]
