@@ -6,10 +6,9 @@ tight for FP8; if eager vs eager is ~0 and replay differs, replay is wrong."""
 
 import torch
 
-import methods
-from harness.config import ModelConf
 from harness.metrics.decode import StaticDecoder
-from harness.models import load_model
+from gpu_model import preset_model
+from gpu_model import prompt as fixed_prompt
 
 
 def run(dec, prompt, steps, graph=False):
@@ -26,12 +25,9 @@ def diff(a, b):
 
 device = torch.device("cuda")
 for name in ("none", "fp8"):
-    torch.manual_seed(0)
-    model = load_model(ModelConf(name_or_path="preset:llama-2-7b", random_weights=True), device).model
-    if name != "none":
-        methods.get_method_class(name).from_dict({}).prepare_model(model, None, progress=False)
+    model = preset_model(name, device)
     dec = StaticDecoder(model, 1, 256, 8)
-    prompt = torch.randint(0, 32000, (1, 256), generator=torch.Generator().manual_seed(0)).to(device)
+    prompt = fixed_prompt(1, 256, device)
     with torch.no_grad():
         e1, e2 = run(dec, prompt, 4), run(dec, prompt, 4)
         dec.capture(prompt)

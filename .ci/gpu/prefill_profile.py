@@ -7,19 +7,15 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import methods
-from harness.config import ModelConf
 from harness.metrics.decode import StaticDecoder
-from harness.models import load_model
+from gpu_model import preset_model
+from gpu_model import prompt as fixed_prompt
 
 device = torch.device("cuda")
 for name in sys.argv[1:] or ("none", "fp8"):
-    torch.manual_seed(0)
-    model = load_model(ModelConf(name_or_path="preset:llama-2-7b", random_weights=True), device).model
-    if name != "none":
-        methods.get_method_class(name).from_dict({}).prepare_model(model, None, progress=False)
+    model = preset_model(name, device)
     dec = StaticDecoder(model, 1, 2048, 1)
-    prompt = torch.randint(0, 32000, (1, 2048), generator=torch.Generator().manual_seed(0)).to(device)
+    prompt = fixed_prompt(1, 2048, device)
     with torch.no_grad():
         for _ in range(2):
             dec.prefill(prompt)
