@@ -161,18 +161,12 @@ class StaticDecoder:
             self.prefill(self._prompt_buf, reset=False)
 
         if mode == "compile":
-            from torch._dynamo.utils import counters
-
-            torch._dynamo.reset()  # as compile(): a fresh cache, under dynamo's recompile limit
-            counters.clear()
-            for buf in (self._prompt_buf, self.ids, self.pos, self.step_idx):
-                torch._dynamo.mark_static_address(buf)
+            _fresh_dynamo(self._prompt_buf, self.ids, self.pos, self.step_idx)
             body = torch.compile(body, dynamic=False)
             for _ in range(2):
                 self.reset()
                 body()
-            self.prefill_compile_stats = {"graphs": int(counters["stats"]["unique_graphs"]),
-                                          "graph_breaks": int(sum(counters["graph_break"].values()))}
+            self.prefill_compile_stats = _dynamo_stats()
         run = body
         if self.device.type == "cuda":
             side = torch.cuda.Stream(self.device)
@@ -204,22 +198,14 @@ class StaticDecoder:
         op each) and warm it up; on CUDA the compiled step is then captured in a CUDA graph like `capture`, so
         replays run its kernels without Python (our own capture rather than mode=reduce-overhead, whose graphs
         are skipped silently when it finds a reason)."""
-        from torch._dynamo.utils import counters
-
-        # A fresh dynamo cache per decoder: a sweep builds one decoder per (method, batch size) in one process, and
-        # past dynamo's recompile limit (8) it would run the step eagerly without an error.
-        torch._dynamo.reset()
-        counters.clear()
-        for buf in (self.ids, self.pos, self.step_idx, self.tokens):
-            torch._dynamo.mark_static_address(buf)
+        _fresh_dynamo(self.ids, self.pos, self.step_idx, self.tokens)
         self._compiled = torch.compile(self._step, dynamic=False)
         self.mode = "compile"
         for _ in range(2):
             self.prefill(prompt)
             for _ in range(min(3, self.gen_len)):
                 self.step()
-        self.compile_stats = {"graphs": int(counters["stats"]["unique_graphs"]),
-                              "graph_breaks": int(sum(counters["graph_break"].values()))}
+        self.compile_stats = _dynamo_stats()
         if self.device.type == "cuda":
             self.prefill(prompt)
             graph = torch.cuda.CUDAGraph()
@@ -333,6 +319,26 @@ def floor_rows(batch_size: int) -> list[int]:
     FLOOR_MAX_ROWS); at batch 1 the one sequence, decoded beside another (a duplicate would leave per-tensor
     activation scales, FP8's, unchanged and hide the noise a batch's composition brings)."""
     return list(range(min(FLOOR_MAX_ROWS, max(1, batch_size // 2))))
+
+
+def _fresh_dynamo(*static_buffers: torch.Tensor) -> None:
+    """A fresh dynamo cache and counters before each compile: a sweep builds one decoder per (method, batch size)
+    in one process, and past dynamo's recompile limit (8) it would run the step eagerly without an error. The
+    buffers a compiled step reads and writes in place keep their addresses (for the CUDA graph around it)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    for buf in static_buffers:
+        torch._dynamo.mark_static_address(buf)
+
+
+def _dynamo_stats() -> dict:
+    """Graphs and graph breaks dynamo made since _fresh_dynamo."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 def noise_prompt(prompt: torch.Tensor, rows: list[int]) -> torch.Tensor:
