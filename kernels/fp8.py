@@ -513,8 +513,7 @@ def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, a
         raise ValueError(f"fp8_gemv_triton: M={M} rows; it serves at most {GEMV_MAX_M} (use fp8_linear)")
     if w_scale.numel() not in (1, N):
         raise ValueError(f"fp8_gemv_triton: weight scale of {w_scale.numel()} elements; expected 1 or N={N}")
-    if activation_scheme == "static" and input_scale is None:
-        raise ValueError("fp8_gemv_triton: activation_scheme='static' needs input_scale")
+    _check_activation_scheme(activation_scheme, act_granularity, input_scale, None)
     _need_triton(x, w_q)
     act = 1 if activation_scheme == "static" else (2 if act_granularity == "token" else 0)
     x, w_q = x.contiguous(), w_q.contiguous()
@@ -592,7 +591,6 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     gpu = fp8_supported(x.device)
     if backend == "gemv":  # the one-launch GEMV where it applies (up to GEMV_MAX_M rows), auto's choice elsewhere
         if block_size is None and M <= GEMV_MAX_M and triton is not None and (gpu or _interpreted()):
-            _check_activation_scheme(activation_scheme, act_granularity, input_scale, block_size)
             return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
         backend = "auto"
     if backend == "auto":

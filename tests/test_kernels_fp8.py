@@ -139,6 +139,8 @@ def test_gemv_matches_the_reference_w8a8(M, scheme, gran, per_channel, bias):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="at most 4"):
         k.fp8_gemv_triton(torch.randn(5, K, device=DEV), w_q, w_s)
+    with pytest.raises(ValueError, match="activation_scheme='dynamc'"):  # the scheme checks fp8_linear makes
+        k.fp8_gemv_triton(x, w_q, w_s, activation_scheme="dynamc")
 
 
 def _tol():
