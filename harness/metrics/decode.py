@@ -150,10 +150,7 @@ class StaticDecoder:
         self._prompt_buf = prompt.clone()
         eager = self.prefill(self._prompt_buf).clone(), self.prefill_logits.float().clone()
         # The model's own noise, as for decode (eager_reference): the first rows prefilled at another batch size.
-        rows = floor_rows(self.batch_size)
-        sub_prompt = noise_prompt(prompt, rows)
-        sub = StaticDecoder(self.model, len(sub_prompt), self.prompt_len, 1)
-        sub.prefill(sub_prompt)
+        sub, rows = self._noise_decoder(prompt, 1)
         noise = _rel_rms(sub.prefill_logits[:len(rows)].float(), eager[1][rows])
         del sub
 
@@ -224,6 +221,15 @@ class StaticDecoder:
             self.step()
         return self.tokens[:, :steps].clone()
 
+    def _noise_decoder(self, prompt: torch.Tensor, gen_len: int) -> tuple["StaticDecoder", list[int]]:
+        """A decoder of the floor_rows sequences at another batch size (noise_prompt), prefilled eagerly; and
+        those rows, which lead its batch."""
+        rows = floor_rows(self.batch_size)
+        sub_prompt = noise_prompt(prompt, rows)
+        sub = StaticDecoder(self.model, len(sub_prompt), self.prompt_len, gen_len)
+        sub.prefill(sub_prompt)
+        return sub, rows
+
     @torch.no_grad()
     def eager_reference(self, prompt: torch.Tensor, steps: int) -> "EagerReference":
         """Logits and tokens of `steps` eager greedy steps from `prompt`, for check_against, and the same steps of
@@ -238,10 +244,7 @@ class StaticDecoder:
         tokens = self.tokens[:, :steps].clone()
         # The same sequences at another batch size run other GEMM/attention kernels (other tiles, other
         # summation orders): how far eager logits move under that alone is the model's own kernel-order noise.
-        rows = floor_rows(self.batch_size)
-        sub_prompt = noise_prompt(prompt, rows)
-        sub = StaticDecoder(self.model, len(sub_prompt), self.prompt_len, self.gen_len)
-        sub.prefill(sub_prompt)
+        sub, rows = self._noise_decoder(prompt, self.gen_len)
         sub_logits = [sub._step()[:len(rows), -1].float().clone() for _ in range(steps)]
         sub_tokens = sub.tokens[:len(rows), :steps].clone()
         del sub
