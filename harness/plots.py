@@ -214,8 +214,9 @@ def kernel_figures(kernels: pd.DataFrame) -> tuple[list, list[str]]:
     figs = []
     for (gpu, model), g in kernels.groupby(["gpu", "model"]):
         layers = list(dict.fromkeys(g["layer"]))
-        # one color per backend in every panel (a panel may lack a backend: layers a partial run did not reach)
-        colors = {b: f"C{i % 10}" for i, b in enumerate(sorted(g["backend"].unique()))}
+        # one style per backend in every panel (a panel may lack a backend: layers a partial run did not reach)
+        styles = {b: {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--"}
+                  for i, b in enumerate(sorted(g["backend"].unique()))}
         fig = Figure(figsize=(3.4 * len(layers), 6.4), layout="constrained")
         axes = fig.subplots(2, len(layers), squeeze=False, sharex=True)
         for j, layer in enumerate(layers):
@@ -225,8 +226,7 @@ def kernel_figures(kernels: pd.DataFrame) -> tuple[list, list[str]]:
                                                ("roofline_fraction", "fraction of measured roofline"))):
                 ax = axes[i][j]
                 for backend, b in s.groupby("backend"):
-                    ax.plot(b["M"], b[col], marker=".", label=backend, color=colors[backend],
-                            ls="-" if list(colors).index(backend) < 10 else "--")
+                    ax.plot(b["M"], b[col], marker=".", label=backend, **styles[backend])
                 ax.set_xscale("log", base=2)
                 ax.grid(alpha=0.3)
                 if i == 0:
@@ -240,7 +240,7 @@ def kernel_figures(kernels: pd.DataFrame) -> tuple[list, list[str]]:
         for ax in axes[0]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 labels.setdefault(lab, h)
-        fig.legend([labels[b] for b in colors if b in labels], [b for b in colors if b in labels],
+        fig.legend([labels[b] for b in styles if b in labels], [b for b in styles if b in labels],
                    loc="outside lower center", ncols=4, fontsize=7)
         fig.suptitle(f"{model} linear layers on {gpu}")
         figs.append((slug("kernels", gpu, model), f"Kernels: {model} on {gpu}", fig))

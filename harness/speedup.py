@@ -40,7 +40,8 @@ def _rows(record: dict) -> Iterable[dict]:
             "speed_only": bool(record["method"].get("speed_only"))}
     for kind, points in (("decode", t.get("points", [])), ("prefill", t.get("prefill_points", []))):
         for p in points:
-            yield base | {"setup": setup(record, p), "kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"], "gen": p.get("gen_len", 0),
+            yield base | {"setup": setup(record, p), "kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"],
+                          "gen": p.get("gen_len", 0),
                           "prefill tok/s": p["prefill_tokens_per_s"], "decode tok/s": p.get("decode_tokens_per_s"),
                           "TTFT ms": 1e3 * p["time_to_first_token_s"],
                           "TPOT ms": 1e3 * p["time_per_output_token_s"] if "time_per_output_token_s" in p else None,
