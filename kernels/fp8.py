@@ -14,10 +14,12 @@ both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests ru
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 
+from kernels.splitk import workspace as splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import lookup, m_bucket
 
@@ -125,8 +127,11 @@ def fp8_supported(device: torch.device | str) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16) -> torch.Tensor:
-    """cuBLASLt FP8 GEMM, x_q [M,K] @ w_q[N,K]^T: per-tensor scales ([1] both) or row-wise (any [M,1]/[N,1])."""
+def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16, fast_accum: bool = False
+              ) -> torch.Tensor:
+    """cuBLASLt FP8 GEMM, x_q [M,K] @ w_q[N,K]^T: per-tensor scales ([1] both) or row-wise (any [M,1]/[N,1]).
+    fast_accum: Hopper's FP8 tensor-core accumulator is never promoted to fp32 along K (faster at large M; what
+    vLLM's CUTLASS FP8 kernels and torchao's Float8Linear forward use), else cuBLASLt promotes it."""
     M, K = x_q.shape
     N = w_q.shape[0]
     if K % 16 or N % 16:
@@ -135,12 +140,14 @@ def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16) -
     if x_scale.numel() == 1 and w_scale.numel() == 1:
         b = None if bias is None else bias.to(out_dtype)
         return torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale.float().reshape(()),
-                                scale_b=w_scale.float().reshape(()), out_dtype=out_dtype, bias=b)
+                                scale_b=w_scale.float().reshape(()), out_dtype=out_dtype, bias=b,
+                                use_fast_accum=fast_accum)
     # Row-wise cuBLASLt wants both scales row-wise, float32, x [M, 1] and w [1, N], and bf16 output.
     xs = x_scale.float().reshape(-1, 1).expand(M, 1).contiguous()
     ws = w_scale.float().reshape(1, -1).expand(1, N).contiguous()
     b = None if bias is None else bias.to(torch.bfloat16)
-    return torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, bias=b).to(out_dtype)
+    return torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, bias=b,
+                            use_fast_accum=fast_accum).to(out_dtype)
 
 
 def _interpreted() -> bool:
@@ -148,6 +155,7 @@ def _interpreted() -> bool:
 
 
 if triton is not None:
+    from kernels.splitk import round_to_bf16, splitk_finish
 
     @triton.jit
     def _group_quant_kernel(x_ptr, q_ptr, s_ptr, K, G, n_groups, stride_xm, stride_qm,
@@ -182,51 +190,102 @@ if triton is not None:
         return tl.where(tl.abs(v) < 0.015625, (v + 24576.0) - 24576.0, normal)
 
     @triton.jit
-    def _fp8_gemv_kernel(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
-                         ACT: tl.constexpr, W_PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # y [M, N] = (q(x) . w_q^T) * x_scale * w_scale for M <= BLOCK_M rows, activations quantized inside the
-        # kernel: each program first reads all of x (M x K, a few KB, from L2) for the activation scale (ACT 0:
-        # dynamic per tensor, 1: static from xs_ptr, 2: dynamic per token), then streams its BLOCK_N weight rows
-        # (w_q [N, K], K contiguous) once, so a decode step's FP8 linear is one launch reading one byte per weight.
-        rm = tl.arange(0, BLOCK_M)
-        m_ok = rm < M
-        rk = tl.arange(0, BLOCK_K)
-        if ACT == 1:
-            xs = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.load(xs_ptr)
-        else:
-            amax = tl.zeros([BLOCK_M], dtype=tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                k = k0 + rk
-                xk = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & (k < K)[None, :],
-                             other=0.0).to(tl.float32)
-                amax = tl.maximum(amax, tl.max(tl.abs(xk), axis=1))
-            if ACT == 0:
-                amax = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.max(amax, axis=0)
-            xs = tl.maximum(amax, 1e-12) / 448.0
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = rn < N
-        # products stay in a [BLOCK_M, BLOCK_N, BLOCK_K] accumulator laid out like the weight tile, so each thread
-        # adds into its own registers; the sum over K (across threads) happens once, after the loop
-        acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+    def _row_amax(x_ptr, m, M, K, stride_xm, BLOCK: tl.constexpr):
+        # amax of row m of x (0 for a padding row m >= M)
+        rk = tl.arange(0, BLOCK)
+        amax = tl.zeros([BLOCK], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK):
             k = k0 + rk
-            k_ok = k < K
-            xk = tl.load(x_ptr + rm[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                         other=0.0).to(tl.float32)
-            xq = _round_e4m3(tl.minimum(tl.maximum(xk / xs[:, None], -448.0), 448.0))
+            amax = tl.maximum(amax, tl.abs(tl.load(x_ptr + m * stride_xm + k, mask=(k < K) & ((k * 0 + m) < M),
+                                                   other=0.0).to(tl.float32)))
+        return tl.max(amax, axis=0)
+
+    @triton.jit
+    def _gemv_xq(x_ptr, m, M, k, k_ok, stride_xm, xs):
+        # row m's activations at columns k, quantized as the quant kernels do (clamp(x / scale), e4m3 rounding)
+        x = tl.load(x_ptr + m * stride_xm + k, mask=k_ok & ((k * 0 + m) < M), other=0.0).to(tl.float32)
+        return _round_e4m3(tl.minimum(tl.maximum(x / xs, -448.0), 448.0))
+
+    @triton.jit
+    def _fp8_gemv_kernel(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K, k_split, split_k,
+                         stride_xm, stride_wn, stride_ym, ACT: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
+                         HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # y [M, N] = (q(x) . w_q^T) * x_scale * w_scale for M <= BLOCK_M <= 4 rows, activations quantized inside
+        # the kernel. Program (n-tile, k-slice) first reads x (a few KB, from L2) for the activation scale (ACT
+        # 0: dynamic per tensor, 1: static from xs_ptr, 2: dynamic per token), then streams its [BLOCK_N, k_split]
+        # slice of w_q [N, K] (K contiguous) once. Each row keeps a 2-D [BLOCK_N, BLOCK_K] fp32 accumulator laid
+        # out like the weight tile (a thread adds into its own registers; the sum over K runs once, after the
+        # loop); split-K slices meet in the workspace (kernels.splitk), so a decode step's FP8 linear is one
+        # launch reading one byte per weight.
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        if ACT == 1:
+            xs0 = tl.load(xs_ptr)
+            xs1 = xs0
+            xs2 = xs0
+            xs3 = xs0
+        else:
+            xs0 = tl.maximum(_row_amax(x_ptr, 0, M, K, stride_xm, 1024), 1e-12)
+            xs1 = xs0
+            xs2 = xs0
+            xs3 = xs0
+            if BLOCK_M > 1:
+                xs1 = tl.maximum(_row_amax(x_ptr, 1, M, K, stride_xm, 1024), 1e-12)
+            if BLOCK_M > 2:
+                xs2 = tl.maximum(_row_amax(x_ptr, 2, M, K, stride_xm, 1024), 1e-12)
+                xs3 = tl.maximum(_row_amax(x_ptr, 3, M, K, stride_xm, 1024), 1e-12)
+            if ACT == 0:
+                xs0 = tl.maximum(tl.maximum(xs0, xs1), tl.maximum(xs2, xs3))
+                xs1 = xs0
+                xs2 = xs0
+                xs3 = xs0
+            xs0 = xs0 / 448.0
+            xs1 = xs1 / 448.0
+            xs2 = xs2 / 448.0
+            xs3 = xs3 / 448.0
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_ok = rn < N
+        rk = tl.arange(0, BLOCK_K)
+        acc0 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        acc3 = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        k_lo = pid_k * k_split
+        k_hi = tl.minimum(K, k_lo + k_split)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            k = k0 + rk
+            k_ok = k < k_hi
             w = tl.load(w_ptr + rn[:, None] * stride_wn + k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                        other=0.0).to(tl.float32)
-            acc += xq[:, None, :] * w[None, :, :]
+                        other=0.0, eviction_policy="evict_first").to(tl.float32)
+            acc0 += w * _gemv_xq(x_ptr, 0, M, k, k_ok, stride_xm, xs0)[None, :]
+            if BLOCK_M > 1:
+                acc1 += w * _gemv_xq(x_ptr, 1, M, k, k_ok, stride_xm, xs1)[None, :]
+            if BLOCK_M > 2:
+                acc2 += w * _gemv_xq(x_ptr, 2, M, k, k_ok, stride_xm, xs2)[None, :]
+                acc3 += w * _gemv_xq(x_ptr, 3, M, k, k_ok, stride_xm, xs3)[None, :]
         if W_PER_CHANNEL:
             ws = tl.load(ws_ptr + rn, mask=n_ok, other=0.0)
         else:
             ws = tl.zeros([BLOCK_N], dtype=tl.float32) + tl.load(ws_ptr)
-        y = tl.sum(acc, axis=2) * xs[:, None] * ws[None, :]
-        if HAS_BIAS:
-            y += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=m_ok[:, None] & n_ok[None, :])
+        rm = tl.arange(0, BLOCK_M)
+        m_ok = rm < M
+        out = (tl.sum(acc0, axis=1) * ws * xs0)[None, :] + tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        if BLOCK_M > 1:
+            out = tl.where(rm[:, None] == 1, (tl.sum(acc1, axis=1) * ws * xs1)[None, :], out)
+        if BLOCK_M > 2:
+            out = tl.where(rm[:, None] == 2, (tl.sum(acc2, axis=1) * ws * xs2)[None, :], out)
+            out = tl.where(rm[:, None] == 3, (tl.sum(acc3, axis=1) * ws * xs3)[None, :], out)
+        if split_k == 1:
+            if HAS_BIAS:
+                out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if EMULATE_BF16:
+                out = round_to_bf16(out)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], out.to(y_ptr.dtype.element_ty),
+                     mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            splitk_finish(out, rm, rn, m_ok, n_ok, part_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                          HAS_BIAS, EMULATE_BF16)
 
     @triton.jit
     def _tensor_quant_one_kernel(x_ptr, q_ptr, s_ptr, numel, BLOCK: tl.constexpr):
@@ -497,16 +556,42 @@ def fp8_scaled_gemm_triton(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torc
 
 
 GEMV_MAX_M = 4  # fp8_gemv_triton serves up to this many rows (decode); larger M goes to the GEMMs
+GEMV_CONFIG_KEYS = ("block_n", "block_k", "split_k", "num_warps", "num_stages")
+
+
+def gemv_tuning_key(M: int, N: int, K: int) -> str:
+    return f"N{N}_K{K}_gemv_M{m_bucket(M)}"
+
+
+@functools.cache
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def default_gemv_config(M: int, N: int, K: int, device) -> dict:
+    """This GPU's tuned GEMV entry, else: 32-row x 256-column tiles (128 at M > 1: one fp32 accumulator per
+    row, 64 registers a thread at 4 warps), split over K until ~4 programs per SM (an H100 needs about 32 KB in
+    flight per SM to stream at HBM speed)."""
+    device = torch.device(device)
+    tuned = lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, gemv_tuning_key(M, N, K), GEMV_CONFIG_KEYS,
+                   _gpu_name)
+    if tuned is not None:
+        return tuned
+    cfg = dict(block_n=32, block_k=256 if M == 1 else 128, num_warps=4, num_stages=3)
+    sms = _num_sms(device.index or 0) if device.type == "cuda" else 1
+    cfg["split_k"] = max(1, min(_cdiv(4 * sms, _cdiv(N, cfg["block_n"])), K // (2 * cfg["block_k"])))
+    return cfg
 
 
 def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, activation_scheme: str = "dynamic",
                     act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None, out_dtype: torch.dtype | None = None, block_n: int = 32,
-                    block_k: int | None = None, num_warps: int = 4) -> torch.Tensor:
+                    bias: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
+                    config: dict | None = None) -> torch.Tensor:
     """FP8 W8A8 for M <= GEMV_MAX_M rows in one launch: x quantized inside the kernel exactly as
     per_tensor_quant_fp8_triton / per_token_quant_fp8_triton / a static scale would, times per-tensor or
-    per-channel fp8 weights [N, K]; fp32 accumulation. Not tuned or timed on a GPU yet (kernel benchmark backend
-    `triton_fp8_gemv_tensor`): fp8_linear takes it only when asked (backend='gemv')."""
+    per-channel fp8 weights [N, K]; fp32 accumulation, split over K with the reduction in the same launch.
+    config: block_n, block_k, split_k, num_warps, num_stages over `default_gemv_config` (tuned table, else
+    heuristics)."""
     M, K = x.shape
     N = w_q.shape[0]
     if M > GEMV_MAX_M:
@@ -515,21 +600,28 @@ def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, a
         raise ValueError(f"fp8_gemv_triton: weight scale of {w_scale.numel()} elements; expected 1 or N={N}")
     _check_activation_scheme(activation_scheme, act_granularity, input_scale, None)
     _need_triton(x, w_q)
+    cfg = default_gemv_config(M, N, K, x.device) | (config or {})
+    bn, bk = cfg["block_n"], cfg["block_k"]
+    if not (_pow2(bn) and _pow2(bk) and bk >= 16):
+        raise ValueError(f"fp8_gemv_triton: block_n={bn}, block_k={bk} must be powers of two (block_k >= 16)")
     act = 1 if activation_scheme == "static" else (2 if act_granularity == "token" else 0)
     x, w_q = x.contiguous(), w_q.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
     xs = input_scale.float().reshape(1).contiguous() if act == 1 else ws
-    y = torch.empty((M, N), dtype=out_dtype or x.dtype, device=x.device)
-    block_m = triton.next_power_of_2(M)
-    # the accumulator holds BLOCK_M x BLOCK_N x BLOCK_K floats: 8192 by default, 64 registers a thread at 4 warps.
-    # Built offline for sm_90 (triton 3.6, aligned K and strides): no spills; the M = 1 loop spends 6.5
-    # instructions per weight (fp8 unpack PRMT/HADD2/F2FP, FFMA, x quantization), within the ~12 a one-byte
-    # weight allows at HBM speed on an H100 (twice the 4-bit kernels' budget per weight).
-    block_k = block_k or max(32, 8192 // (block_m * block_n))
-    _fp8_gemv_kernel[(triton.cdiv(N, block_n),)](
-        x, w_q, ws, xs, bias if bias is not None else y, y, M, N, K, x.stride(0), w_q.stride(0), y.stride(0),
-        ACT=act, W_PER_CHANNEL=ws.numel() > 1, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+    out_dtype = out_dtype or x.dtype
+    y = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    k_split = _cdiv(_cdiv(K, max(1, int(cfg["split_k"]))), bk) * bk  # whole K-blocks per slice
+    split = _cdiv(K, k_split)
+    tiles = _cdiv(N, bn)
+    part, counters = splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
+    launch = dict(num_warps=cfg["num_warps"])
+    if not _interpreted():
+        launch["num_stages"] = cfg["num_stages"]
+    _fp8_gemv_kernel[(tiles, split)](
+        x, w_q, ws, xs, bias if bias is not None else y, y, part, counters, M, N, K, k_split, split,
+        x.stride(0), w_q.stride(0), y.stride(0), ACT=act, W_PER_CHANNEL=ws.numel() > 1, HAS_BIAS=bias is not None,
+        EMULATE_BF16=_interpreted() and out_dtype == torch.bfloat16, BLOCK_M=triton.next_power_of_2(M),
+        BLOCK_N=bn, BLOCK_K=bk, **launch)
     return y
 
 
@@ -565,11 +657,12 @@ def _quantize_activation(x, activation_scheme, act_granularity, input_scale, blo
 def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, activation_scheme: str = "dynamic",
                act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
                block_size: tuple[int, int] | None = None, bias: torch.Tensor | None = None, backend: str = "auto",
-               out_dtype: torch.dtype | None = None) -> torch.Tensor:
+               out_dtype: torch.dtype | None = None, fast_accum: bool = False) -> torch.Tensor:
     """y = x @ dequant(w_q)^T (+ bias) for x [M, K], w_q [N, K], activations quantized as the scheme says.
 
     backend: auto picks torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and N multiples of 16),
     the Triton GEMMs (block scales, or other shapes on an FP8 GPU), else the float32 emulation ('torch').
+    fast_accum: torch._scaled_mm's use_fast_accum (see `scaled_mm`); the other backends accumulate in fp32.
     """
     if x.dim() != 2 or w_q.dim() != 2 or x.shape[1] != w_q.shape[1]:
         raise ValueError(f"fp8_linear: x {tuple(x.shape)} and weight {tuple(w_q.shape)} do not chain "
@@ -616,7 +709,7 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     x_q, x_scale = _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size,
                                         use_triton_quant)
     if backend == "scaled_mm":
-        return scaled_mm(x_q, w_q, x_scale, w_scale, bias, out_dtype)
+        return scaled_mm(x_q, w_q, x_scale, w_scale, bias, out_dtype, fast_accum)
     if backend == "triton":
         if block_size is not None:
             return fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size, bias, out_dtype)
@@ -627,16 +720,17 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
 @torch.library.custom_op("quantbench::fp8_linear", mutates_args=())
 def fp8_linear_op(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, input_scale: torch.Tensor | None,
                   bias: torch.Tensor | None, activation_scheme: str, act_granularity: str,
-                  block_size: list[int] | None, backend: str, out_dtype: torch.dtype) -> torch.Tensor:
+                  block_size: list[int] | None, backend: str, out_dtype: torch.dtype, fast_accum: bool = False
+                  ) -> torch.Tensor:
     """`fp8_linear` on x [M, K] as one opaque torch op, for torch.compile: traced as a call with a known output
     shape, so a compiled model has no graph breaks in the Python around the quantization and GEMM launches
     (backend choice, tuned-table lookups, Triton grids)."""
     return fp8_linear(x, w_q, w_scale, activation_scheme=activation_scheme, act_granularity=act_granularity,
                       input_scale=input_scale, block_size=tuple(block_size) if block_size else None, bias=bias,
-                      backend=backend, out_dtype=out_dtype)
+                      backend=backend, out_dtype=out_dtype, fast_accum=fast_accum)
 
 
 @fp8_linear_op.register_fake
 def _fp8_linear_fake(x, w_q, w_scale, input_scale, bias, activation_scheme, act_granularity, block_size, backend,
-                     out_dtype):
+                     out_dtype, fast_accum=False):
     return x.new_empty((x.shape[0], w_q.shape[0]), dtype=out_dtype)

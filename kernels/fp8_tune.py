@@ -3,7 +3,7 @@ weight blocks, per-token-group activation scales) and for the per-tensor/per-row
 `kernels/tuned/fp8.json` ({gpu name: {tuning_key: config}}), the table `kernels.fp8._gemm_config` reads.
 
     python -m kernels.fp8_tune OUT.json --shapes 4096x12288 8192x57344 ... [--m 16 128 1024 4096] [--merge FILE]
-        [--kinds block rows] [--budget-s 240] [--iters 15]
+        [--kinds block rows gemv] [--budget-s 240] [--iters 15]
 
 Timed as kernels.w4a16_tune times: each candidate replayed from a CUDA graph (device time, no Python launch
 overhead), CUDA events, the L2 cache flushed before every timed run, median of `iters` runs; the activations are
@@ -73,6 +73,29 @@ def candidates(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> li
     return out
 
 
+# GEMV (M <= 4): (block_n, block_k, num_warps) tiles, each tried at split-K factors that leave 2-16 programs
+# per SM, and two pipeline depths.
+GEMV_TILES = ((32, 256, 4), (16, 256, 4), (64, 128, 4), (32, 128, 4), (16, 512, 4), (32, 512, 8), (64, 256, 8),
+              (16, 128, 2), (8, 512, 4))
+
+
+def gemv_candidates(M: int, N: int, K: int, sms: int) -> list[dict]:
+    """GEMV configs worth timing (tune_shape times the heuristic default first): about 40."""
+    out = []
+    for bn, bk, warps in GEMV_TILES:
+        if M > 1 and bk * bn > 8192:  # one fp32 accumulator tile per row
+            continue
+        tiles = -(-N // bn)
+        for split in (1, 2, 4, 8, 16, 32):
+            if split * bk * 2 > K and split > 1:
+                break
+            if not 2 * sms <= tiles * split <= 16 * sms:
+                continue
+            for stages in (2, 4):
+                out.append(dict(block_n=bn, block_k=bk, split_k=split, num_warps=warps, num_stages=stages))
+    return out
+
+
 def _inputs(M: int, N: int, K: int, block_size, device):
     x = torch.randn(M, K, device=device)
     w = torch.randn(N, K, device=device) * 0.02
@@ -83,6 +106,51 @@ def _inputs(M: int, N: int, K: int, block_size, device):
     wq, ws = k.quantize_fp8_per_channel(w)
     xq, xs = k.quantize_fp8_per_token(x)
     return xq, xs, wq, ws
+
+
+def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
+              deadline: float | None = None) -> dict[str, dict]:
+    """Best `fp8_gemv_triton` config per M (<= GEMV_MAX_M) for one (K, N), dynamic per-tensor activations (the
+    activation quantization is inside the kernel, so it is timed)."""
+    from kernels.timing import graph_time_ms, l2_flush_buffer
+
+    flush = l2_flush_buffer(device)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    table = {}
+    for M in (m for m in m_values if m <= k.GEMV_MAX_M):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        x = torch.randn(M, K, device=device).bfloat16()
+        wq, ws = k.quantize_fp8_per_tensor(torch.randn(N, K, device=device) * 0.02)
+        ref = k.fp8_linear_ref(*k.quantize_fp8_per_tensor(x), wq, ws, None, torch.float32)
+        default = k.default_gemv_config(M, N, K, device)
+        results = []
+        for i, cfg in enumerate([default] + gemv_candidates(M, N, K, sms)):
+            if i > 0 and deadline is not None and time.monotonic() > deadline:
+                log(f"  time budget spent after {i} of the candidates")
+                break
+            try:
+                run = functools.partial(k.fp8_gemv_triton, x, wq, ws, config=cfg)
+                err = ((run().float() - ref).norm() / ref.norm()).item()
+                if not err < 1e-2:
+                    log(f"  rejected (rel err {err:.2e}): {cfg}")
+                    continue
+                ms = graph_time_ms(run, 2, iters, flush)[0]
+            except Exception as e:  # a config this GPU/compiler cannot run: skip it
+                log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
+                continue
+            results.append((ms, cfg))
+        if not results:
+            continue
+        best_ms, best = min(results, key=lambda r: r[0])
+        default_ms = next((ms for ms, c in results if c is default), None)
+        gbps = (N * K + M * K * 2 + M * N * 2) / (best_ms * 1e-3) / 1e9
+        table[k.gemv_tuning_key(M, N, K)] = dict(best) | {
+            "median_ms": round(best_ms, 5), "default_ms": round(default_ms, 5) if default_ms else None,
+            "gbps": round(gbps, 1)}
+        log(f"K={K:6d} N={N:6d} M={M:5d} gemv  best {best_ms:.4f} ms ({gbps:.0f} GB/s; default "
+            f"{default_ms or float('nan'):.4f}, {len(results)} timed) {best}")
+    return table
 
 
 def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | None = (128, 128),
@@ -136,8 +204,9 @@ def main(argv=None) -> None:
     ap.add_argument("out", help="JSON table to write (merged with --merge / an existing file)")
     ap.add_argument("--shapes", nargs="+", required=True, help="KxN pairs (in_features x out_features)")
     ap.add_argument("--m", nargs="+", type=int, default=[16, 128, 1024, 4096])
-    ap.add_argument("--kinds", nargs="+", choices=["block", "rows"], default=["block", "rows"],
-                    help="block: 128x128 block-scaled GEMM; rows: per-tensor/per-row scales")
+    ap.add_argument("--kinds", nargs="+", choices=["block", "rows", "gemv"], default=["block", "rows"],
+                    help="block: 128x128 block-scaled GEMM; rows: per-tensor/per-row scales; gemv: the one-launch "
+                         "W8A8 GEMV (M <= 4)")
     ap.add_argument("--block", type=int, nargs=2, default=[128, 128], metavar=("BN", "BK"))
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--budget-s", type=float, default=None, help="stop starting candidates after this many seconds")
@@ -152,8 +221,11 @@ def main(argv=None) -> None:
     for kind in args.kinds:  # the block-scaled GEMM first: it is the one that needs tiles most
         for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
             K, N = (int(v) for v in shape.lower().split("x"))
-            entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,
-                                      args.iters, deadline=deadline))
+            if kind == "gemv":
+                entries.update(tune_gemv(K, N, args.m, device, args.iters, deadline=deadline))
+            else:
+                entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,
+                                          args.iters, deadline=deadline))
             torch.cuda.empty_cache()
             write_table(args.out, table)
             if deadline is not None and time.monotonic() > deadline:

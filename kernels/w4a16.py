@@ -49,6 +49,7 @@ import os
 
 import torch
 
+from kernels.splitk import workspace as _splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import lookup, m_bucket
 
@@ -185,15 +186,10 @@ def _interpreted() -> bool:
 
 
 if triton is not None:
-
     # Triton 3.9's CPU interpreter truncates fp32 -> bf16 casts and gets bf16 tl.dot wrong: there (EMULATE_BF16)
-    # the kernel rounds to bf16 by hand and multiplies in fp32, which is what the GPU computes.
-    @triton.jit
-    def _round_to_bf16(v):
-        # nearest bf16 (ties to even), kept in fp32: add half an ulp at bit 16, clear the 16 low mantissa bits
-        b = v.to(tl.int32, bitcast=True)
-        b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
-        return b.to(tl.float32, bitcast=True)
+    # the kernel rounds to bf16 by hand (_round_to_bf16) and multiplies in fp32, which is what the GPU computes.
+    from kernels.splitk import round_to_bf16 as _round_to_bf16
+    from kernels.splitk import splitk_finish as _splitk_finish
 
     @triton.jit
     def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr,
@@ -510,28 +506,6 @@ if triton is not None:
         return (words & (15 << SHIFT)).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                       HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
-        """Split-K reduction in one launch: every program adds its fp32 partial tile into the workspace; the last
-        of the split_k programs of an N-tile (an acq_rel counter per tile) adds the bias, writes y in its dtype
-        and zeroes its workspace tile and counter again, so the next call finds them clean (no memset, no cast
-        kernel). Ordering: all threads' adds, a CTA barrier, then one thread's release/acquire counter add."""
-        mask = m_ok[:, None] & n_ok[None, :]
-        ws = ws_ptr + rm[:, None] * N + rn[None, :]
-        tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt_ptr + tl.program_id(0), 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
-            if HAS_BIAS:
-                total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if EMULATE_BF16:
-                total = _round_to_bf16(total)
-            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
-            tl.store(ws, tl.zeros_like(total), mask=mask)
-            tl.store(cnt_ptr + tl.program_id(0), 0)
-
-    @triton.jit
     def _gemv_row(x_ptr, m, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
                   REDUCE_ROWS: tl.constexpr):
         # One activation row against a K-block's eight code planes [WR, BN] from `_code_denormal` (rows
@@ -687,29 +661,6 @@ PATHS = ("gemv", "skinny", "tiled", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows", "swap_ab")
-_WORKSPACES: dict = {}
-_RETIRED: list = []  # outgrown workspaces: CUDA graphs captured with them still read and write them
-
-
-def _splitk_workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 partial sums [>= numel] and arrival counters [>= tiles], all zero, that split-K kernels leave zero
-    again (`_splitk_finish`): kept per device and reused, so a call needs no memset. Kernels on one stream run
-    one after another, so one workspace serves them all; while a CUDA graph is being captured a too-small
-    workspace is not replaced (that would capture an allocation the eager calls never see): the call gets a
-    fresh zeroed one of its own (a captured memset). An outgrown workspace is kept, not freed, since graphs
-    captured with it replay into it."""
-    key = (device.type, device.index)
-    ws = _WORKSPACES.get(key)
-    if ws is not None and ws[0].numel() >= numel and ws[1].numel() >= tiles:
-        return ws
-    fresh = (torch.zeros(max(numel, ws[0].numel() if ws else 0), dtype=torch.float32, device=device),
-             torch.zeros(max(tiles, ws[1].numel() if ws else 0), dtype=torch.int32, device=device))
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return fresh
-    if ws is not None:
-        _RETIRED.append(ws)  # never freed: a graph captured earlier may replay with it
-    _WORKSPACES[key] = fresh
-    return fresh
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 

@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from kernels import fp8 as k  # noqa: E402
+from kernels import splitk  # noqa: E402
 from kernels import tuning  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -118,10 +119,14 @@ def test_gemv_quantizes_activations_like_the_quant_kernels():
 
 
 @needs_triton
-@pytest.mark.parametrize("M,scheme,gran,per_channel,bias", [
-    (1, "dynamic", "tensor", False, False), (2, "dynamic", "token", True, True), (3, "static", "tensor", True, False),
-    (4, "dynamic", "tensor", True, True)])
-def test_gemv_matches_the_reference_w8a8(M, scheme, gran, per_channel, bias):
+@pytest.mark.parametrize("M,scheme,gran,per_channel,bias,config", [
+    (1, "dynamic", "tensor", False, False, None), (2, "dynamic", "token", True, True, None),
+    (3, "static", "tensor", True, False, None), (4, "dynamic", "tensor", True, True, None),
+    # split over K (300 = slices of 128, 128, 44), the reduction in the same launch, bias added once
+    (1, "dynamic", "tensor", True, True, dict(block_n=16, block_k=32, split_k=3)),
+    (4, "dynamic", "token", False, True, dict(block_n=64, block_k=64, split_k=2)),
+    (2, "static", "tensor", False, False, dict(block_n=16, block_k=16, split_k=8))])
+def test_gemv_matches_the_reference_w8a8(M, scheme, gran, per_channel, bias, config):
     torch.manual_seed(M)
     N, K = 72, 300  # not multiples of the tiles
     x = torch.randn(M, K, device=DEV)
@@ -132,9 +137,16 @@ def test_gemv_matches_the_reference_w8a8(M, scheme, gran, per_channel, bias):
     x_q, x_s = ((k.quantize_fp8_static(x, static), static) if scheme == "static" else
                 k.quantize_fp8_per_token(x) if gran == "token" else k.quantize_fp8_per_tensor(x))
     ref = k.fp8_linear_ref(x_q, x_s, w_q, w_s, b, torch.float32)
-    got = k.fp8_linear(x, w_q, w_s, activation_scheme=scheme, act_granularity=gran,
-                       input_scale=static if scheme == "static" else None, bias=b, backend="gemv",
-                       out_dtype=torch.float32)
+    opts = dict(activation_scheme=scheme, act_granularity=gran, input_scale=static if scheme == "static" else None,
+                bias=b, out_dtype=torch.float32)
+    if config is None:
+        got = k.fp8_linear(x, w_q, w_s, backend="gemv", **opts)
+    else:
+        got = k.fp8_gemv_triton(x, w_q, w_s, config=config, **opts)
+        again = k.fp8_gemv_triton(x, w_q, w_s, config=config, **opts)  # the workspace was left clean
+        torch.testing.assert_close(again, got, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+        part, counters = splitk._WORKSPACES[(x.device.type, x.device.index)]
+        assert not part.any() and not counters.any()
     assert got.shape == (M, N)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     with pytest.raises(ValueError, match="at most 4"):
@@ -259,13 +271,16 @@ def test_fp8_linear_rejects_bad_input():
 
 
 @pytest.mark.skipif(not FP8_GPU, reason="torch._scaled_mm needs an FP8 GPU")
-@pytest.mark.parametrize("x_token,w_channel,static", [(False, False, False), (True, True, False),
-                                                      (False, True, False), (False, True, True)])
-def test_scaled_mm_matches_emulation(x_token, w_channel, static):
+@pytest.mark.parametrize("x_token,w_channel,static,fast", [(False, False, False, False), (True, True, False, False),
+                                                           (False, True, False, False), (False, True, True, False),
+                                                           (False, False, False, True), (True, True, False, True)])
+def test_scaled_mm_matches_emulation(x_token, w_channel, static, fast):
+    # fast: use_fast_accum (no fp32 promotion of the tensor-core accumulator along K), method=fp8's default
     torch.manual_seed(2)
-    x, w = torch.randn(33, 256, device=DEV, dtype=torch.bfloat16), torch.randn(128, 256, device=DEV) / 16
+    x, w = torch.randn(33, 2048, device=DEV, dtype=torch.bfloat16), torch.randn(128, 2048, device=DEV) / 16
     wq, ws = k.quantize_fp8_per_channel(w) if w_channel else k.quantize_fp8_per_tensor(w)
-    opts = dict(act_granularity="token" if x_token else "tensor", bias=torch.randn(128, device=DEV))
+    opts = dict(act_granularity="token" if x_token else "tensor", bias=torch.randn(128, device=DEV),
+                fast_accum=fast)
     if static:
         opts.update(activation_scheme="static", input_scale=torch.tensor([0.01], device=DEV))
     y = k.fp8_linear(x, wq, ws, backend="scaled_mm", **opts)
@@ -403,3 +418,35 @@ def test_tuner_candidates_are_valid_for_llama_shapes():
                     if block:  # accumulator + one K block's product per thread stay in registers
                         assert cfg["BLOCK_M"] * cfg["BLOCK_N"] <= 64 * 32 * cfg["num_warps"], cfg
                         assert "BLOCK_K" not in cfg  # the scale block is the K step
+
+
+def test_gemv_tuner_candidates_cover_the_llama_shapes():
+    # every Llama shape gets GEMV configs to time at M = 1-4, each a valid fp8_gemv_triton config whose split
+    # leaves 2-16 programs per SM of an H100 (132 SMs); at M > 1 the per-row accumulators stay <= 8K floats
+    from kernels import fp8_tune
+
+    for K, N in LLAMA_SHAPES:
+        for M in (1, 2, 4):
+            cands = fp8_tune.gemv_candidates(M, N, K, 132)
+            assert 8 <= len(cands) <= 80, (M, N, K, len(cands))
+            assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)
+            for cfg in cands:
+                assert set(cfg) == set(k.GEMV_CONFIG_KEYS)
+                assert k._pow2(cfg["block_n"]) and k._pow2(cfg["block_k"]) and cfg["num_warps"] in (2, 4, 8)
+                assert 2 * 132 <= -(-N // cfg["block_n"]) * cfg["split_k"] <= 16 * 132
+                assert M == 1 or cfg["block_n"] * cfg["block_k"] <= 8192
+
+
+def test_gemv_reads_its_tuned_entry(monkeypatch, tmp_path):
+    # a tuned table entry for (N, K, M-bucket) on this GPU is what the GEMV launches with (the lookup is faked
+    # to run on CPU: the table is keyed by GPU name)
+    table = {"FakeGPU": {k.gemv_tuning_key(1, 40, 256): dict(block_n=16, block_k=32, split_k=4, num_warps=2,
+                                                           num_stages=2, median_ms=0.01)}}
+    path = tmp_path / "fp8.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "lookup", lambda p, device, key, keys, name: tuning.entry(
+        tuning.load_table.__wrapped__(p), "FakeGPU", key, keys))
+    assert k.default_gemv_config(1, 40, 256, DEV) == dict(block_n=16, block_k=32, split_k=4, num_warps=2,
+                                                          num_stages=2)
+    assert k.default_gemv_config(2, 40, 256, DEV)["block_k"] == 128  # M-bucket 2: heuristics

@@ -9,6 +9,7 @@ if not torch.cuda.is_available():
 
 import pytest
 
+from kernels import splitk
 from kernels import w4a16 as k
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -266,7 +267,7 @@ def test_split_k_workspace_is_left_clean(path, M):
     again = k.w4a16_matmul_triton(x, path=path, **tiles, **layer)
     assert rel(again.cpu(), first.cpu()) < 1e-3
     assert rel(first.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
-    ws, counters = k._WORKSPACES[(x.device.type, x.device.index)]
+    ws, counters = splitk._WORKSPACES[(x.device.type, x.device.index)]
     assert not ws.any() and not counters.any()
 
 
@@ -284,11 +285,11 @@ def test_gemv_path_limits_raise_clear_errors():
 
 def test_an_outgrown_workspace_is_kept_for_graphs_captured_with_it():
     dev = torch.device(DEV)
-    small = k._splitk_workspace(dev, 16, 2)
-    big = k._splitk_workspace(dev, small[0].numel() + 4096, small[1].numel() + 8)
+    small = splitk.workspace(dev, 16, 2)
+    big = splitk.workspace(dev, small[0].numel() + 4096, small[1].numel() + 8)
     assert big[0].numel() >= small[0].numel() + 4096 and not big[0].any() and not big[1].any()
-    assert any(r is small for r in k._RETIRED)  # still referenced: a captured graph may replay into it
-    assert k._splitk_workspace(dev, 16, 2) is big  # the larger one serves smaller calls from now on
+    assert any(r is small for r in splitk._RETIRED)  # still referenced: a captured graph may replay into it
+    assert splitk.workspace(dev, 16, 2) is big  # the larger one serves smaller calls from now on
 
 
 # 16-bit dequantisation (s and zs stored in x's dtype, so the kernel dequantizes in fp16/bf16 with the magic-number

@@ -82,3 +82,24 @@ def test_loader_names_missing_and_misshapen_tensors():
         methods.loader.load_layer_tensors(layer, {}, "proj")
     with pytest.raises(methods.CheckpointError, match=r"proj.weight: checkpoint shape \(8, 15\) != expected \(8, 16\)"):
         methods.loader.load_layer_tensors(layer, {"weight": torch.zeros(8, 15)}, "proj")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fp8_layers_pass_fast_accum_and_backend_to_the_kernel(monkeypatch, fast):
+    # method.fast_accum (default on, as vLLM's FP8 kernels run) and method.backend reach fp8_linear
+    from kernels import fp8 as fp8k
+
+    seen = {}
+    real = fp8k.fp8_linear
+
+    def spy(*args, **kw):
+        seen.update(kw)
+        return real(*args, **{**kw, "backend": "torch"})
+
+    monkeypatch.setattr(fp8k, "fp8_linear", spy)
+    model = nn.Sequential(nn.Linear(32, 16))
+    cfg = FP8Config.from_dict({"fast_accum": fast, "backend": "gemv"})
+    assert FP8Config.from_dict({}).fast_accum
+    cfg.prepare_model(model, None, progress=False)
+    y = model(torch.randn(3, 32))
+    assert y.shape == (3, 16) and seen["fast_accum"] is fast and seen["backend"] == "gemv"

@@ -148,6 +148,10 @@ def fp8_backends() -> list[Backend]:
     return [
         make("scaled_mm_tensor", k.quantize_fp8_per_tensor, backend="scaled_mm"),
         make("scaled_mm_rowwise", k.quantize_fp8_per_channel, backend="scaled_mm", act_granularity="token"),
+        # use_fast_accum=True: no fp32 promotion along K, what method=fp8 runs by default (method.fast_accum)
+        make("scaled_mm_tensor_fastacc", k.quantize_fp8_per_tensor, backend="scaled_mm", fast_accum=True),
+        make("scaled_mm_rowwise_fastacc", k.quantize_fp8_per_channel, backend="scaled_mm", act_granularity="token",
+             fast_accum=True),
         # our one-launch FP8 GEMV (activations quantized in the kernel) up to kernels.fp8.GEMV_MAX_M rows,
         # torch._scaled_mm above: what fp8_linear(backend="gemv") runs
         make("triton_fp8_gemv_tensor", k.quantize_fp8_per_tensor, backend="gemv"),

@@ -35,6 +35,9 @@ class FP8Config(QuantizationConfig):
     activation_scheme: str = "dynamic"
     activation_granularity: str = "tensor"
     backend: str = "auto"
+    # torch._scaled_mm without fp32 promotion of the FP8 accumulator along K: faster prefill, as vLLM's CUTLASS
+    # FP8 kernels and torchao's Float8Linear forward run it; false for cuBLASLt's promoted accumulation.
+    fast_accum: bool = True
     # Checkpoint tensor name of block scales: HF/DeepSeek write weight_scale_inv, compressed-tensors weight_scale.
     block_scale_name: str = "weight_scale_inv"
     # Static calibration: how many windows of how many tokens from the run's dataset.
@@ -182,7 +185,8 @@ class FP8LinearMethod(LinearMethodBase):
         x2 = x.reshape(-1, x.shape[-1])
         args = (x2, layer.weight, getattr(layer, self._scale_name))
         opts = dict(activation_scheme=c.activation_scheme, act_granularity=c.activation_granularity,
-                    input_scale=input_scale, bias=layer.bias, backend=c.backend, out_dtype=x.dtype)
+                    input_scale=input_scale, bias=layer.bias, backend=c.backend, out_dtype=x.dtype,
+                    fast_accum=c.fast_accum)
         if compiling:  # one opaque op for torch.compile (no graph breaks)
             y = fp8k.fp8_linear_op(*args, block_size=list(c.weight_block_size) if c.weight_block_size else None,
                                    **opts)

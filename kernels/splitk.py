@@ -1,0 +1,70 @@
+"""Split-K reduction inside one launch, shared by the decode kernels (W4A16 and FP8 GEMVs): a reusable fp32
+workspace and arrival counters that the kernels leave zero again, so a split-K call needs no memset and no
+second kernel (at decode sizes each launch costs about as much as the bytes)."""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the workspace helper still imports
+    triton = None
+
+_WORKSPACES: dict = {}
+_RETIRED: list = []  # outgrown workspaces: CUDA graphs captured with them still read and write them
+
+
+def workspace(device: torch.device, numel: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 partial sums [>= numel] and arrival counters [>= tiles], all zero, that split-K kernels leave zero
+    again (`splitk_finish`): kept per device and reused, so a call needs no memset. Kernels on one stream run
+    one after another, so one workspace serves them all; while a CUDA graph is being captured a too-small
+    workspace is not replaced (that would capture an allocation the eager calls never see): the call gets a
+    fresh zeroed one of its own (a captured memset). An outgrown workspace is kept, not freed, since graphs
+    captured with it replay into it."""
+    key = (device.type, device.index)
+    ws = _WORKSPACES.get(key)
+    if ws is not None and ws[0].numel() >= numel and ws[1].numel() >= tiles:
+        return ws
+    fresh = (torch.zeros(max(numel, ws[0].numel() if ws else 0), dtype=torch.float32, device=device),
+             torch.zeros(max(tiles, ws[1].numel() if ws else 0), dtype=torch.int32, device=device))
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return fresh
+    if ws is not None:
+        _RETIRED.append(ws)  # never freed: a graph captured earlier may replay with it
+    _WORKSPACES[key] = fresh
+    return fresh
+
+
+if triton is not None:
+
+    @triton.jit
+    def round_to_bf16(v):
+        # nearest bf16 (ties to even), kept in fp32: add half an ulp at bit 16, clear the 16 low mantissa bits
+        b = v.to(tl.int32, bitcast=True)
+        b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+        return b.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                      HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """Every program adds its fp32 partial tile [BLOCK_M, BLOCK_N] of y into the workspace; the last of the
+        split_k programs of an N-tile (an acq_rel counter per tile, indexed by program_id(0)) adds the bias,
+        writes y in its dtype and zeroes its workspace tile and counter again, so the next call finds them clean
+        (no memset, no cast kernel). Ordering: all threads' adds, a CTA barrier, then one thread's
+        release/acquire counter add."""
+        mask = m_ok[:, None] & n_ok[None, :]
+        ws = ws_ptr + rm[:, None] * N + rn[None, :]
+        tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()
+        arrived = tl.atomic_add(cnt_ptr + tl.program_id(0), 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if EMULATE_BF16:
+                total = round_to_bf16(total)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
+            tl.store(ws, tl.zeros_like(total), mask=mask)
+            tl.store(cnt_ptr + tl.program_id(0), 0)
