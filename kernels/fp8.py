@@ -21,7 +21,7 @@ import torch
 
 from kernels.splitk import workspace as splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
-from kernels.tuning import lookup, m_bucket
+from kernels.tuning import load_table, lookup, m_bucket
 
 try:
     import triton
@@ -583,6 +583,17 @@ def default_gemv_config(M: int, N: int, K: int, device) -> dict:
     return cfg
 
 
+def gemv_beats_scaled_mm(M: int, N: int, K: int, device) -> bool:
+    """True where this GPU's tuned table says the GEMV ran faster than torch._scaled_mm (activation quantization
+    included in both) for this shape and M-bucket: `fp8_linear`'s auto backend then takes it. Untuned: False."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    entry = load_table(os.environ.get(TUNING_ENV, TUNED_FILE)).get(_gpu_name(device.index or 0), {}).get(
+        gemv_tuning_key(M, N, K))
+    return bool(entry) and entry.get("scaled_mm_ms") is not None and entry["median_ms"] < entry["scaled_mm_ms"]
+
+
 def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, activation_scheme: str = "dynamic",
                     act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
                     bias: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
@@ -660,7 +671,9 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
                out_dtype: torch.dtype | None = None, fast_accum: bool = False) -> torch.Tensor:
     """y = x @ dequant(w_q)^T (+ bias) for x [M, K], w_q [N, K], activations quantized as the scheme says.
 
-    backend: auto picks torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and N multiples of 16),
+    backend: auto picks the one-launch GEMV at decode sizes where this GPU's tuned table measured it faster than
+    torch._scaled_mm (`gemv_beats_scaled_mm`), torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and
+    N multiples of 16),
     the Triton GEMMs (block scales, or other shapes on an FP8 GPU), else the float32 emulation ('torch').
     fast_accum: torch._scaled_mm's use_fast_accum (see `scaled_mm`); the other backends accumulate in fp32.
     """
@@ -686,6 +699,9 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
         if block_size is None and M <= GEMV_MAX_M and triton is not None and (gpu or _interpreted()):
             return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
         backend = "auto"
+    if (backend == "auto" and gpu and triton is not None and block_size is None and M <= GEMV_MAX_M
+            and gemv_beats_scaled_mm(M, N, K, x.device)):
+        return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
     if backend == "auto":
         if not gpu or triton is None and block_size is not None:
             backend = "torch"

@@ -111,7 +111,8 @@ def _inputs(M: int, N: int, K: int, block_size, device):
 def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
               deadline: float | None = None) -> dict[str, dict]:
     """Best `fp8_gemv_triton` config per M (<= GEMV_MAX_M) for one (K, N), dynamic per-tensor activations (the
-    activation quantization is inside the kernel, so it is timed)."""
+    activation quantization is inside the kernel, so it is timed), and torch._scaled_mm's time with its
+    activation quantization in the same conditions (`scaled_mm_ms`: fp8_linear's auto takes the faster)."""
     from kernels.timing import graph_time_ms, l2_flush_buffer
 
     flush = l2_flush_buffer(device)
@@ -124,6 +125,7 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
         wq, ws = k.quantize_fp8_per_tensor(torch.randn(N, K, device=device) * 0.02)
         ref = k.fp8_linear_ref(*k.quantize_fp8_per_tensor(x), wq, ws, None, torch.float32)
         default = k.default_gemv_config(M, N, K, device)
+        peer = graph_time_ms(lambda: k.fp8_linear(x, wq, ws, backend="scaled_mm"), 2, iters, flush)[0]
         results = []
         for i, cfg in enumerate([default] + gemv_candidates(M, N, K, sms)):
             if i > 0 and deadline is not None and time.monotonic() > deadline:
@@ -147,9 +149,9 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
         gbps = (N * K + M * K * 2 + M * N * 2) / (best_ms * 1e-3) / 1e9
         table[k.gemv_tuning_key(M, N, K)] = dict(best) | {
             "median_ms": round(best_ms, 5), "default_ms": round(default_ms, 5) if default_ms else None,
-            "gbps": round(gbps, 1)}
+            "gbps": round(gbps, 1), "scaled_mm_ms": round(peer, 5)}
         log(f"K={K:6d} N={N:6d} M={M:5d} gemv  best {best_ms:.4f} ms ({gbps:.0f} GB/s; default "
-            f"{default_ms or float('nan'):.4f}, {len(results)} timed) {best}")
+            f"{default_ms or float('nan'):.4f}, _scaled_mm {peer:.4f}, {len(results)} timed) {best}")
     return table
 
 

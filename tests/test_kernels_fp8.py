@@ -450,3 +450,25 @@ def test_gemv_reads_its_tuned_entry(monkeypatch, tmp_path):
     assert k.default_gemv_config(1, 40, 256, DEV) == dict(block_n=16, block_k=32, split_k=4, num_warps=2,
                                                           num_stages=2)
     assert k.default_gemv_config(2, 40, 256, DEV)["block_k"] == 128  # M-bucket 2: heuristics
+
+
+def test_auto_takes_the_gemv_only_where_the_table_measured_it_faster(monkeypatch, tmp_path):
+    # entries with the GEMV faster than _scaled_mm (M = 1), slower (M-bucket 2), and without a _scaled_mm time
+    # (M-bucket 4); off CUDA, never
+    key = k.gemv_tuning_key
+    table = {"FakeGPU": {key(1, 64, 256): dict(block_n=16, block_k=32, split_k=1, num_warps=4, num_stages=2,
+                                                median_ms=0.010, scaled_mm_ms=0.012),
+                         key(2, 64, 256): dict(block_n=16, block_k=32, split_k=1, num_warps=4, num_stages=2,
+                                                median_ms=0.020, scaled_mm_ms=0.012),
+                         key(4, 64, 256): dict(block_n=16, block_k=32, split_k=1, num_warps=4, num_stages=2,
+                                                median_ms=0.010)}}
+    path = tmp_path / "fp8.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "FakeGPU")
+    cuda = torch.device("cuda", 0)
+    assert k.gemv_beats_scaled_mm(1, 64, 256, cuda)
+    assert not k.gemv_beats_scaled_mm(2, 64, 256, cuda)
+    assert not k.gemv_beats_scaled_mm(4, 64, 256, cuda)
+    assert not k.gemv_beats_scaled_mm(1, 64, 512, cuda)  # no entry
+    assert not k.gemv_beats_scaled_mm(1, 64, 256, torch.device("cpu"))
