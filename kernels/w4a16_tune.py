@@ -30,10 +30,11 @@ SKINNY_BLOCK_K = (128, 64)
 # above spills registers (118-1103 STL/LDL in the loop); 128 x 32 is the one-warp tile that does not (10.8
 # instructions per weight against 7.8 for the spilling 256 x 64), so the tuner times it too.
 GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True), (128, 32, 1, True),
-              (128, 64, 1, True), (128, 128, 1, True), (256, 64, 2, True))
+              (128, 64, 1, True), (128, 128, 1, True), (256, 64, 2, True), (64, 64, 1, True))
 # Narrow shapes (N = 4096: o, down) leave the 256-column one-warp tiles at ~3.5 warps per SM even split 32 ways,
 # too few to hide the loads behind the unpacking (the back-to-back timing shows them at 1.0-1.2 TB/s against
-# 2.0-2.3 for the wide ones): the 128-column and 2-warp tiles and split 64 give them more warps.
+# 2.0-2.3 for the wide ones): the 64/128-column and 2-warp tiles and split 64 give them more warps (up to 24
+# one-warp programs per SM: an SM holds at most 32 blocks).
 # Tiled (M 17..1024) tiles: (block_m, block_n, block_k, num_warps, num_stages, swap_ab). The first six are the
 # earlier search; then larger tiles for the 16-bit dequantisation (cheap enough per weight that bigger BLOCK_M,
 # i.e. fewer dequantisations per output, and deeper pipelines can pay) and the swapped variant (W^T @ x^T: the
@@ -58,7 +59,7 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                 continue
             tiles = k._cdiv(N, bn)
             for split in (1, 2, 4, 8, 16, 32, 64):
-                if split > 1 and (split * bk > K or tiles * split > 16 * sms):
+                if split > 1 and (split * bk > K or tiles * split > 24 * sms):
                     continue
                 if split == 1 or tiles * split >= sms // 2:
                     for stages in (2, 3):
