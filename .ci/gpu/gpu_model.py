@@ -13,7 +13,7 @@ def preset_model(method: str, device: torch.device):
     torch.manual_seed(0)
     model = load_model(ModelConf(name_or_path="preset:llama-2-7b", random_weights=True), device).model
     if method != "none":
-        methods.get_method_class(method).from_dict({}).prepare_model(model, None, progress=False)
+        methods.get_method_class(method).from_dict({}).prepare_speed_only(model, progress=False)
     return model
 
 
