@@ -28,6 +28,9 @@ class ModelConf:
     # After quantizing (and export), fuse q/k/v and gate/up projections into one GEMM each, as serving engines
     # do (methods/fusion.py): same outputs, fewer and wider GEMMs.
     fuse_projections: bool = False
+    # sdpa or eager (transformers' own), or split_kv: our split-KV decode attention (kernels/attention.py) for
+    # single-token queries on CUDA, SDPA for prefill and elsewhere (harness/attention.py).
+    attn_implementation: str = "sdpa"
 
 
 @dataclass

@@ -146,6 +146,11 @@ def load_model(conf: ModelConf, device: torch.device) -> LoadedModel:
     """With random_weights the directory may hold only config.json; the tokenizer is then None."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from harness.attention import IMPLEMENTATIONS
+
+    if conf.attn_implementation not in IMPLEMENTATIONS:  # before any loading
+        raise ValueError(f"model.attn_implementation={conf.attn_implementation!r}; use one of "
+                         f"{sorted(IMPLEMENTATIONS)}")
     path = resolve_model_path(conf.name_or_path)
     dtype = resolve_dtype(conf.dtype, device)
     kw = dict(revision=conf.revision, trust_remote_code=conf.trust_remote_code)
@@ -163,6 +168,10 @@ def load_model(conf: ModelConf, device: torch.device) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw).to(device)
     model.eval()
+    if conf.attn_implementation != "sdpa":
+        from harness.attention import set_attention
+
+        set_attention(model, conf.attn_implementation)
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, checkpoint_method=checkpoint_method)
 
 

@@ -409,3 +409,15 @@ def test_noise_batch_changes_the_batch_and_keeps_the_compared_rows_first():
     assert b1.shape == (2, 6) and torch.equal(b1[0], one[0]) and not torch.equal(b1[1], one[0])
     four = torch.arange(24).reshape(4, 6)
     assert torch.equal(noise_prompt(four, floor_rows(4)), four[:2])  # half the batch, alone
+
+
+def test_split_kv_attention_run_records_its_implementation(tmp_path, tiny_dir):
+    # model.attn_implementation=split_kv end to end (interpreted on CPU): decode checked against eager steps of the
+    # same implementation; the record says which attention ran, and the speedup table keeps it apart
+    from harness.speedup import setup
+
+    rec = _run(tmp_path, f"model.name_or_path={tiny_dir}", "model.random_weights=true", "method=none",
+               *SMALL_SPEED, "model.attn_implementation=split_kv")
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["config"]["model"]["attn_implementation"] == "split_kv"
+    assert setup(rec, rec["metrics"]["throughput"]["points"][0]).endswith("+split_kv")

@@ -1,0 +1,168 @@
+"""Split-KV decode attention (flash-decoding): one query token per sequence against a static KV cache.
+
+At decode, attention has one query row per head, so kernels that parallelize over (batch, head, query block) run
+batch x heads programs: 32 on an H100 with 132 SMs at batch 1 (cuDNN's flash kernel took 8.3 us a layer to read
+5.2 MB of a 320-slot Llama-2-7B cache, `results/h100/decode_profile_20261127_calls17-18.log`). Here the keys are
+split too: program (sequence, head, split) runs an online softmax over its slice of keys and writes its partial
+(running max m, sum l, unnormalized output acc); a second launch combines the splits with their log-sum-exp
+weights. Grouped-query attention maps query head h to KV head h // (H / H_kv).
+
+Layouts (as transformers passes them to an attention function): q [B, H, 1, D], k and v [B, H_kv, N, D] (any
+strides, the last dim contiguous), an optional boolean mask [B, 1, 1, N] (True: attend) that hides the cache slots
+not written yet; output [B, 1, H, D] in q's dtype (transformers' attention output layout). `decode_attention_ref`
+is the plain-torch reference (SDPA).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the reference still works
+    triton = None
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def decode_attention_ref(q, k, v, mask=None, scale: float | None = None) -> torch.Tensor:
+    """SDPA on the same inputs (GQA by repeating KV heads), in fp32; output [B, 1, H, D] in q's dtype."""
+    B, H, _, D = q.shape
+    rep = H // k.shape[1]
+    kf, vf = (t.float().repeat_interleave(rep, dim=1) for t in (k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q.float(), kf, vf, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).to(q.dtype)
+
+
+def check_inputs(q, k, v, mask=None) -> str | None:
+    """Why these inputs are not ones the kernel serves, or None."""
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+        return f"shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: expected [B, H, 1, D] and [B, H_kv, N, D]"
+    B, H, L, D = q.shape
+    if L != 1:
+        return f"{L} query tokens: the kernel serves decode (one query token per sequence)"
+    if k.shape[0] != B or k.shape[3] != D or H % k.shape[1]:
+        return f"q {tuple(q.shape)} and k {tuple(k.shape)} do not match (batch, head dim, or H not a multiple of H_kv)"
+    if D & (D - 1) or D < 16 or D > 256:
+        return f"head dim {D}: the kernel takes powers of two from 16 to 256"
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        return "q, k and v need a contiguous last dim"
+    if mask is not None and (mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1
+                             or mask.shape[0] not in (1, B) or mask.shape[3] != k.shape[2]):
+        return f"mask {tuple(mask.shape)} {mask.dtype}: the kernel takes a boolean [B, 1, 1, N] key mask"
+    return None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, H, G, N, chunk, scale,
+                      sqb, sqh, skb, skh, skn, svb, svh, svn, smb, smn,
+                      HAS_MASK: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+        # program (b * H + h, split): online softmax over keys [split * chunk, +chunk); writes m, l, acc[D]
+        bh = tl.program_id(0)
+        s = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        hk = h // G
+        rd = tl.arange(0, D)
+        q = tl.load(q_ptr + b * sqb + h * sqh + rd).to(tl.float32) * scale
+        m = tl.max(tl.full([BLOCK_N], -1.0e30, tl.float32), axis=0)
+        l = tl.sum(tl.zeros([BLOCK_N], tl.float32), axis=0)
+        acc = tl.zeros([D], tl.float32)
+        lo = s * chunk
+        hi = tl.minimum(N, lo + chunk)
+        for n0 in range(lo, hi, BLOCK_N):
+            rn = n0 + tl.arange(0, BLOCK_N)
+            ok = rn < hi
+            if HAS_MASK:
+                ok = ok & (tl.load(mask_ptr + b * smb + rn * smn, mask=ok, other=0) != 0)
+            kt = tl.load(k_ptr + b * skb + hk * skh + rn[:, None] * skn + rd[None, :], mask=ok[:, None], other=0.0)
+            scores = tl.where(ok, tl.sum(kt.to(tl.float32) * q[None, :], axis=1), -1.0e30)
+            m_new = tl.maximum(m, tl.max(scores, axis=0))
+            alpha = tl.exp(m - m_new)
+            p = tl.where(ok, tl.exp(scores - m_new), 0.0)
+            vt = tl.load(v_ptr + b * svb + hk * svh + rn[:, None] * svn + rd[None, :], mask=ok[:, None], other=0.0)
+            acc = acc * alpha + tl.sum(p[:, None] * vt.to(tl.float32), axis=0)
+            l = l * alpha + tl.sum(p, axis=0)
+            m = m_new
+        # partials [B * H, splits, D + 2]: acc, then m, then l
+        base = part_ptr + (bh * tl.num_programs(1) + s) * (D + 2)
+        tl.store(base + rd, acc)
+        tl.store(base + D, m)
+        tl.store(base + D + 1, l)
+
+    @triton.jit
+    def _combine_kernel(part_ptr, o_ptr, H, splits, sob, soh, D: tl.constexpr, BLOCK_S: tl.constexpr):
+        # program b * H + h: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s
+        bh = tl.program_id(0)
+        rs = tl.arange(0, BLOCK_S)
+        rd = tl.arange(0, D)
+        s_ok = rs < splits
+        base = part_ptr + bh * splits * (D + 2)
+        m = tl.load(base + rs * (D + 2) + D, mask=s_ok, other=-1.0e30)
+        l = tl.load(base + rs * (D + 2) + D + 1, mask=s_ok, other=0.0)
+        acc = tl.load(base + rs[:, None] * (D + 2) + rd[None, :], mask=s_ok[:, None], other=0.0)
+        w = tl.where(s_ok, tl.exp(m - tl.max(m, axis=0)), 0.0)
+        out = tl.sum(w[:, None] * acc, axis=0) / tl.sum(w * l, axis=0)
+        tl.store(o_ptr + (bh // H) * sob + (bh % H) * soh + rd, out.to(o_ptr.dtype.element_ty))
+
+
+def split_count(B: int, H: int, N: int, device: torch.device, block_n: int = 32) -> int:
+    """Key splits so that B x H x splits programs fill the GPU about twice over (>= block_n keys each)."""
+    return max(1, min(_cdiv(N, block_n), _cdiv(2 * _num_sms(device), B * H)))
+
+
+def decode_attention_triton(q, k, v, mask=None, scale: float | None = None, splits: int | None = None,
+                            block_n: int = 32, num_warps: int = 4) -> torch.Tensor:
+    """Split-KV attention of one query token per sequence (layouts in the module docstring); [B, 1, H, D]."""
+    if triton is None:
+        raise RuntimeError("decode attention: Triton is not installed; use decode_attention_ref")
+    if not q.is_cuda and not _interpreted():
+        raise ValueError("decode attention: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    why = check_inputs(q, k, v, mask)
+    if why is not None:
+        raise ValueError(f"decode attention: {why}")
+    B, H, _, D = q.shape
+    N = k.shape[2]
+    splits = splits or split_count(B, H, N, q.device, block_n)
+    chunk = _cdiv(_cdiv(N, splits), block_n) * block_n
+    splits = _cdiv(N, chunk)
+    part = torch.empty((B * H, splits, D + 2), dtype=torch.float32, device=q.device)
+    out = torch.empty((B, 1, H, D), dtype=q.dtype, device=q.device)
+    m = mask if mask is not None else q
+    smb = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
+    smn = mask.stride(3) if mask is not None else 0
+    launch = {} if _interpreted() else {"num_warps": num_warps}
+    _split_kernel[(B * H, splits)](
+        q, k, v, m, part, H, H // k.shape[1], N, chunk, float(scale if scale is not None else D ** -0.5),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        smb, smn, HAS_MASK=mask is not None, D=D, BLOCK_N=block_n, **launch)
+    _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(2), D=D,
+                              BLOCK_S=max(2, triton.next_power_of_2(splits)), **launch)
+    return out
+
+
+@torch.library.custom_op("quantbench::decode_attention", mutates_args=())
+def decode_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                        scale: float) -> torch.Tensor:
+    """`decode_attention_triton` as one opaque op, so torch.compile traces it without graph breaks."""
+    return decode_attention_triton(q, k, v, mask, scale)
+
+
+@decode_attention_op.register_fake
+def _decode_attention_fake(q, k, v, mask, scale):
+    return q.new_empty((q.shape[0], 1, q.shape[1], q.shape[3]))

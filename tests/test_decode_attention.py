@@ -1,0 +1,132 @@
+"""Split-KV decode attention (kernels/attention.py) against SDPA, and the model.attn_implementation=split_kv glue
+(harness/attention.py) in a tiny Llama's static-cache decode, eager and compiled (interpreted on CPU)."""
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from harness import attention as glue
+from harness.metrics.decode import StaticDecoder
+from harness.models import random_model
+from kernels import attention as k
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(k.triton is None, reason="Triton is not installed")
+
+
+def _inputs(B, H, Hk, N, D, dtype, filled=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, kk, v = (torch.randn(shape, generator=gen).to(dtype).to(DEV) for shape in
+                ((B, H, 1, D), (B, Hk, N, D), (B, Hk, N, D)))
+    mask = None
+    if filled is not None:  # a static cache: the first filled[b] slots written, the rest hidden
+        mask = torch.arange(N)[None, None, None, :] < torch.tensor(filled)[:, None, None, None]
+        mask = mask.to(DEV)
+    return q, kk, v, mask
+
+
+@needs_triton
+@pytest.mark.parametrize("B,H,Hk,N,D,dtype,filled,splits", [
+    (1, 4, 4, 70, 64, torch.float32, [52], None),  # MHA, the tail of the cache hidden
+    (2, 8, 2, 100, 32, torch.bfloat16, [97, 40], 3),  # GQA (4 query heads a KV head), uneven splits
+    (3, 4, 1, 33, 16, torch.float16, None, 1),  # MQA, no mask, one split
+    (1, 2, 2, 128, 128, torch.float32, [128], 16),  # every split one block; all slots attend
+    (2, 4, 2, 64, 32, torch.float32, [5, 64], 4),  # splits with no visible key (their partials weigh 0)
+])
+def test_split_kv_attention_matches_sdpa(B, H, Hk, N, D, dtype, filled, splits):
+    q, kk, v, mask = _inputs(B, H, Hk, N, D, dtype, filled)
+    got = k.decode_attention_triton(q, kk, v, mask, splits=splits, block_n=16)
+    ref = k.decode_attention_ref(q, kk, v, mask)
+    assert got.shape == (B, 1, H, D) and got.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # 16-bit outputs: one rounding of the result
+    torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
+
+
+def test_inputs_the_kernel_does_not_serve_are_named():
+    q, kk, v, mask = _inputs(1, 4, 2, 16, 32, torch.float32, [9])
+    assert k.check_inputs(q, kk, v, mask) is None
+    assert "2 query tokens" in k.check_inputs(q.expand(1, 4, 2, 32), kk, v)
+    assert "head dim 24" in k.check_inputs(q[..., :24], kk[..., :24], v[..., :24])
+    assert "boolean [B, 1, 1, N]" in k.check_inputs(q, kk, v, mask.float())
+    assert "H not a multiple" in k.check_inputs(q[:, :3], kk, v)
+    if k.triton is not None:
+        with pytest.raises(ValueError, match="decode attention: 2 query tokens"):
+            k.decode_attention_triton(q.expand(1, 4, 2, 32), kk, v)
+
+
+def _tiny():
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    return random_model(cfg, torch.float32, torch.device(DEV)).eval()
+
+
+@needs_triton
+def test_split_kv_decode_equals_sdpa_decode(monkeypatch):
+    # the same tiny Llama decoding from the same prompt: sdpa, then split_kv; the kernel serves every decode step
+    # (the prefill stays on SDPA), and logits and tokens agree
+    torch.manual_seed(0)
+    model = _tiny()
+    prompt = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(1)).to(DEV)
+    dec = StaticDecoder(model, 2, 6, 5)
+    dec.prefill(prompt)
+    ref = [dec.step().clone() for _ in range(4)]
+    calls = []
+    real = k.decode_attention_triton
+    monkeypatch.setattr(k, "decode_attention_triton", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    assert glue.set_attention(model, "split_kv") == glue.SPLIT_KV
+    dec = StaticDecoder(model, 2, 6, 5)
+    dec.prefill(prompt)
+    got = [dec.step().clone() for _ in range(4)]
+    assert len(calls) == 4 * 2 and all(s == (2, 4, 1, 16) for s in calls)  # 4 steps x 2 layers
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    glue.set_attention(model, "sdpa")
+
+
+@needs_triton
+def test_split_kv_decode_compiles_to_one_graph():
+    # the kernel is one opaque op (quantbench::decode_attention) inside the compiled step: no graph breaks, and
+    # the compiled steps give the eager split_kv logits
+    torch.manual_seed(0)
+    model = _tiny()
+    glue.set_attention(model, "split_kv")
+    prompt = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(2)).to(DEV)
+    dec = StaticDecoder(model, 1, 6, 6)
+    dec.prefill(prompt)
+    ref = [dec.step().clone() for _ in range(2)]
+    dec.compile(prompt)
+    assert dec.compile_stats == {"graphs": 1, "graph_breaks": 0}
+    dec.prefill(prompt)
+    got = [dec.step().clone() for _ in range(2)]
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_attention_implementation_is_refused_before_loading():
+    from harness.config import ModelConf
+    from harness.models import load_model
+
+    with pytest.raises(ValueError, match=r"model.attn_implementation='flash'; use one of \['eager', 'sdpa', "
+                                         r"'split_kv'\]"):
+        load_model(ModelConf(name_or_path="/nonexistent", attn_implementation="flash"), torch.device("cpu"))
+
+
+def test_a_decode_step_the_kernel_cannot_take_runs_sdpa_and_says_why():
+    # a float mask is not the boolean key mask the kernel reads: SDPA computes the step, with a warning naming why
+    q, kk, v, mask = _inputs(1, 4, 2, 16, 32, torch.float32, [9])
+    fmask = torch.where(mask, 0.0, float("-inf"))
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, True
+    with pytest.warns(UserWarning, match="decode attention on SDPA .*boolean"):
+        out, _ = glue.split_kv_attention(module, q, kk, v, fmask)
+    torch.testing.assert_close(out, k.decode_attention_ref(q, kk, v, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_speedup_setups_keep_attention_implementations_apart():
+    from harness.speedup import setup
+
+    rec = {"metrics": {"throughput": {"decode_mode": "compile"}}, "model": {"fused_projections": 4},
+           "config": {"model": {"attn_implementation": "split_kv"}}}
+    assert setup(rec) == "compile+fused+split_kv"
+    rec["config"]["model"]["attn_implementation"] = "sdpa"
+    assert setup(rec) == "compile+fused"
