@@ -688,9 +688,13 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
     per = 32 // bits
     if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
             and device.type == "cuda"):
-        # one-warp programs, ~8 per SM (the tuned H100 entries use 8-14)
-        cfg = dict(path="gemv", block_n=256, block_k=64, num_warps=1, num_stages=3, reduce_rows=True)
-        cfg["split_k"] = max(1, min(32, _cdiv(8 * sms, _cdiv(N, 256)), _cdiv(K, 64)))
+        # One-warp programs, ~14 per SM, as the tuned H100 entries have them (10-16 on the Llama-2-7B shapes).
+        # M = 1: 512 columns where N is wide, 128 on narrow shapes (o, down), whose 256-column tiles left ~3.5
+        # warps per SM and ran at half the bandwidth of the wide ones. M = 2: 32-row tiles (256 columns where N
+        # is wide), the widest that do not spill registers on sm_90 (`python -m kernels.sass gemv --m 2`).
+        bn, bk = (512 if N >= 8192 else 128, 64) if M == 1 else (256 if N >= 8192 else 128, 32)
+        cfg = dict(path="gemv", block_n=bn, block_k=bk, num_warps=1, num_stages=3, reduce_rows=True)
+        cfg["split_k"] = max(1, min(64, _cdiv(14 * sms, _cdiv(N, bn)), _cdiv(K, bk)))
         return cfg
     if M <= SKINNY_MAX_M:
         cfg = dict(path="skinny", block_n=128, block_k=16 * per, num_warps=4, num_stages=3)
