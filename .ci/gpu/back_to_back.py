@@ -7,7 +7,6 @@ lone replay (graph launch, ramp-up and tail) that a decode step pays once per ke
 """
 
 import argparse
-import statistics
 
 import torch
 
@@ -45,5 +44,5 @@ for model in args.models:
                 gbps = (w_bytes + m * K * 2 + m * N * 2) / (per * 1e-3) / 1e9
                 print(f"{model} {layer:8s} {name:24s} M={m} lone {lone * 1e3:7.1f} us | back to back "
                       f"{per * 1e3:7.1f} us ({gbps:5.0f} GB/s, {len(copies)} weight copies, {reps} calls)")
-            del copies, run
+            copies = run = None  # free this backend's weight copies before the next one
             torch.cuda.empty_cache()
