@@ -108,6 +108,29 @@ def _inputs(M: int, N: int, K: int, block_size, device):
     return xq, xs, wq, ws
 
 
+def _time_configs(run, ref, configs, iters, flush, log, deadline) -> list[tuple[float, dict]]:
+    """(median ms, config) of each config that runs and agrees with `ref` (bf16 output rounding is ~2e-3);
+    `run(config=cfg)` launches one. Stops starting configs past `deadline` (the first is always timed)."""
+    from kernels.timing import graph_time_ms
+
+    results = []
+    for i, cfg in enumerate(configs):
+        if i > 0 and deadline is not None and time.monotonic() > deadline:
+            log(f"  time budget spent after {i} of the candidates")
+            break
+        try:
+            err = ((run(config=cfg).float() - ref).norm() / ref.norm()).item()
+            if not err < 1e-2:
+                log(f"  rejected (rel err {err:.2e}): {cfg}")
+                continue
+            ms = graph_time_ms(lambda: run(config=cfg), 2, iters, flush)[0]
+        except Exception as e:  # a config this GPU/compiler cannot run: skip it
+            log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
+            continue
+        results.append((ms, cfg))
+    return results
+
+
 def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
               deadline: float | None = None) -> dict[str, dict]:
     """Best `fp8_gemv_triton` config per M (<= GEMV_MAX_M) for one (K, N), dynamic per-tensor activations (the
@@ -126,22 +149,8 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
         ref = k.fp8_linear_ref(*k.quantize_fp8_per_tensor(x), wq, ws, None, torch.float32)
         default = k.default_gemv_config(M, N, K, device)
         peer = graph_time_ms(lambda: k.fp8_linear(x, wq, ws, backend="scaled_mm"), 2, iters, flush)[0]
-        results = []
-        for i, cfg in enumerate([default] + gemv_candidates(M, N, K, sms)):
-            if i > 0 and deadline is not None and time.monotonic() > deadline:
-                log(f"  time budget spent after {i} of the candidates")
-                break
-            try:
-                run = functools.partial(k.fp8_gemv_triton, x, wq, ws, config=cfg)
-                err = ((run().float() - ref).norm() / ref.norm()).item()
-                if not err < 1e-2:
-                    log(f"  rejected (rel err {err:.2e}): {cfg}")
-                    continue
-                ms = graph_time_ms(run, 2, iters, flush)[0]
-            except Exception as e:  # a config this GPU/compiler cannot run: skip it
-                log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
-                continue
-            results.append((ms, cfg))
+        run = functools.partial(k.fp8_gemv_triton, x, wq, ws)
+        results = _time_configs(run, ref, [default] + gemv_candidates(M, N, K, sms), iters, flush, log, deadline)
         if not results:
             continue
         best_ms, best = min(results, key=lambda r: r[0])
@@ -158,7 +167,7 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
 def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | None = (128, 128),
                iters: int = 15, log=print, deadline: float | None = None) -> dict[str, dict]:
     """Best config per M-bucket for one (K, N); stops early (keeping what it measured) past `deadline`."""
-    from kernels.timing import graph_time_ms, l2_flush_buffer
+    from kernels.timing import l2_flush_buffer
 
     flush = l2_flush_buffer(device)
     table = {}
@@ -172,21 +181,7 @@ def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | N
         else:
             run = functools.partial(k.fp8_scaled_gemm_triton, xq, xs, wq, ws, out_dtype=torch.bfloat16)
         default = k.default_gemm_config(M, block_size is not None)
-        results = []
-        for i, cfg in enumerate([default] + candidates(M, N, K, block_size)):
-            if i > 0 and deadline is not None and time.monotonic() > deadline:
-                log(f"  time budget spent after {i} of the candidates")
-                break
-            try:
-                err = ((run(config=cfg).float() - ref).norm() / ref.norm()).item()
-                if not err < 1e-2:  # bf16 output rounding is ~2e-3
-                    log(f"  rejected (rel err {err:.2e}): {cfg}")
-                    continue
-                ms = graph_time_ms(lambda: run(config=cfg), 2, iters, flush)[0]
-            except Exception as e:  # a config this GPU/compiler cannot run: skip it
-                log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
-                continue
-            results.append((ms, cfg))
+        results = _time_configs(run, ref, [default] + candidates(M, N, K, block_size), iters, flush, log, deadline)
         if not results:
             continue
         best_ms, best = min(results, key=lambda r: r[0])

@@ -472,3 +472,22 @@ def test_auto_takes_the_gemv_only_where_the_table_measured_it_faster(monkeypatch
     assert not k.gemv_beats_scaled_mm(4, 64, 256, cuda)
     assert not k.gemv_beats_scaled_mm(1, 64, 512, cuda)  # no entry
     assert not k.gemv_beats_scaled_mm(1, 64, 256, torch.device("cpu"))
+
+
+def test_tuner_skips_failing_and_wrong_configs(monkeypatch):
+    # the tuners' timing loop (GEMMs and GEMV): a config that raises is skipped, one that disagrees with the
+    # reference is rejected, the rest are timed (the GPU timer is faked: it runs the call once)
+    from kernels import fp8_tune, timing
+
+    monkeypatch.setattr(timing, "graph_time_ms", lambda fn, warmup, iters, flush: (fn(), (0.5, 0.4, 0.6, "x"))[1])
+    ref = torch.ones(4)
+
+    def run(config):
+        if config["c"] == 0:
+            raise RuntimeError("out of resources")
+        return ref * (2.0 if config["c"] == 1 else 1.0)
+
+    logs = []
+    got = fp8_tune._time_configs(run, ref, [{"c": 0}, {"c": 1}, {"c": 2}], 3, None, logs.append, None)
+    assert got == [(0.5, {"c": 2})]
+    assert "skipped {'c': 0}: RuntimeError" in logs[0] and "rejected (rel err 1.00e+00)" in logs[1]
