@@ -96,6 +96,9 @@ class ThroughputConf:
     prefill_mode: str = "auto"
     # Greedy steps compared between eager and graph/compiled decode at each point (0: no check).
     check_steps: int = 4
+    # Decode steps profiled at each point after the timed runs (0: none): per-step time by category (GEMM/GEMV,
+    # attention, activation quantization, other) and the top kernels, in the point's step_profile.
+    profile_steps: int = 0
 
 
 @dataclass

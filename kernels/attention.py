@@ -69,7 +69,7 @@ def check_inputs(q, k, v, mask=None) -> str | None:
 if triton is not None:
 
     @triton.jit
-    def _split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, H, G, N, chunk, scale,
+    def _decode_attn_split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, H, G, N, chunk, scale,
                       sqb, sqh, skb, skh, skn, svb, svh, svn, smb, smn,
                       HAS_MASK: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
         # program (b * H + h, split): online softmax over keys [split * chunk, +chunk); writes m, l, acc[D]
@@ -106,7 +106,7 @@ if triton is not None:
         tl.store(base + D + 1, l)
 
     @triton.jit
-    def _combine_kernel(part_ptr, o_ptr, H, splits, sob, soh, D: tl.constexpr, BLOCK_S: tl.constexpr):
+    def _decode_attn_combine_kernel(part_ptr, o_ptr, H, splits, sob, soh, D: tl.constexpr, BLOCK_S: tl.constexpr):
         # program b * H + h: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s
         bh = tl.program_id(0)
         rs = tl.arange(0, BLOCK_S)
@@ -147,11 +147,11 @@ def decode_attention_triton(q, k, v, mask=None, scale: float | None = None, spli
     smb = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
     smn = mask.stride(3) if mask is not None else 0
     launch = {} if _interpreted() else {"num_warps": num_warps}
-    _split_kernel[(B * H, splits)](
+    _decode_attn_split_kernel[(B * H, splits)](
         q, k, v, m, part, H, H // k.shape[1], N, chunk, float(scale if scale is not None else D ** -0.5),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         smb, smn, HAS_MASK=mask is not None, D=D, BLOCK_N=block_n, **launch)
-    _combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(2), D=D,
+    _decode_attn_combine_kernel[(B * H,)](part, out, H, splits, out.stride(0), out.stride(2), D=D,
                               BLOCK_S=max(2, triton.next_power_of_2(splits)), **launch)
     return out
 

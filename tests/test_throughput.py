@@ -421,3 +421,20 @@ def test_split_kv_attention_run_records_its_implementation(tmp_path, tiny_dir):
     assert rec["status"] == "ok", rec.get("error")
     assert rec["config"]["model"]["attn_implementation"] == "split_kv"
     assert setup(rec, rec["metrics"]["throughput"]["points"][0]).endswith("+split_kv")
+
+
+def test_step_profile_accounts_for_every_gemm_of_the_step(tiny):
+    # profile_steps: the step's ops by category, per step; on CPU each op's own time. The tiny Llama's step runs
+    # 2 layers x 7 linears + lm_head = 15 GEMMs and one SDPA kernel a layer; the categories add up to the total
+    res = throughput(tiny, vocab_size=128, batch_sizes=[2], prompt_len=6, gen_len=4, repeats=1, warmup=0,
+                     profile_steps=3)
+    prof = res.points[0]["step_profile"]
+    assert prof["steps"] == 3 and prof["timed"] == "cpu_self_time"
+    assert prof["count_per_step"]["gemm"] == 15
+    assert any(r["category"] == "attention" and r["count_per_step"] == 2 for r in prof["top"])
+    ms = prof["ms_per_step"]
+    assert min(ms.values()) >= 0 and ms["gemm"] > 0 and ms["attention"] > 0
+    assert math.isclose(ms["total"], sum(v for k, v in ms.items() if k != "total"), rel_tol=1e-9)
+    assert "step_profile" not in throughput(tiny, vocab_size=128, prompt_len=6, gen_len=2, repeats=1).points[0]
+    with pytest.raises(ValueError, match="profile_steps needs gen_len >= 2"):
+        throughput(tiny, vocab_size=128, gen_len=1, profile_steps=2)

@@ -15,7 +15,8 @@ Python overhead.
 Record (`metrics.throughput`): `points`, one row per batch size with batch_size, prompt_len, gen_len,
 prefill_tokens (b x P), decode_tokens (b x G), prefill_s / decode_s / e2e_latency_s (median, with _min, _max and
 _runs), prefill_tokens_per_s, decode_tokens_per_s, time_to_first_token_s, time_per_output_token_s,
-peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, decode_check; `prefill_points`, the same
+peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, decode_check (and step_profile with
+profile_steps > 0: harness/metrics/step_profile.py); `prefill_points`, the same
 prefill fields; run-wide decode_mode, decode_mode_reason, prefill_mode, kv_cache, weight_memory_bytes,
 memory_kind, timer, warmup, repeats; and LEGACY_KEYS copied from the first point.
 """
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from harness.metrics.decode import StaticDecoder, cache_bytes, resolve_mode
+from harness.metrics.step_profile import profile_step
 
 # Prefill-only points: auto (cuda_graph on CUDA, eager on CPU), cuda_graph (replayed), compile (torch.compile; on
 # CUDA replayed from a CUDA graph), eager. The prefill of each decode point (its time to first token) is eager.
@@ -129,7 +131,7 @@ def _setup_mode(dec: StaticDecoder, mode: str, requested: str, prompt: torch.Ten
 
 
 def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len: int, gen_len: int, warmup: int,
-                 repeats: int, seed: int, mode: str, requested: str, check_steps: int) -> dict:
+                 repeats: int, seed: int, mode: str, requested: str, check_steps: int, profile_steps: int = 0) -> dict:
     """Prefill + decode timings of one batch size (module docstring)."""
     device = next(model.parameters()).device
     _reset_memory(device)
@@ -167,6 +169,12 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
             "decode_mode": used, "decode_mode_reason": reason, "decode_check": check}
     if dec.compile_stats is not None:
         row["compile"] = dec.compile_stats
+    if profile_steps:  # the step as timed (compiled, or eager: a CUDA graph replays the eager step's kernels)
+        dec.prefill(prompt)
+        step = dec._compiled if dec._compiled is not None else dec._step
+        with torch.no_grad():
+            step()  # one unprofiled step (lazy initialisation)
+            row["step_profile"] = profile_step(step, min(profile_steps, gen_len - 1), device)
     del dec
     return row
 
@@ -224,12 +232,14 @@ def _positive_ints(name: str, values: Sequence[int], allow_empty: bool = False) 
 def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | int = (1,), prompt_len: int = 128,
                gen_len: int = 32, warmup: int = 1, repeats: int = 3, seed: int = 0, decode_mode: str = "auto",
                check_steps: int = 4, prefill_lens: Sequence[int] = (), prefill_batch_size: int = 1,
-               prefill_mode: str = "eager") -> ThroughputResult:
+               prefill_mode: str = "eager", profile_steps: int = 0) -> ThroughputResult:
     batch_sizes = _positive_ints("batch_sizes", batch_sizes)
     prefill_lens = _positive_ints("prefill_lens", prefill_lens, allow_empty=True)
-    if min(prompt_len, gen_len, repeats, prefill_batch_size) < 1 or warmup < 0 or check_steps < 0:
-        raise ValueError("throughput: prompt_len, gen_len, repeats and prefill_batch_size must be >= 1, warmup and "
-                         "check_steps >= 0")
+    if min(prompt_len, gen_len, repeats, prefill_batch_size) < 1 or min(warmup, check_steps, profile_steps) < 0:
+        raise ValueError("throughput: prompt_len, gen_len, repeats and prefill_batch_size must be >= 1, warmup, "
+                         "check_steps and profile_steps >= 0")
+    if profile_steps and gen_len < 2:
+        raise ValueError("throughput: profile_steps needs gen_len >= 2 (one warm-up step, then the profiled ones)")
     device = next(model.parameters()).device
     mode = resolve_mode(decode_mode, device)
     if prefill_mode not in PREFILL_MODES:
@@ -241,7 +251,7 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
     model.eval()
     try:
         points = [decode_point(model, vocab_size, b, prompt_len, gen_len, warmup, repeats, seed, mode, decode_mode,
-                               check_steps) for b in batch_sizes]
+                               check_steps, profile_steps) for b in batch_sizes]
         prefills = [prefill_point(model, vocab_size, prefill_batch_size, p, warmup, repeats, seed, pmode,
                                   prefill_mode)
                     for p in prefill_lens]
