@@ -9,6 +9,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
     python -m kernels.sass tiled [--block-m 64] [--block-n 128] [--block-k 64] [--warps 4] [--stages 3]
                                  [--dtype fp16|bf16|fp32] [--bits 4] [--swap-ab] [--row-scales]
     python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
+    python -m kernels.sass planes [--block-m 64] [--block-n 128] [--block-k 128] [--warps 4] [--dtype fp16|bf16|fp32]
     python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
@@ -140,6 +141,29 @@ def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_s
     return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
 
 
+PLANES_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
+                    "y_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "group_size": "i32", "stride_xm": "i32",
+                    "stride_ym": "i32"}
+PLANES_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "N", "K", "group_size", "stride_xm",
+                    "stride_ym")
+
+
+def planes_mix(block_m: int = 64, block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_stages: int = 3,
+               dtype: str = "fp16", split_k: int = 1) -> tuple[collections.Counter, float]:
+    """Loop opcode counts of the code-plane W4A16 kernel (`_w4a16_planes_kernel`) and instructions per weight and
+    thread (each weight is dequantized once per BLOCK_M rows); dtype fp32 means 16-bit x with fp32 s/zs."""
+    from kernels import w4a16
+
+    sig = _typed(PLANES_SIGNATURE, "fp16" if dtype == "fp32" else dtype)
+    if dtype == "fp32":
+        sig |= {"s_ptr": "*fp32", "z_ptr": "*fp32"}
+    ce = dict(HAS_BIAS=False, SPLIT_K=split_k, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=block_m,
+              BLOCK_N=block_n, BLOCK_K=block_k)
+    sass = compile_sass(w4a16._w4a16_planes_kernel, sig, ce, PLANES_DIVISIBLE, num_warps, num_stages)
+    ops = loop_mix(sass)
+    return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
+
+
 FP8_GEMM_SIGNATURE = {"x_ptr": "*fp8e4nv", "w_ptr": "*fp8e4nv", "y_ptr": "*bf16", "xs_ptr": "*fp32", "ws_ptr": "*fp32",
                       "b_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
                       "stride_ym": "i32", "stride_xsm": "i32", "stride_xsk": "i32", "stride_wsn": "i32",
@@ -163,9 +187,9 @@ def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "fp8"])
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "fp8"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
-    ap.add_argument("--block-m", type=int, default=64, help="tiled, fp8")
+    ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
     ap.add_argument("--block-n", type=int, default=None, help="default: 256 gemv, 128 tiled/skinny")
     ap.add_argument("--block-k", type=int, default=None, help="default: 64 gemv/tiled, 128 skinny")
@@ -190,6 +214,9 @@ def main(argv=None) -> None:
     warps = args.warps or (1 if args.kernel == "gemv" else 4)
     if args.kernel == "gemv":
         ops, per_weight = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages)
+    elif args.kernel == "planes":
+        ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
+                                     args.dtype, args.split_k or 1)
     elif args.kernel == "tiled":
         ops, per_weight = tiled_mix(args.block_m, args.block_n or 128, args.block_k or 64, warps, args.stages,
                                     args.bits, args.dtype, not args.row_scales, args.swap_ab, args.split_k or 1)

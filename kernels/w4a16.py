@@ -623,6 +623,62 @@ if triton is not None:
                            HAS_BIAS, EMULATE_BF16)
 
     @triton.jit
+    def _w4a16_planes_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
+                             HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                             DEQ16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+        """4-bit W4A16 for M >= 16 over code planes, y^T tiles = W^T @ x^T (`w4a16_matmul_triton`, path planes).
+        x arrives with the columns of each K-block permuted by code plane (`_plane_major`): plane j's
+        activations, columns k0 + 8 i + j, are the contiguous slice [k0 + j * BK/8, +BK/8). Per K-block the
+        words [BLOCK_N, BK/8] are loaded once; plane j = (words >> 4 j) & 15, dequantized elementwise
+        (`_dequant_half` with DEQ16, else fp32 and cast) with no join, reshape or permute, so it reaches wgmma as
+        the register A operand with no shared-memory round trip, and x's slice is a plain tile that streams
+        into shared memory for the B operand (sm_90 SASS, triton 3.6: no STS in the loop, about 4 instructions
+        per weight per BLOCK_M rows, against 7 with 10 STS for the tiled kernel)."""
+        WR: tl.constexpr = BLOCK_K // 8
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        pid_k = tl.program_id(2)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rw = tl.arange(0, WR)
+        m_ok = rm < M
+        n_ok = rn < N
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
+            words = tl.load(qw_ptr + (k0 // 8 + rw)[None, :] * N + rn[:, None], mask=n_ok[:, None], other=0)
+            g = k0 // group_size
+            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0)[:, None]
+            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0)[:, None]
+            for j in tl.static_range(8):
+                q = (words >> (4 * j)) & 15
+                if DEQ16:
+                    w = _dequant_half(q, s, z, 4, DT, EMULATE_BF16)
+                else:
+                    w = ((q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0) * s.to(tl.float32) \
+                        - z.to(tl.float32)
+                    if EMULATE_BF16:
+                        w = _round_to_bf16(w)
+                xj = tl.load(x_ptr + rm[None, :] * stride_xm + (k0 + j * WR + rw)[:, None], mask=m_ok[None, :],
+                             other=0.0)
+                if EMULATE_BF16:
+                    acc += tl.dot(w.to(tl.float32), xj.to(tl.float32))
+                else:
+                    acc += tl.dot(w.to(DT), xj)
+        out = tl.trans(acc)
+        if HAS_BIAS:
+            if pid_k == 0:
+                out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
+        if SPLIT_K == 1:
+            if EMULATE_BF16:
+                out = _round_to_bf16(out)
+            tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        else:  # fp32 partial sums; the wrapper casts
+            tl.atomic_add(y_ptrs, out, mask=m_ok[:, None] & n_ok[None, :])
+
+    @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
                               HAS_GIDX: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_K: tl.constexpr):
@@ -657,7 +713,7 @@ SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled k
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
-PATHS = ("gemv", "skinny", "tiled", "dequant")
+PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows", "swap_ab")
@@ -674,6 +730,13 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     Table: {gpu name: {tuning_key: config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
     return lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, tuning_key(M, N, K, bits, group_size, has_g_idx),
                   CONFIG_KEYS, _gpu_name)
+
+
+def _plane_major(x: torch.Tensor, block_k: int) -> torch.Tensor:
+    """x [M, K] with each K-block's columns grouped by 4-bit code plane: column k0 + j * block_k/8 + i holds
+    x[:, k0 + 8 i + j] (the planes path reads plane j's activations as one contiguous slice)."""
+    M, K = x.shape
+    return x.view(M, K // block_k, block_k // 8, 8).transpose(2, 3).reshape(M, K)
 
 
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:
@@ -724,7 +787,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
 
     path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`),
     skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
-    for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), or dequant (W dequantized by a
+    for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), planes (4-bit, contiguous
+    groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), or dequant (W dequantized by a
     Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv path reduces in the same
     launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
@@ -758,7 +822,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                              f"block_k={cfg['block_k']}: use path='skinny'")
     if cfg["path"] == "skinny" and M > SKINNY_MAX_M:
         raise ValueError(f"w4a16: the skinny path serves M <= {SKINNY_MAX_M} rows, got M={M}; use path='tiled'")
-    names = ("block_n", "block_k") if cfg["path"] != "tiled" else ("block_m", "block_n", "block_k")
+    names = ("block_m", "block_n", "block_k") if cfg["path"] in ("tiled", "planes") else ("block_n", "block_k")
     for name in names:
         if not _pow2(cfg[name]) or cfg[name] < 16:
             raise ValueError(f"w4a16: {name}={cfg[name]} must be a power of two >= 16 (tl.dot tiles)")
@@ -800,6 +864,22 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]
+    if cfg["path"] == "planes":
+        bk = cfg["block_k"]
+        if bits != 4 or g_idx is not None or gs % bk or K % bk or bk < 128 or x.dtype == torch.float32:
+            raise ValueError(f"w4a16: the planes path serves 4-bit codes in contiguous groups (no g_idx) of 16-bit "
+                             f"x, K and the group size multiples of block_k >= 128 (16 word rows a plane: one "
+                             f"tl.dot K step); got bits={bits}, g_idx={'set' if g_idx is not None else None}, "
+                             f"x {x.dtype}, K={K}, group_size={gs}, block_k={bk}; use path='tiled'")
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
+            torch.zeros((M, N), dtype=torch.float32, device=x.device)
+        xp = _plane_major(x, bk)
+        _w4a16_planes_kernel[(_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)](
+            xp, qweight.contiguous(), scales.contiguous(), zeros.contiguous(),
+            bias.contiguous() if bias is not None else y, y, M, N, K, gs, xp.stride(0), y.stride(0),
+            HAS_BIAS=bias is not None, SPLIT_K=split, EMULATE_BF16=emulate, DEQ16=deq16, BLOCK_M=cfg["block_m"],
+            BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
+        return y if split == 1 else y.to(x.dtype)
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
     if cfg["path"] == "skinny":
         use_dot = cfg.get("use_dot", M > 4)

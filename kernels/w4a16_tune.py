@@ -47,6 +47,13 @@ TILED_TILES = ((64, 64, 64, 4, 4, False), (64, 128, 64, 4, 4, False), (128, 128,
                (64, 128, 64, 4, 4, True), (64, 64, 64, 4, 4, True), (128, 128, 64, 4, 3, True),
                (128, 128, 64, 8, 4, True), (64, 256, 64, 8, 3, True), (128, 256, 64, 8, 3, True))
 
+# Code-plane (M > 16, 4-bit, 128-row K-blocks) tiles: (block_m, block_n, num_warps, num_stages). Built for sm_90
+# offline (`python -m kernels.sass planes`): ~5.2 instructions per weight and BLOCK_M rows, no shared-memory
+# round trip for the weights; not yet timed on a GPU, so the tuner decides. 64 x 128 / 4 warps leaves room for
+# two CTAs per SM (one's dequantization beside the other's wgmma).
+PLANES_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8, 3), (64, 256, 8, 3),
+                (128, 256, 8, 3), (64, 64, 4, 4), (32, 128, 4, 4))
+
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
     """Configs worth timing for this M (the heuristic default is timed first, by tune_shape)."""
@@ -92,6 +99,14 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             if swap:
                 cfg["swap_ab"] = True
             out.append(cfg)
+        if bits == 4 and gs % 128 == 0 and K % 128 == 0:
+            for bm, bn, warps, stages in PLANES_TILES:
+                if bm > 2 * M and bm > 64:
+                    continue
+                tiles = k._cdiv(M, bm) * k._cdiv(N, bn)
+                split = max(1, min(8, 2 * sms // tiles, K // 256)) if tiles < sms else 1
+                out.append(dict(path="planes", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
+                                num_stages=stages))
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
     return out

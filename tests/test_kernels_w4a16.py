@@ -334,6 +334,50 @@ def test_tiled_16bit_dequant_matches_float64(M, K, N, bits, group, dtype, bias, 
     assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < tol
 
 
+@pytest.mark.parametrize("M,K,N,group,dtype,zeros16,bias,tiles", [
+    # (block_m, block_n, block_k, split_k); M, N not multiples of the tiles
+    (40, 256, 96, 128, torch.float16, True, True, (16, 32, 128, 1)),
+    (33, 512, 80, 256, torch.bfloat16, True, False, (32, 64, 128, 2)),  # split-K, two K-blocks per group
+    (17, 256, 64, 128, torch.bfloat16, False, True, (16, 16, 128, 1)),  # fp32 zeros: the fp32 dequantisation
+    (64, 512, 48, 256, torch.float16, False, False, (64, 16, 256, 1)),  # 32 word rows a plane
+    (130, 256, 72, -1, torch.float16, True, True, (64, 32, 128, 1)),  # per-channel scales
+])
+def test_planes_path_matches_float64(M, K, N, group, dtype, zeros16, bias, tiles):
+    # each K-block's x columns regrouped by code plane (checked against the index formula), then one tl.dot per
+    # plane with the dequantized plane as wgmma's register operand
+    layer, q, rows_group = make_layer16(K, N, 4, group, dtype, False, seed=M + N)
+    if not zeros16:  # zs kept in fp32 (kernel_zeros does so where z * s is inexact in the 16-bit dtype)
+        layer["zeros"] = layer["zeros"].float()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
+    bk = tiles[2]
+    xp = k._plane_major(x, bk)
+    kk = torch.arange(K)
+    col = (kk // bk) * bk + (kk % bk % 8) * (bk // 8) + (kk % bk) // 8  # where x[:, k] lands
+    assert torch.equal(xp[:, col.to(DEV)], x)
+    y = k.w4a16_matmul_triton(x, bias=b, path="planes", num_warps=4, num_stages=2,
+                              **dict(zip(("block_m", "block_n", "block_k", "split_k"), tiles)), **layer)
+    assert y.shape == (M, N) and y.dtype == dtype
+    ref = x.cpu().double() @ dequant64(layer, q, rows_group)
+    if bias:
+        ref += b.cpu().double()
+    assert rel(y.cpu(), ref) < 1e-2
+    tol = {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]  # W rounded once to x's dtype, as the tiled path
+    assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < tol
+
+
+def test_planes_path_limits_raise_clear_errors():
+    layer, *_ = make_layer(256, 40, 4, 128)
+    x = torch.randn(32, 256).half().to(DEV)
+    with pytest.raises(ValueError, match=r"planes path serves .* block_k >= 128"):
+        k.w4a16_matmul_triton(x, path="planes", block_k=64, **layer)
+    with pytest.raises(ValueError, match=r"g_idx=set"):
+        k.w4a16_matmul_triton(x, path="planes", **make_layer(256, 40, 4, 128, act_order=True)[0])
+    with pytest.raises(ValueError, match=r"x torch.float32"):
+        k.w4a16_matmul_triton(x.float(), path="planes", **layer)
+
+
 @pytest.mark.parametrize("M,K,N,bits,group,dtype,bias,sym,tiles", [
     (16, 256, 40, 4, 128, torch.float16, True, False, (32, 128, 1)),  # codes in fp16, scales per block
     (5, 256, 40, 4, 64, torch.bfloat16, False, True, (32, 128, 2)),  # per-row scales: one bf16 FMA
@@ -394,3 +438,26 @@ def test_tuner_offers_swap_ab_and_larger_tiles_in_a_modest_count():
         if M >= 64:
             assert any(c["block_m"] == 128 and c["block_n"] == 256 for c in tiled)
             assert any(c["block_k"] == 128 for c in tiled) and any(c["num_stages"] == 5 for c in tiled)
+
+
+def test_tuner_offers_the_planes_path_with_configs_it_accepts():
+    # for M > 16 the tuner times code-plane tiles beside the tiled ones (4-bit, 128-row K-blocks only); every one
+    # is a config the planes path runs (checked on a small layer: the same tiles, N and K scaled down)
+    from kernels import w4a16_tune
+
+    layer, q, rows_group, _ = make_layer(256, 96, 4, 128)
+    x = torch.randn(40, 256).half().to(DEV)
+    ref = x.cpu().double() @ dequant64(layer, q, rows_group)
+    seen = set()
+    for M in (32, 128, 1024):
+        planes = [c for c in w4a16_tune.candidates(M, 12288, 4096, 4, 132, 128) if c["path"] == "planes"]
+        assert 4 <= len(planes) <= 8
+        for c in planes:
+            assert c["block_k"] == 128 and c["block_m"] <= max(64, 2 * M)
+            tile = (c["block_m"], c["block_n"], c["num_warps"])
+            if tile not in seen:  # each distinct tile once (the interpreter is slow)
+                seen.add(tile)
+                y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)
+                assert rel(y.cpu(), ref) < 1e-2, c
+    assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 8, 132, 128) if c["path"] == "planes"]
+    assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 4, 132, 64) if c["path"] == "planes"]
