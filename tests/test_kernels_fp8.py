@@ -362,10 +362,16 @@ def test_missing_or_empty_tuned_table_falls_back_to_the_heuristic(tmp_path, monk
 
 
 def test_committed_table_entries_are_valid_configs():
+    # GEMM entries carry the GEMM tiles, GEMV entries (`_gemv_M`) the GEMV's config and _scaled_mm's time beside
+    # it (what fp8_linear's auto compares), each with their measurements
     table = tuning.load_table.__wrapped__(k.TUNED_FILE)  # may be absent: {}
     for gpu, entries in table.items():
         for key, cfg in entries.items():
-            assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
+            if "_gemv_M" in key:
+                assert set(cfg) - {"median_ms", "default_ms", "gbps", "scaled_mm_ms"} == set(k.GEMV_CONFIG_KEYS), key
+                assert cfg["median_ms"] > 0 and (cfg.get("scaled_mm_ms") or 1) > 0
+            else:
+                assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
 
 
 @needs_triton
