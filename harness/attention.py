@@ -19,14 +19,20 @@ IMPLEMENTATIONS = {"sdpa": "sdpa", "eager": "eager", "split_kv": SPLIT_KV}
 
 
 _WARNED: set[str] = set()
+# Attention-function keywords that change the result (transformers passes them for some models: T5-style
+# position bias, gpt-oss sink logits, Gemma-2 soft capping): any of them sends the step to SDPA.
+MATH_KWARGS = ("position_bias", "s_aux", "sinks", "softcap", "head_mask")
 
 
 def _why_not(query, key, value, mask, dropout, kwargs) -> str | None:
     """Why a single-token query cannot take the kernel here, or None."""
     if not (query.is_cuda or attn_kernels._interpreted()) or attn_kernels.triton is None:
         return "the kernel needs a CUDA GPU and Triton"
-    if dropout != 0.0 or kwargs.get("softcap") is not None or kwargs.get("output_attentions"):
-        return "dropout, softcap or output_attentions asked for"
+    if dropout != 0.0 or kwargs.get("output_attentions"):
+        return "dropout or output_attentions asked for"
+    extra = sorted(name for name in MATH_KWARGS if kwargs.get(name) is not None)
+    if extra:  # terms the kernel does not add (a bias, sink logits, a soft cap)
+        return f"{', '.join(extra)} given"
     return attn_kernels.check_inputs(query, key, value, mask)
 
 

@@ -2,7 +2,7 @@
 (model, method, GPU, setup) as one table, with each method's speedup over the unquantized (`method=none`) run of
 the same model, GPU, setup and point (batch size, prompt and generation length). The setup is how decode ran
 (cuda_graph, compile, eager), whether projections were fused (`+fused`, model.fuse_projections) and the attention
-implementation where it is not SDPA (`+split_kv`, model.attn_implementation): speedups compare like with like."""
+implementation where it is not SDPA (`+attn=split_kv`, model.attn_implementation): speedups compare like with like."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def setup(record: dict, point: dict | None = None) -> str:
             "throughput", {}).get("decode_mode") or t.get("decode_mode") or "?"
     attn = ((record.get("config") or {}).get("model") or {}).get("attn_implementation", "sdpa")
     return (mode + ("+fused" if (record.get("model") or {}).get("fused_projections") else "")
-            + ("" if attn == "sdpa" else f"+{attn}"))
+            + ("" if attn == "sdpa" else f"+attn={attn}"))
 
 
 def _rows(record: dict) -> Iterable[dict]:

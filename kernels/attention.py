@@ -54,6 +54,10 @@ def check_inputs(q, k, v, mask=None) -> str | None:
     B, H, L, D = q.shape
     if L != 1:
         return f"{L} query tokens: the kernel serves decode (one query token per sequence)"
+    if k.shape[2] < 1:
+        return "an empty KV cache"
+    if max(t.numel() for t in (q, k, v)) >= 2**31:
+        return "more than 2^31 elements in q, k or v (the kernel's offsets are int32)"
     if k.shape[0] != B or k.shape[3] != D or H % k.shape[1]:
         return f"q {tuple(q.shape)} and k {tuple(k.shape)} do not match (batch, head dim, or H not a multiple of H_kv)"
     if D & (D - 1) or D < 16 or D > 256:
@@ -117,7 +121,8 @@ if triton is not None:
         l = tl.load(base + rs * (D + 2) + D + 1, mask=s_ok, other=0.0)
         acc = tl.load(base + rs[:, None] * (D + 2) + rd[None, :], mask=s_ok[:, None], other=0.0)
         w = tl.where(s_ok, tl.exp(m - tl.max(m, axis=0)), 0.0)
-        out = tl.sum(w[:, None] * acc, axis=0) / tl.sum(w * l, axis=0)
+        total = tl.sum(w * l, axis=0)
+        out = tl.sum(w[:, None] * acc, axis=0) / tl.where(total > 0, total, 1.0)  # no visible key: 0, as SDPA
         tl.store(o_ptr + (bh // H) * sob + (bh % H) * soh + rd, out.to(o_ptr.dtype.element_ty))
 
 

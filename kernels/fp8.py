@@ -568,28 +568,33 @@ def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def default_gemv_config(M: int, N: int, K: int, device) -> dict:
-    """This GPU's tuned GEMV entry, else: 32-row x 256-column tiles (128 at M > 1: one fp32 accumulator per
-    row, 64 registers a thread at 4 warps), split over K until ~4 programs per SM (an H100 needs about 32 KB in
-    flight per SM to stream at HBM speed)."""
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def default_gemv_config(M: int, N: int, K: int, device, tuned: bool = True) -> dict:
+    """This GPU's tuned GEMV entry (unless tuned=False), else: 32-row x 256-column tiles (128 at M > 1: one fp32
+    accumulator [32, 128] per row, 32 registers a thread each at 4 warps), split over K until ~4 programs per SM
+    (an H100 needs about 32 KB in flight per SM to stream at HBM speed)."""
     device = torch.device(device)
-    tuned = lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, gemv_tuning_key(M, N, K), GEMV_CONFIG_KEYS,
-                   _gpu_name)
-    if tuned is not None:
-        return tuned
+    entry = lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, gemv_tuning_key(M, N, K), GEMV_CONFIG_KEYS,
+                   _gpu_name) if tuned else None
+    if entry is not None:
+        return entry
     cfg = dict(block_n=32, block_k=256 if M == 1 else 128, num_warps=4, num_stages=3)
-    sms = _num_sms(device.index or 0) if device.type == "cuda" else 1
+    sms = _num_sms(_index(device)) if device.type == "cuda" else 1
     cfg["split_k"] = max(1, min(_cdiv(4 * sms, _cdiv(N, cfg["block_n"])), K // (2 * cfg["block_k"])))
     return cfg
 
 
 def gemv_beats_scaled_mm(M: int, N: int, K: int, device) -> bool:
     """True where this GPU's tuned table says the GEMV ran faster than torch._scaled_mm (activation quantization
-    included in both) for this shape and M-bucket: `fp8_linear`'s auto backend then takes it. Untuned: False."""
+    included in both; dynamic per-tensor scales, what the tuner times) for this shape and M-bucket:
+    `fp8_linear`'s auto backend then takes it for layers of that scheme. Untuned: False."""
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type != "cuda" or M < 1:
         return False
-    entry = load_table(os.environ.get(TUNING_ENV, TUNED_FILE)).get(_gpu_name(device.index or 0), {}).get(
+    entry = load_table(os.environ.get(TUNING_ENV, TUNED_FILE)).get(_gpu_name(_index(device)), {}).get(
         gemv_tuning_key(M, N, K))
     return bool(entry) and entry.get("scaled_mm_ms") is not None and entry["median_ms"] < entry["scaled_mm_ms"]
 
@@ -611,6 +616,8 @@ def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, a
         raise ValueError(f"fp8_gemv_triton: weight scale of {w_scale.numel()} elements; expected 1 or N={N}")
     _check_activation_scheme(activation_scheme, act_granularity, input_scale, None)
     _need_triton(x, w_q)
+    if M == 0:
+        return torch.empty((0, N), dtype=out_dtype or x.dtype, device=x.device)
     cfg = default_gemv_config(M, N, K, x.device) | (config or {})
     bn, bk = cfg["block_n"], cfg["block_k"]
     if not (_pow2(bn) and _pow2(bk) and bk >= 16):
@@ -700,7 +707,8 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
             return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
         backend = "auto"
     if (backend == "auto" and gpu and triton is not None and block_size is None and M <= GEMV_MAX_M
-            and gemv_beats_scaled_mm(M, N, K, x.device)):
+            and activation_scheme == "dynamic" and act_granularity == "tensor" and w_scale.numel() == 1
+            and gemv_beats_scaled_mm(M, N, K, x.device)):  # the scheme the table's timings were taken with
         return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
     if backend == "auto":
         if not gpu or triton is None and block_size is not None:

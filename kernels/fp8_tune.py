@@ -147,8 +147,10 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
         x = torch.randn(M, K, device=device).bfloat16()
         wq, ws = k.quantize_fp8_per_tensor(torch.randn(N, K, device=device) * 0.02)
         ref = k.fp8_linear_ref(*k.quantize_fp8_per_tensor(x), wq, ws, None, torch.float32)
-        default = k.default_gemv_config(M, N, K, device)
-        peer = graph_time_ms(lambda: k.fp8_linear(x, wq, ws, backend="scaled_mm"), 2, iters, flush)[0]
+        default = k.default_gemv_config(M, N, K, device, tuned=False)  # the heuristic, not an earlier table's entry
+        # _scaled_mm as method=fp8 runs it by default (fast accumulation)
+        peer = graph_time_ms(lambda: k.fp8_linear(x, wq, ws, backend="scaled_mm", fast_accum=True), 2, iters,
+                             flush)[0]
         run = functools.partial(k.fp8_gemv_triton, x, wq, ws)
         results = _time_configs(run, ref, [default] + gemv_candidates(M, N, K, sms), iters, flush, log, deadline)
         if not results:
@@ -158,7 +160,7 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
         gbps = (N * K + M * K * 2 + M * N * 2) / (best_ms * 1e-3) / 1e9
         table[k.gemv_tuning_key(M, N, K)] = dict(best) | {
             "median_ms": round(best_ms, 5), "default_ms": round(default_ms, 5) if default_ms else None,
-            "gbps": round(gbps, 1), "scaled_mm_ms": round(peer, 5)}
+            "gbps": round(gbps, 1), "scaled_mm_ms": round(peer, 5), "scaled_mm_fast_accum": True}
         log(f"K={K:6d} N={N:6d} M={M:5d} gemv  best {best_ms:.4f} ms ({gbps:.0f} GB/s; default "
             f"{default_ms or float('nan'):.4f}, _scaled_mm {peer:.4f}, {len(results)} timed) {best}")
     return table

@@ -45,6 +45,7 @@ weights are Hopper's wgmma A operand, which it takes from registers.
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -750,13 +751,16 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
     per = 32 // bits
     if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
             and device.type == "cuda"):
-        # One-warp programs, ~14 per SM, as the tuned H100 entries have them (10-16 on the Llama-2-7B shapes).
+        # One-warp programs, 10-16 per SM, as the tuned H100 entries have them on the Llama-2-7B shapes.
         # M = 1: 512 columns where N is wide, 128 on narrow shapes (o, down), whose 256-column tiles left ~3.5
         # warps per SM and ran at half the bandwidth of the wide ones. M = 2: 32-row tiles (256 columns where N
         # is wide), the widest that do not spill registers on sm_90 (`python -m kernels.sass gemv --m 2`).
+        # The split is a power of two (the launcher rounds each K-slice up to whole blocks, which would turn a
+        # split of 58 over 64 blocks into 32).
         bn, bk = (512 if N >= 8192 else 128, 64) if M == 1 else (256 if N >= 8192 else 128, 32)
         cfg = dict(path="gemv", block_n=bn, block_k=bk, num_warps=1, num_stages=3, reduce_rows=True)
-        cfg["split_k"] = max(1, min(64, _cdiv(14 * sms, _cdiv(N, bn)), _cdiv(K, bk)))
+        target = 14 * sms / _cdiv(N, bn)
+        cfg["split_k"] = max(1, min(64, 1 << max(0, round(math.log2(max(target, 1)))), _cdiv(K, bk)))
         return cfg
     if M <= SKINNY_MAX_M:
         cfg = dict(path="skinny", block_n=128, block_k=16 * per, num_warps=4, num_stages=3)
@@ -801,6 +805,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
     cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits))
+    gs_ = K if group_size == -1 else group_size
+    if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
+                                                     or gs_ % cfg["block_k"]):
+        cfg["path"] = "tiled"  # a tuned planes entry (keyed without x's dtype) for inputs it does not take
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,

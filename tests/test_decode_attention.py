@@ -122,11 +122,25 @@ def test_a_decode_step_the_kernel_cannot_take_runs_sdpa_and_says_why():
     torch.testing.assert_close(out, k.decode_attention_ref(q, kk, v, mask), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("extra", [{"position_bias": 1}, {"s_aux": 1}, {"softcap": 30.0}])
+def test_terms_the_kernel_does_not_add_send_the_step_to_sdpa(monkeypatch, extra):
+    # a position bias, sink logits or a soft cap change the result: the glue must not hand such a step to the
+    # kernel (it would drop the term silently); it runs SDPA's function and says why
+    q, kk, v, mask = _inputs(1, 4, 2, 16, 32, torch.float32, [9])
+    seen = {}
+    monkeypatch.setattr("transformers.integrations.sdpa_attention.sdpa_attention_forward",
+                        lambda *a, **kw: seen.update(kw) or ("sdpa", None))
+    monkeypatch.setattr(glue, "_WARNED", set())
+    with pytest.warns(UserWarning, match=f"{next(iter(extra))} given"):
+        out, _ = glue.split_kv_attention(torch.nn.Module(), q, kk, v, mask, **extra)
+    assert out == "sdpa" and seen[next(iter(extra))] == extra[next(iter(extra))]
+
+
 def test_speedup_setups_keep_attention_implementations_apart():
     from harness.speedup import setup
 
     rec = {"metrics": {"throughput": {"decode_mode": "compile"}}, "model": {"fused_projections": 4},
            "config": {"model": {"attn_implementation": "split_kv"}}}
-    assert setup(rec) == "compile+fused+split_kv"
+    assert setup(rec) == "compile+fused+attn=split_kv"
     rec["config"]["model"]["attn_implementation"] = "sdpa"
     assert setup(rec) == "compile+fused"

@@ -368,7 +368,8 @@ def test_committed_table_entries_are_valid_configs():
     for gpu, entries in table.items():
         for key, cfg in entries.items():
             if "_gemv_M" in key:
-                assert set(cfg) - {"median_ms", "default_ms", "gbps", "scaled_mm_ms"} == set(k.GEMV_CONFIG_KEYS), key
+                measured = {"median_ms", "default_ms", "gbps", "scaled_mm_ms", "scaled_mm_fast_accum"}
+                assert set(cfg) - measured == set(k.GEMV_CONFIG_KEYS), key
                 assert cfg["median_ms"] > 0 and (cfg.get("scaled_mm_ms") or 1) > 0
             else:
                 assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
@@ -478,6 +479,13 @@ def test_auto_takes_the_gemv_only_where_the_table_measured_it_faster(monkeypatch
     assert not k.gemv_beats_scaled_mm(4, 64, 256, cuda)
     assert not k.gemv_beats_scaled_mm(1, 64, 512, cuda)  # no entry
     assert not k.gemv_beats_scaled_mm(1, 64, 256, torch.device("cpu"))
+    assert not k.gemv_beats_scaled_mm(0, 64, 256, cuda)  # no rows: nothing to launch
+
+
+def test_gemv_of_no_rows_is_empty():
+    w_q, w_s = k.quantize_fp8_per_tensor(torch.randn(24, 64, device=DEV))
+    if k.triton is not None:
+        assert k.fp8_gemv_triton(torch.randn(0, 64, device=DEV), w_q, w_s).shape == (0, 24)
 
 
 def test_tuner_skips_failing_and_wrong_configs(monkeypatch):
@@ -497,3 +505,22 @@ def test_tuner_skips_failing_and_wrong_configs(monkeypatch):
     got = fp8_tune._time_configs(run, ref, [{"c": 0}, {"c": 1}, {"c": 2}], 3, None, logs.append, None)
     assert got == [(0.5, {"c": 2})]
     assert "skipped {'c': 0}: RuntimeError" in logs[0] and "rejected (rel err 1.00e+00)" in logs[1]
+
+
+def test_auto_routes_to_the_gemv_only_for_the_scheme_it_was_timed_with(monkeypatch):
+    # the table's GEMV-vs-_scaled_mm timings are of dynamic per-tensor activations and per-tensor weights: other
+    # schemes stay on _scaled_mm even where the table says the GEMV won (routing only: both launchers are faked)
+    calls = []
+    monkeypatch.setattr(k, "fp8_supported", lambda device: True)
+    monkeypatch.setattr(k, "gemv_beats_scaled_mm", lambda M, N, K, device: True)
+    monkeypatch.setattr(k, "fp8_gemv_triton", lambda *a, **kw: calls.append("gemv"))
+    monkeypatch.setattr(k, "scaled_mm", lambda *a, **kw: calls.append("scaled_mm"))
+    x = torch.randn(1, 64)
+    wq, ws = k.quantize_fp8_per_tensor(torch.randn(32, 64))
+    wqc, wsc = k.quantize_fp8_per_channel(torch.randn(32, 64))
+    k.fp8_linear(x, wq, ws)
+    k.fp8_linear(x, wq, ws, act_granularity="token")
+    k.fp8_linear(x, wqc, wsc)
+    k.fp8_linear(x, wq, ws, activation_scheme="static", input_scale=torch.tensor([0.1]))
+    k.fp8_linear(torch.randn(8, 64), wq, ws)  # M > GEMV_MAX_M
+    assert calls == ["gemv", "scaled_mm", "scaled_mm", "scaled_mm", "scaled_mm"]

@@ -461,3 +461,16 @@ def test_tuner_offers_the_planes_path_with_configs_it_accepts():
                 assert rel(y.cpu(), ref) < 1e-2, c
     assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 8, 132, 128) if c["path"] == "planes"]
     assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 4, 132, 64) if c["path"] == "planes"]
+
+
+def test_a_tuned_planes_entry_falls_back_to_tiled_where_it_does_not_apply(monkeypatch):
+    # tuning keys carry no activation dtype: a planes entry (16-bit x only) must not fail fp32 activations
+    layer, q, rows_group, _ = make_layer(256, 40, 4, 128)
+    planes = dict(path="planes", block_m=16, block_n=32, block_k=128, split_k=1, num_warps=4, num_stages=2)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: dict(planes))
+    ref = torch.randn(20, 256, generator=torch.Generator().manual_seed(4))
+    for x in (ref.half().to(DEV), ref.to(DEV)):
+        y = k.w4a16_matmul_triton(x, **layer)
+        assert rel(y.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
+    with pytest.raises(ValueError, match="planes path serves"):  # asked for explicitly: the error stands
+        k.w4a16_matmul_triton(ref.to(DEV), path="planes", **layer)

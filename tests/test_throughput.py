@@ -420,7 +420,7 @@ def test_split_kv_attention_run_records_its_implementation(tmp_path, tiny_dir):
                *SMALL_SPEED, "model.attn_implementation=split_kv")
     assert rec["status"] == "ok", rec.get("error")
     assert rec["config"]["model"]["attn_implementation"] == "split_kv"
-    assert setup(rec, rec["metrics"]["throughput"]["points"][0]).endswith("+split_kv")
+    assert setup(rec, rec["metrics"]["throughput"]["points"][0]).endswith("+attn=split_kv")
 
 
 def test_step_profile_accounts_for_every_gemm_of_the_step(tiny):
