@@ -14,7 +14,6 @@ both on GPU and interpreted (exact there on triton 3.6 and 3.9), so CPU tests ru
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -22,6 +21,7 @@ import torch
 from kernels.splitk import workspace as splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import load_table, lookup, m_bucket
+from kernels.tuning import num_sms as _num_sms
 
 try:
     import triton
@@ -561,11 +561,6 @@ GEMV_CONFIG_KEYS = ("block_n", "block_k", "split_k", "num_warps", "num_stages")
 
 def gemv_tuning_key(M: int, N: int, K: int) -> str:
     return f"N{N}_K{K}_gemv_M{m_bucket(M)}"
-
-
-@functools.cache
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _index(device: torch.device) -> int:

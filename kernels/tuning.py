@@ -33,6 +33,12 @@ def gpu_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
 
+@functools.cache
+def num_sms(index: int) -> int:
+    """Streaming multiprocessors of CUDA device `index` (the kernels size their grids by it)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def entry(table: dict, gpu: str, key: str, config_keys) -> dict | None:
     """The config keys of the table's entry for this GPU and key, or None."""
     cfg = table.get(gpu, {}).get(key)

@@ -44,7 +44,6 @@ weights are Hopper's wgmma A operand, which it takes from registers.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -53,6 +52,7 @@ import torch
 from kernels.splitk import workspace as _splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import lookup, m_bucket
+from kernels.tuning import num_sms as _num_sms
 
 try:
     import triton
@@ -698,11 +698,6 @@ if triton is not None:
             if EMULATE_BF16:
                 w = _round_to_bf16(w)
             tl.store(w_ptr + k[:, None] * N + rn[None, :], w.to(w_ptr.dtype.element_ty), mask=ok)
-
-
-@functools.cache
-def _num_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _pow2(n: int) -> bool:

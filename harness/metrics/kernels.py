@@ -62,7 +62,7 @@ def measure_roofline(device: torch.device) -> Roofline:
     dst = torch.empty_like(src)
     ms, _, _ = cuda_time_ms(lambda: dst.copy_(src), warmup=3, iters=20)
     hbm = 2 * src.numel() * 4 / (ms / 1e3) / 1e9
-    del src, dst
+    src = dst = None  # free the 8 GiB before the matmuls
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
