@@ -155,7 +155,7 @@ def _interpreted() -> bool:
 
 
 if triton is not None:
-    from kernels.splitk import round_to_bf16, splitk_finish
+    from kernels.splitk import splitk_store
 
     @triton.jit
     def _group_quant_kernel(x_ptr, q_ptr, s_ptr, K, G, n_groups, stride_xm, stride_qm,
@@ -276,16 +276,8 @@ if triton is not None:
         if BLOCK_M > 2:
             out = tl.where(rm[:, None] == 2, (tl.sum(acc2, axis=1) * ws * xs2)[None, :], out)
             out = tl.where(rm[:, None] == 3, (tl.sum(acc3, axis=1) * ws * xs3)[None, :], out)
-        if split_k == 1:
-            if HAS_BIAS:
-                out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if EMULATE_BF16:
-                out = round_to_bf16(out)
-            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], out.to(y_ptr.dtype.element_ty),
-                     mask=m_ok[:, None] & n_ok[None, :])
-        else:
-            splitk_finish(out, rm, rn, m_ok, n_ok, part_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                          HAS_BIAS, EMULATE_BF16)
+        splitk_store(out, rm, rn, m_ok, n_ok, part_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
+                     EMULATE_BF16)
 
     @triton.jit
     def _tensor_quant_one_kernel(x_ptr, q_ptr, s_ptr, numel, BLOCK: tl.constexpr):

@@ -134,7 +134,7 @@ def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_s
     from kernels import w4a16
 
     fn = w4a16._w4a16_skinny_kernel
-    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, ATOMIC=split_k > 1,
+    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False,
                       USE_DOT=use_dot, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k))
     sass = compile_sass(fn, _typed(SKINNY_SIGNATURE, dtype), ce, SKINNY_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)

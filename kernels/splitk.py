@@ -68,3 +68,19 @@ if triton is not None:
             tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
             tl.store(ws, tl.zeros_like(total), mask=mask)
             tl.store(cnt_ptr + tl.program_id(0), 0)
+
+    @triton.jit
+    def splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                     HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """A split-K kernel's fp32 tile of y: without a split, bias added and stored in y's dtype; split,
+        through `splitk_finish`."""
+        if split_k == 1:
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if EMULATE_BF16:
+                acc = round_to_bf16(acc)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty),
+                     mask=m_ok[:, None] & n_ok[None, :])
+        else:
+            splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
+                          EMULATE_BF16)

@@ -190,7 +190,7 @@ if triton is not None:
     # Triton 3.9's CPU interpreter truncates fp32 -> bf16 casts and gets bf16 tl.dot wrong: there (EMULATE_BF16)
     # the kernel rounds to bf16 by hand (_round_to_bf16) and multiplies in fp32, which is what the GPU computes.
     from kernels.splitk import round_to_bf16 as _round_to_bf16
-    from kernels.splitk import splitk_finish as _splitk_finish
+    from kernels.splitk import splitk_store as _splitk_store
 
     @triton.jit
     def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr,
@@ -415,7 +415,7 @@ if triton is not None:
     def _w4a16_skinny_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K,
                              group_size, split_k,
                              stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
-                             SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
+                             SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
                              USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
@@ -493,16 +493,8 @@ if triton is not None:
                     acc3 += dq3 * s[None, None, :] - xs2[:, :, None] * z[None, None, :]
         if not USE_DOT:
             acc += tl.sum(acc3, axis=1)
-        if ATOMIC:
-            _splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                           HAS_BIAS, EMULATE_BF16)
-        else:
-            if HAS_BIAS:
-                acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            y_ptrs = y_ptr + rm[:, None] * stride_ym + rn[None, :]
-            if EMULATE_BF16:
-                acc = _round_to_bf16(acc)
-            tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        _splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
+                      EMULATE_BF16)
 
     @triton.jit
     def _code_denormal(words, SHIFT: tl.constexpr):
@@ -619,16 +611,8 @@ if triton is not None:
         if BLOCK_M > 2:
             out = tl.where(rm[:, None] == 2, out2[None, :], tl.where(rm[:, None] == 3, out3[None, :], out))
         out = out * 18446744073709551616.0  # 2^64
-        if split_k == 1:
-            if HAS_BIAS:
-                out += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if EMULATE_BF16:
-                out = _round_to_bf16(out)
-            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], out.to(y_ptr.dtype.element_ty),
-                     mask=m_ok[:, None] & n_ok[None, :])
-        else:
-            _splitk_finish(out, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                           HAS_BIAS, EMULATE_BF16)
+        _splitk_store(out, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
+                      EMULATE_BF16)
 
     @triton.jit
     def _w4a16_planes_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
@@ -891,13 +875,13 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         if use_dot and cfg["block_k"] // (32 // bits) < 16:
             raise ValueError(f"w4a16: the skinny path with M > 4 uses tl.dot over code planes: block_k must be "
                              f">= {16 * (32 // bits)} for {bits}-bit codes, got {cfg['block_k']}")
-        y = torch.empty((M, N), dtype=x.dtype, device=x.device)  # split-K reduces in-kernel (_splitk_finish)
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device)  # split-K reduces in-kernel (kernels.splitk)
         ws, counters = _splitk_workspace(x.device, M * N, _cdiv(N, cfg["block_n"])) if split > 1 else (y, y)
         common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
                   bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs)
         _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
             *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
-            HAS_BIAS=bias is not None, ATOMIC=split > 1, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
+            HAS_BIAS=bias is not None, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
             BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
             BLOCK_K=cfg["block_k"], **launch)
         return y
