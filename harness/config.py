@@ -99,6 +99,9 @@ class ThroughputConf:
     # Decode steps profiled at each point after the timed runs (0: none): per-step time by category (GEMM/GEMV,
     # attention, activation quantization, other) and the top kernels, in the point's step_profile.
     profile_steps: int = 0
+    # decode_mode=compile on an sm_90+ GPU: the compiled step's kernels (Inductor's and ours) launch with
+    # programmatic dependent launch, each starting while the previous one finishes (as vLLM's full CUDA graphs).
+    pdl: bool = False
 
 
 @dataclass

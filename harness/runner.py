@@ -184,7 +184,7 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
                              warmup=t["warmup"], repeats=t["repeats"], seed=cfg["seed"],
                              decode_mode=t["decode_mode"], check_steps=t["check_steps"],
                              prefill_lens=t["prefill_lens"], prefill_batch_size=t["prefill_batch_size"],
-                             prefill_mode=t["prefill_mode"], profile_steps=t["profile_steps"])
+                             prefill_mode=t["prefill_mode"], profile_steps=t["profile_steps"], pdl=t["pdl"])
         record["metrics"]["throughput"] = res.as_dict()
 
 

@@ -2,7 +2,8 @@
 (model, method, GPU, setup) as one table, with each method's speedup over the unquantized (`method=none`) run of
 the same model, GPU, setup and point (batch size, prompt and generation length). The setup is how decode ran
 (cuda_graph, compile, eager), whether projections were fused (`+fused`, model.fuse_projections) and the attention
-implementation where it is not SDPA (`+attn=split_kv`, model.attn_implementation): speedups compare like with like."""
+implementation where it is not SDPA (`+attn=split_kv`, model.attn_implementation), and programmatic dependent launch
+(`+pdl`, bench.throughput.pdl): speedups compare like with like."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ COMPACT = ["model", "setup", "method", "kind", "batch", "prompt", "decode tok/s"
 
 def setup(record: dict, point: dict | None = None) -> str:
     """How a point decoded (its decode_mode; a prefill-only point, or a record without one: the run's requested
-    mode), whether the run's projections were fused, and its attention implementation unless SDPA."""
+    mode), whether the run's projections were fused, its attention implementation unless SDPA, and PDL."""
     t = record["metrics"]["throughput"]
     if point is not None and "decode_mode" not in point and "gen_len" not in point:  # a prefill-only point
         mode = "prefill:" + point.get("prefill_mode", "eager")
@@ -32,7 +33,7 @@ def setup(record: dict, point: dict | None = None) -> str:
             "throughput", {}).get("decode_mode") or t.get("decode_mode") or "?"
     attn = ((record.get("config") or {}).get("model") or {}).get("attn_implementation", "sdpa")
     return (mode + ("+fused" if (record.get("model") or {}).get("fused_projections") else "")
-            + ("" if attn == "sdpa" else f"+attn={attn}"))
+            + ("" if attn == "sdpa" else f"+attn={attn}") + ("+pdl" if (point or {}).get("pdl") else ""))
 
 
 def _rows(record: dict) -> Iterable[dict]:

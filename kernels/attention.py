@@ -15,10 +15,10 @@ is the plain-torch reference (SDPA).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from kernels.launch import cdiv as _cdiv
+from kernels.launch import interpreted as _interpreted
 from kernels.tuning import num_sms
 
 try:
@@ -26,14 +26,6 @@ try:
     import triton.language as tl
 except ImportError:  # CPU-only installs: the reference still works
     triton = None
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _num_sms(device: torch.device) -> int:

@@ -18,6 +18,8 @@ import os
 
 import torch
 
+from kernels.launch import cdiv as _cdiv
+from kernels.launch import interpreted as _interpreted
 from kernels.splitk import workspace as splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import load_table, lookup, m_bucket
@@ -40,10 +42,6 @@ def _cast(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _scale(amax: torch.Tensor) -> torch.Tensor:
     return amax.float().clamp(min=MIN_AMAX) / FP8_MAX
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,10 +146,6 @@ def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16, f
     b = None if bias is None else bias.to(torch.bfloat16)
     return torch._scaled_mm(x_q, w_q.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, bias=b,
                             use_fast_accum=fast_accum).to(out_dtype)
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 if triton is not None:

@@ -77,16 +77,19 @@ GEMV_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
 
 
 def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
-             reduce_rows: bool = True) -> tuple[collections.Counter, float]:
-    """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes) and instructions per weight and thread."""
+             reduce_rows: bool = True, pdl: bool = False) -> tuple[collections.Counter, float, collections.Counter]:
+    """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes), instructions per weight and thread, and
+    the whole kernel's opcode counts (pdl: its L2 prefetches, CCTL.E.PF2, and grid dependency control)."""
     from kernels import w4a16
 
-    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, BLOCK_M=m,
+    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl, BLOCK_M=m,
               BLOCK_N=block_n, BLOCK_K=block_k)
     sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE, ce, GEMV_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
     weights_per_thread = block_k * block_n / (32 * num_warps)
-    return ops, sum(ops.values()) / weights_per_thread
+    every = opcodes(sass.splitlines())
+    every["CCTL.E.PF2"] = sass.count("CCTL.E.PF2")
+    return ops, sum(ops.values()) / weights_per_thread, every
 
 
 TILED_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "g_ptr": "*i32",
@@ -200,7 +203,8 @@ def main(argv=None) -> None:
     ap.add_argument("--row-scales", action="store_true", help="tiled/skinny: per-row scales (no SCALE_ROW)")
     ap.add_argument("--swap-ab", action="store_true", help="tiled: the swapped (W^T @ x^T) variant")
     ap.add_argument("--split-k", type=int, default=None, help="default: 1 tiled, 2 skinny")
-    ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON")
+    ap.add_argument("--pdl", action="store_true", help="gemv: built for programmatic dependent launch")
+    ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
@@ -212,8 +216,10 @@ def main(argv=None) -> None:
               f"FFMA {loop['FFMA']}, FMUL {loop['FMUL']}, BAR {loop['BAR']}, spills {out['spills']}")
         return
     warps = args.warps or (1 if args.kernel == "gemv" else 4)
+    every = None
     if args.kernel == "gemv":
-        ops, per_weight = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages)
+        ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
+                                          pdl=args.pdl)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)
@@ -224,7 +230,7 @@ def main(argv=None) -> None:
         ops, per_weight = skinny_mix(args.block_n or 128, args.block_k or 128, warps, args.stages, args.bits,
                                      args.dtype, not args.row_scales, True, args.split_k or 2)
     if args.json:
-        print(json.dumps({"per_weight": per_weight, "ops": dict(ops)}))
+        print(json.dumps({"per_weight": per_weight, "ops": dict(ops)} | ({"kernel_ops": dict(every)} if every else {})))
         return
     print(f"{per_weight:.2f} instructions per weight in the loop; spills (STL/LDL): "
           f"{ops['STL'] + ops['LDL']}; {dict(ops.most_common(16))}")

@@ -49,6 +49,9 @@ import os
 
 import torch
 
+from kernels.launch import cdiv as _cdiv
+from kernels.launch import interpreted as _interpreted
+from kernels.launch import use_pdl as _use_pdl
 from kernels.splitk import workspace as _splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import lookup, m_bucket
@@ -101,10 +104,6 @@ def unpack_int_weights(qweight: torch.Tensor, bits: int, K: int) -> torch.Tensor
 def premultiply_zeros(z: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Integer zero points z [G, N] -> zs = z * s in `dtype` (default: scales' dtype), computed in fp32."""
     return (z.float() * scales.float()).to(dtype or scales.dtype).contiguous()
-
-
-def _cdiv(a: int, b: int) -> int:  # triton.cdiv is a jit function: slow on the host
-    return -(-a // b)
 
 
 def _num_groups(K: int, group_size: int) -> int:
@@ -182,13 +181,11 @@ def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: in
     return y.to(x.dtype).reshape(*x.shape[:-1], N)
 
 
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 if triton is not None:
     # Triton 3.9's CPU interpreter truncates fp32 -> bf16 casts and gets bf16 tl.dot wrong: there (EMULATE_BF16)
     # the kernel rounds to bf16 by hand (_round_to_bf16) and multiplies in fp32, which is what the GPU computes.
+    from kernels.launch import pdl_wait as _pdl_wait
+    from kernels.launch import prefetch_l2 as _prefetch_l2
     from kernels.splitk import round_to_bf16 as _round_to_bf16
     from kernels.splitk import splitk_store as _splitk_store
 
@@ -539,14 +536,16 @@ if triton is not None:
     @triton.jit
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
-                           REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
         planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
-        with one warp), else per-row partials are summed after the loop."""
+        with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
+        dependent launch): the program first asks L2 for its whole weight slice, which no earlier kernel
+        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -565,6 +564,13 @@ if triton is not None:
             acc3 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
         k_lo = pid_k * k_split
         k_hi = tl.minimum(K, k_lo + k_split)
+        if PDL:
+            # one address per 128-byte line (32 words) of the slice, clamped inside the tensor
+            cols = tl.minimum(pid_n * BLOCK_N + tl.arange(0, (BLOCK_N + 31) // 32) * 32, N - 1)
+            for k0 in range(k_lo, k_hi, BLOCK_K):
+                rows = tl.minimum(k0 // 8 + rw, K // 8 - 1)
+                _prefetch_l2(qw_ptr + rows[:, None] * N + cols[None, :])
+            _pdl_wait()
         for k0 in range(k_lo, k_hi, BLOCK_K):
             wrow = k0 // 8 + rw
             w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
@@ -842,11 +848,14 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         tiles = _cdiv(N, cfg["block_n"])
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
         ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
+        pdl = _use_pdl(x.device)
+        if pdl:
+            launch["launch_pdl"] = True
         _w4a16_gemv_kernel[(tiles, split)](
             x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(),
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
-            REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate,
+            REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]

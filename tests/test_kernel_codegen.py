@@ -29,6 +29,22 @@ def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, limit):
     assert mix["per_weight"] <= limit, mix  # 3.3 / 5.0 with Triton 3.9; the skinny kernel spent ~8 at M = 1
 
 
+def test_gemv_under_pdl_prefetches_its_slice_then_waits_with_the_same_loop():
+    """Programmatic dependent launch (kernels.launch): before waiting on the previous kernel, each thread asks L2
+    for a line of the program's weights; the K loop does the same work as under the plain launch (its address
+    arithmetic is scheduled a little differently)."""
+    args = ("--m", "1", "--block-n", "512", "--block-k", "64", "--warps", "4")
+    plain, pdl = _mix(*args), _mix(*args, "--pdl")
+    for op in ("LDG", "LOP3", "FFMA", "FADD", "STL", "LDL"):
+        assert plain["ops"].get(op, 0) == pdl["ops"].get(op, 0), op
+    assert pdl["per_weight"] <= 1.03 * plain["per_weight"]
+    assert plain["kernel_ops"].get("ACQBULK", 0) == plain["kernel_ops"].get("CCTL.E.PF2", 0) == 0
+    # griddepcontrol.wait (ACQBULK) and .launch_dependents (PREEXIT) once; the slice's lines prefetched, one
+    # 128-byte line per thread and K-block (8 word rows x 512 columns / 32 = 128 addresses, 4 warps)
+    assert pdl["kernel_ops"]["ACQBULK"] == 1 and pdl["kernel_ops"]["PREEXIT"] == 1
+    assert pdl["kernel_ops"]["CCTL.E.PF2"] >= 1
+
+
 def _mix_of(kernel, *args):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "kernels.sass", kernel, "--json", *args], env=env,

@@ -474,3 +474,43 @@ def test_a_tuned_planes_entry_falls_back_to_tiled_where_it_does_not_apply(monkey
         assert rel(y.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
     with pytest.raises(ValueError, match="planes path serves"):  # asked for explicitly: the error stands
         k.w4a16_matmul_triton(ref.to(DEV), path="planes", **layer)
+
+
+def test_programmatic_launch_switch_is_scoped_and_off_where_it_cannot_run():
+    from kernels import launch
+
+    assert not launch.use_pdl(torch.device("cpu"))
+    with launch.programmatic_launch():
+        assert launch._PDL[0] and not launch.use_pdl(torch.device("cpu"))  # no grid dependency control on CPU
+        with launch.programmatic_launch(False):
+            assert not launch._PDL[0]
+        assert launch._PDL[0]
+    assert not launch._PDL[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs an sm_90+ GPU")
+@pytest.mark.parametrize("split_k", [1, 8])
+def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cuda_graph(split_k):
+    # PDL changes when the kernel starts, not what it computes: bitwise the plain launch's output, also replayed
+    # from a CUDA graph right after a kernel that writes its input (the wait must order the read after it)
+    from kernels.launch import programmatic_launch
+
+    layer, _, _, _ = make_layer(4096, 1024, 4, 128, dtype=torch.bfloat16)
+    x = torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV)
+    tile = dict(path="gemv", block_n=128, block_k=64, split_k=split_k, num_warps=4)
+    want = k.w4a16_matmul_triton(x, **layer, **tile)
+    with programmatic_launch():
+        assert torch.equal(k.w4a16_matmul_triton(x, **layer, **tile), want)
+        src = torch.zeros_like(x)
+        k.w4a16_matmul_triton(src * 2, **layer, **tile)  # warm-up outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = k.w4a16_matmul_triton(src * 2, **layer, **tile)
+    for _ in range(3):
+        src.copy_(x / 2)
+        graph.replay()
+        assert torch.equal(out, want)
+        src.zero_()
+        graph.replay()
+        assert torch.equal(out, torch.zeros_like(out))

@@ -423,6 +423,17 @@ def test_split_kv_attention_run_records_its_implementation(tmp_path, tiny_dir):
     assert setup(rec, rec["metrics"]["throughput"]["points"][0]).endswith("+attn=split_kv")
 
 
+def test_pdl_asks_for_a_compiled_step_on_a_hopper_gpu(tiny):
+    # bench.throughput.pdl: the compiled step's kernels launch with programmatic dependent launch; anywhere else
+    # a clear error, before any decoding
+    with pytest.raises(ValueError, match="pdl=true applies to the compiled decode step.*decode_mode=compile"):
+        throughput(tiny, vocab_size=128, prompt_len=6, gen_len=2, repeats=1, decode_mode="eager", pdl=True)
+    with pytest.raises(ValueError, match=r"pdl=true needs a CUDA GPU of compute capability >= 9.0.*cpu.*pdl=false"):
+        throughput(tiny, vocab_size=128, prompt_len=6, gen_len=2, repeats=1, decode_mode="compile", pdl=True)
+    point = throughput(tiny, vocab_size=128, prompt_len=6, gen_len=2, repeats=1, warmup=0).points[0]
+    assert point["pdl"] is False
+
+
 def test_step_profile_accounts_for_every_gemm_of_the_step(tiny):
     # profile_steps: the step's ops by category, per step; on CPU each op's own time. The tiny Llama's step runs
     # 2 layers x 7 linears + lm_head = 15 GEMMs and one SDPA kernel a layer; the categories add up to the total

@@ -10,12 +10,15 @@ measures kernels, not Python. Prefill stays eager (one forward over the prompt, 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from kernels.launch import programmatic_launch
 
 MODES = ("auto", "cuda_graph", "compile", "eager")
 
@@ -33,6 +36,27 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     if mode == "cuda_graph" and device.type != "cuda":
         raise ValueError(f"decode_mode=cuda_graph needs a CUDA device (the model is on {device}); use auto or eager")
     return mode
+
+
+def check_pdl(device: torch.device) -> None:
+    """Programmatic dependent launch (PDL) needs an sm_90+ GPU and an Inductor that emits it."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
+        raise ValueError(f"pdl=true needs a CUDA GPU of compute capability >= 9.0 (Hopper or newer); the model is on "
+                         f"{device}{'' if device.type != 'cuda' else ' (sm_%d%d)' % torch.cuda.get_device_capability(device)}"
+                         f": set pdl=false")
+    if not hasattr(torch._inductor.config.triton, "enable_pdl"):
+        raise ValueError(f"pdl=true needs torch._inductor.config.triton.enable_pdl, which torch {torch.__version__} "
+                         f"lacks: set pdl=false")
+
+
+@contextlib.contextmanager
+def pdl_scope(enabled: bool):
+    """Inductor's Triton kernels and ours (kernels.launch) launch with PDL within the block when `enabled`."""
+    if not enabled:
+        yield
+        return
+    with torch._inductor.config.patch({"triton.enable_pdl": True}), programmatic_launch(True):
+        yield
 
 
 def _forward_params(model: nn.Module) -> set[str]:
@@ -74,6 +98,7 @@ class StaticDecoder:
         self.tokens = torch.zeros((batch_size, gen_len), **long)  # token produced by each step
         self.logits: torch.Tensor | None = None  # logits of the last step ([batch, 1, vocab])
         self.mode = "eager"
+        self.pdl = False  # compile(pdl=True): the compiled step's kernels launch with PDL
         self._graph: torch.cuda.CUDAGraph | None = None
         self._compiled = None
         self.compile_stats: dict | None = None  # compile(): dynamo graphs and graph breaks of the decode step
@@ -116,7 +141,11 @@ class StaticDecoder:
         if self._graph is not None:
             self._graph.replay()
             return self.logits
-        self.logits = self._compiled() if self._compiled is not None else self._step()
+        if self._compiled is not None:
+            with programmatic_launch(self.pdl):
+                self.logits = self._compiled()
+        else:
+            self.logits = self._step()
         return self.logits
 
     @torch.no_grad()
@@ -190,25 +219,29 @@ class StaticDecoder:
         return run
 
     @torch.no_grad()
-    def compile(self, prompt: torch.Tensor) -> None:
+    def compile(self, prompt: torch.Tensor, pdl: bool = False) -> None:
         """torch.compile the decode step (Inductor fuses what lies between the GEMMs; quantized matmuls stay one
         op each) and warm it up; on CUDA the compiled step is then captured in a CUDA graph like `capture`, so
         replays run its kernels without Python (our own capture rather than mode=reduce-overhead, whose graphs
-        are skipped silently when it finds a reason)."""
+        are skipped silently when it finds a reason). pdl: Inductor's kernels and ours launch with programmatic
+        dependent launch (`check_pdl`), as vLLM runs its full CUDA graphs on Hopper."""
+        if pdl:
+            check_pdl(self.device)
         _fresh_dynamo(self.ids, self.pos, self.step_idx, self.tokens)
         self._compiled = torch.compile(self._step, dynamic=False)
-        self.mode = "compile"
-        for _ in range(2):
-            self.prefill(prompt)
-            for _ in range(min(3, self.gen_len)):
-                self.step()
-        self.compile_stats = _dynamo_stats()
-        if self.device.type == "cuda":
-            self.prefill(prompt)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.logits = self._compiled()
-            self._graph = graph
+        self.mode, self.pdl = "compile", pdl
+        with pdl_scope(pdl):
+            for _ in range(2):
+                self.prefill(prompt)
+                for _ in range(min(3, self.gen_len)):
+                    self.step()
+            self.compile_stats = _dynamo_stats()
+            if self.device.type == "cuda":
+                self.prefill(prompt)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.logits = self._compiled()
+                self._graph = graph
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -15,7 +15,8 @@ Python overhead.
 Record (`metrics.throughput`): `points`, one row per batch size with batch_size, prompt_len, gen_len,
 prefill_tokens (b x P), decode_tokens (b x G), prefill_s / decode_s / e2e_latency_s (median, with _min, _max and
 _runs), prefill_tokens_per_s, decode_tokens_per_s, time_to_first_token_s, time_per_output_token_s,
-peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, decode_check (and step_profile with
+peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, pdl (programmatic dependent launch of the
+compiled step's kernels), decode_check (and step_profile with
 profile_steps > 0: harness/metrics/step_profile.py); `prefill_points`, the same
 prefill fields; run-wide decode_mode, decode_mode_reason, prefill_mode, kv_cache, weight_memory_bytes,
 memory_kind, timer, warmup, repeats; and LEGACY_KEYS copied from the first point.
@@ -33,8 +34,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from harness.metrics.decode import StaticDecoder, cache_bytes, resolve_mode
+from harness.metrics.decode import StaticDecoder, cache_bytes, check_pdl, resolve_mode
 from harness.metrics.step_profile import profile_step
+from kernels.launch import programmatic_launch
 
 # Prefill-only points: auto (cuda_graph on CUDA, eager on CPU), cuda_graph (replayed), compile (torch.compile; on
 # CUDA replayed from a CUDA graph), eager. The prefill of each decode point (its time to first token) is eager.
@@ -114,12 +116,13 @@ def _prompt(vocab_size: int, batch: int, length: int, seed: int, device: torch.d
     return torch.randint(0, vocab_size, (batch, length), generator=gen).to(device)
 
 
-def _setup_mode(dec: StaticDecoder, mode: str, requested: str, prompt: torch.Tensor) -> tuple[str, str]:
+def _setup_mode(dec: StaticDecoder, mode: str, requested: str, prompt: torch.Tensor,
+                pdl: bool = False) -> tuple[str, str]:
     """Put the decoder in `mode`; under decode_mode=auto a failed capture falls back to eager, saying why."""
     if mode == "eager":
         return "eager", ("auto: eager on CPU" if requested == "auto" else "requested")
     try:
-        dec.capture(prompt) if mode == "cuda_graph" else dec.compile(prompt)
+        dec.capture(prompt) if mode == "cuda_graph" else dec.compile(prompt, pdl=pdl)
     except Exception as e:
         if requested != "auto":
             raise RuntimeError(f"decode_mode={mode} failed: {type(e).__name__}: {e}; use decode_mode=eager (or "
@@ -131,14 +134,15 @@ def _setup_mode(dec: StaticDecoder, mode: str, requested: str, prompt: torch.Ten
 
 
 def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len: int, gen_len: int, warmup: int,
-                 repeats: int, seed: int, mode: str, requested: str, check_steps: int, profile_steps: int = 0) -> dict:
+                 repeats: int, seed: int, mode: str, requested: str, check_steps: int, profile_steps: int = 0,
+                 pdl: bool = False) -> dict:
     """Prefill + decode timings of one batch size (module docstring)."""
     device = next(model.parameters()).device
     _reset_memory(device)
     prompt = _prompt(vocab_size, batch_size, prompt_len, seed, device)
     dec = StaticDecoder(model, batch_size, prompt_len, gen_len)
     reference = dec.eager_reference(prompt, check_steps if mode != "eager" else 0)  # before any capture
-    used, reason = _setup_mode(dec, mode, requested, prompt)
+    used, reason = _setup_mode(dec, mode, requested, prompt, pdl)
     check = dec.check_against(reference, prompt)
     del reference
     _reset_memory(device)  # the peak is the timed runs': not the check's second decoder (its own KV cache)
@@ -166,13 +170,13 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
             "decode_tokens_per_s": row["decode_tokens"] / row["decode_s"],
             "time_to_first_token_s": row["prefill_s"], "time_per_output_token_s": row["decode_s"] / gen_len,
             "peak_memory_bytes": _peak_memory(device), "kv_cache_bytes": cache_bytes(dec.cache),
-            "decode_mode": used, "decode_mode_reason": reason, "decode_check": check}
+            "decode_mode": used, "decode_mode_reason": reason, "pdl": dec.pdl, "decode_check": check}
     if dec.compile_stats is not None:
         row["compile"] = dec.compile_stats
     if profile_steps:  # the step as timed (compiled, or eager: a CUDA graph replays the eager step's kernels)
         dec.prefill(prompt)
         step = dec._compiled if dec._compiled is not None else dec._step
-        with torch.no_grad():
+        with torch.no_grad(), programmatic_launch(dec.pdl):
             step()  # one unprofiled step (lazy initialisation)
             row["step_profile"] = profile_step(step, min(profile_steps, gen_len - 1), device)
     del dec
@@ -232,7 +236,7 @@ def _positive_ints(name: str, values: Sequence[int], allow_empty: bool = False) 
 def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | int = (1,), prompt_len: int = 128,
                gen_len: int = 32, warmup: int = 1, repeats: int = 3, seed: int = 0, decode_mode: str = "auto",
                check_steps: int = 4, prefill_lens: Sequence[int] = (), prefill_batch_size: int = 1,
-               prefill_mode: str = "eager", profile_steps: int = 0) -> ThroughputResult:
+               prefill_mode: str = "eager", profile_steps: int = 0, pdl: bool = False) -> ThroughputResult:
     batch_sizes = _positive_ints("batch_sizes", batch_sizes)
     prefill_lens = _positive_ints("prefill_lens", prefill_lens, allow_empty=True)
     if min(prompt_len, gen_len, repeats, prefill_batch_size) < 1 or min(warmup, check_steps, profile_steps) < 0:
@@ -242,6 +246,11 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
         raise ValueError("throughput: profile_steps needs gen_len >= 2 (one warm-up step, then the profiled ones)")
     device = next(model.parameters()).device
     mode = resolve_mode(decode_mode, device)
+    if pdl:
+        if mode != "compile":
+            raise ValueError(f"throughput: pdl=true applies to the compiled decode step (Inductor's kernels and ours "
+                             f"launch with PDL); decode_mode={decode_mode!r}: use decode_mode=compile or pdl=false")
+        check_pdl(device)
     if prefill_mode not in PREFILL_MODES:
         raise ValueError(f"throughput: prefill_mode={prefill_mode!r}; use one of {PREFILL_MODES}")
     if prefill_mode == "cuda_graph" and device.type != "cuda":
@@ -251,7 +260,7 @@ def throughput(model: nn.Module, vocab_size: int, batch_sizes: Sequence[int] | i
     model.eval()
     try:
         points = [decode_point(model, vocab_size, b, prompt_len, gen_len, warmup, repeats, seed, mode, decode_mode,
-                               check_steps, profile_steps) for b in batch_sizes]
+                               check_steps, profile_steps, pdl) for b in batch_sizes]
         prefills = [prefill_point(model, vocab_size, prefill_batch_size, p, warmup, repeats, seed, pmode,
                                   prefill_mode)
                     for p in prefill_lens]
