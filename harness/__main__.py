@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -13,12 +16,38 @@ from harness.gpu import use_pool
 register_configs()
 
 
+def _isolated(plain: dict) -> bool:
+    if plain.get("isolate") is not None:
+        return bool(plain["isolate"])
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_in_own_process(hc) -> int:
+    """This multirun job as a single run in a fresh Python process (same overrides, same output dir): nothing a
+    previous job left in this process (allocator state, compiled graphs, caches) can touch its measurements.
+    Returns the child's exit status."""
+    cmd = [sys.executable, "-m", "harness"]
+    if hc.job.config_name != "config":
+        cmd.append(f"--config-name={hc.job.config_name}")
+    cmd += [f"--config-dir={src.path}" for src in hc.runtime.config_sources if src.provider == "command-line"]
+    cmd += [*hc.overrides.task, "isolate=false", f"hydra.run.dir={hc.runtime.output_dir}"]
+    print(f"[quantbench] job {hc.job.num} in its own process: {' '.join(hc.overrides.task)}", flush=True)
+    return subprocess.run(cmd).returncode
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness.runner import run
 
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and _isolated(plain):
+        code = run_in_own_process(hc)
+        if code != 0:  # its record, if it got that far, says why
+            print(f"[quantbench] FAILED {' '.join(hc.overrides.task)}: exit status {code}")
+        return
     try:
         with use_pool(bool(plain.get("gpu_pool"))):
             record = run(plain, extra_dirs=[hc.runtime.output_dir])

@@ -168,6 +168,10 @@ class RunConf:
     force: bool = False
     # Claim a free local GPU (harness/gpu_pool.py file lock) for this run; set by `+launcher=local_gpus`.
     gpu_pool: bool = False
+    # Multirun: each job in a fresh Python process (None: when a CUDA GPU is visible). On an H100, batch-1 decode
+    # of the fourth and later runs of one process came out up to 6% slower than the same run alone
+    # (results/h100/README.md), so GPU sweeps isolate their jobs.
+    isolate: Optional[bool] = None
 
 
 def register_configs() -> None:

@@ -25,7 +25,7 @@ class RecordError(ValueError):
 
 
 # Run plumbing: where records and checkpoints go, progress bars, re-run policy. Not part of what was measured.
-PLUMBING_KEYS = ("results_dir", "export_dir", "progress", "force", "gpu_pool")
+PLUMBING_KEYS = ("results_dir", "export_dir", "progress", "force", "gpu_pool", "isolate")
 
 
 def config_hash(config: dict) -> str:

@@ -62,3 +62,22 @@ def test_dirty_or_unknown_code_never_counts_as_done(tmp_path):
     assert records.find_done(tmp_path, rec["config_hash"], env | {"git_sha": "def"}) is None
     assert records.find_done(tmp_path, rec["config_hash"], env | {"git_dirty": True}) is None
     assert records.find_done(tmp_path, "another-hash", env) is None
+
+
+def test_isolated_sweep_runs_each_job_in_its_own_process(tmp_path):
+    # isolate=true (the default where a CUDA GPU is visible): each job is a single run in a fresh process with the
+    # job's overrides, so nothing one job leaves in the process touches the next one's measurements
+    r = sweep(tmp_path, "model.name_or_path=embedded:smollm2-135m-instruct", "seed=0,1", "isolate=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("in its own process") == 2 and r.stdout.count("ppl=") == 2
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
+    assert sorted(rec["config"]["seed"] for rec in recs) == [0, 1] and all(rec["status"] == "ok" for rec in recs)
+    # each record's command is its own single run (no -m), reproducible on its own
+    for rec in recs:
+        words = rec["command"].split()
+        assert words[:3] == ["python", "-m", "harness"] and "-m" not in words[3:] and "isolate=false" in words
+    assert {rec["config_hash"] for rec in recs} == {records.config_hash(rec["config"]) for rec in recs}
+    # a job whose process fails is reported and the sweep goes on
+    r = sweep(tmp_path, f"model.name_or_path={tmp_path / 'missing'},embedded:smollm2-135m-instruct", "seed=2",
+              "isolate=true")
+    assert r.returncode == 0 and "[quantbench] FAILED" in r.stdout and r.stdout.count("ppl=") == 1
