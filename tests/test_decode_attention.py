@@ -42,6 +42,20 @@ def test_split_kv_attention_matches_sdpa(B, H, Hk, N, D, dtype, filled, splits):
     torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
 
 
+@needs_triton
+def test_the_last_split_combines_in_the_same_launch_and_leaves_the_counters_zero():
+    # one launch: the last split of each (sequence, head) to arrive combines; the arrival counters (the shared
+    # split-K workspace's) are zero again after every call, so calls repeat exactly, with one split or many
+    from kernels import splitk
+
+    q, kk, v, mask = _inputs(2, 4, 2, 96, 32, torch.float32, [90, 17])
+    ref = k.decode_attention_ref(q, kk, v, mask)
+    for splits in (5, 1, 5):
+        got = k.decode_attention_triton(q, kk, v, mask, splits=splits, block_n=16)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        assert not splitk.workspace(q.device, 1, 8)[1].any()
+
+
 def test_inputs_the_kernel_does_not_serve_are_named():
     q, kk, v, mask = _inputs(1, 4, 2, 16, 32, torch.float32, [9])
     assert k.check_inputs(q, kk, v, mask) is None
