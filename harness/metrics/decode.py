@@ -44,7 +44,9 @@ def check_pdl(device: torch.device) -> None:
         raise ValueError(f"pdl=true needs a CUDA GPU of compute capability >= 9.0 (Hopper or newer); the model is on "
                          f"{device}{'' if device.type != 'cuda' else ' (sm_%d%d)' % torch.cuda.get_device_capability(device)}"
                          f": set pdl=false")
-    if not hasattr(torch._inductor.config.triton, "enable_pdl"):
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config.triton, "enable_pdl"):
         raise ValueError(f"pdl=true needs torch._inductor.config.triton.enable_pdl, which torch {torch.__version__} "
                          f"lacks: set pdl=false")
 
@@ -55,7 +57,9 @@ def pdl_scope(enabled: bool):
     if not enabled:
         yield
         return
-    with torch._inductor.config.patch({"triton.enable_pdl": True}), programmatic_launch(True):
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"triton.enable_pdl": True}), programmatic_launch(True):
         yield
 
 
