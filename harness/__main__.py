@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -24,15 +25,26 @@ def _isolated(plain: dict) -> bool:
     return torch.cuda.is_available()
 
 
+def _quoted(value: str) -> str:
+    """A Hydra override value in single quotes (paths may hold '=', ',', brackets). Hydra reads a backslash as an
+    escape only before a quote or at the end of the string, so only those backslashes are doubled."""
+    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def run_in_own_process(hc) -> int:
-    """This multirun job as a single run in a fresh Python process (same overrides, same output dir): nothing a
-    previous job left in this process (allocator state, compiled graphs, caches) can touch its measurements.
-    Returns the child's exit status."""
-    cmd = [sys.executable, "-m", "harness"]
-    if hc.job.config_name != "config":
-        cmd.append(f"--config-name={hc.job.config_name}")
-    cmd += [f"--config-dir={src.path}" for src in hc.runtime.config_sources if src.provider == "command-line"]
-    cmd += [*hc.overrides.task, "isolate=false", f"hydra.run.dir={hc.runtime.output_dir}"]
+    """This multirun job as a single run in a fresh Python process (same config sources and overrides, same output
+    dir): nothing a previous job left in this process (allocator state, compiled graphs, caches) can touch its
+    measurements. Returns the child's exit status."""
+    cmd = [sys.executable, "-m", "harness", f"--config-name={hc.job.config_name}"]
+    for src in hc.runtime.config_sources:
+        if src.provider == "main" and src.schema == "file":
+            cmd.append(f"--config-path={src.path}")
+        elif src.provider == "command-line":
+            cmd.append(f"--config-dir={src.path}")
+    cmd += [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath")]
+    # a sweep config (+sweep=...) sets hydra.mode=MULTIRUN: the child is one run, in this job's directory
+    cmd += [*hc.overrides.task, "isolate=false", "hydra.mode=RUN", f"hydra.run.dir={_quoted(hc.runtime.output_dir)}"]
     print(f"[quantbench] job {hc.job.num} in its own process: {' '.join(hc.overrides.task)}", flush=True)
     return subprocess.run(cmd).returncode
 
@@ -46,7 +58,8 @@ def main(cfg: DictConfig) -> None:
     if hc.mode == RunMode.MULTIRUN and _isolated(plain):
         code = run_in_own_process(hc)
         if code != 0:  # its record, if it got that far, says why
-            print(f"[quantbench] FAILED {' '.join(hc.overrides.task)}: exit status {code}")
+            why = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            print(f"[quantbench] FAILED {' '.join(hc.overrides.task)}: {why}")
         return
     try:
         with use_pool(bool(plain.get("gpu_pool"))):

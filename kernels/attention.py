@@ -158,7 +158,7 @@ def decode_attention_triton(q, k, v, mask=None, scale: float | None = None, spli
     splits = _cdiv(N, chunk)
     part = torch.empty((B * H, splits, D + 2), dtype=torch.float32, device=q.device)
     out = torch.empty((B, 1, H, D), dtype=q.dtype, device=q.device)
-    counters = _splitk_workspace(q.device, 1, B * H)[1] if splits > 1 else part
+    counters = _splitk_workspace(q.device, 1, B * H)[1]  # also for one split: one compiled variant
     m = mask if mask is not None else q
     smb = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
     smn = mask.stride(3) if mask is not None else 0

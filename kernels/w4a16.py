@@ -537,14 +537,15 @@ if triton is not None:
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           PREFETCH_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
         planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
         with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
-        dependent launch): the program first asks L2 for its whole weight slice, which no earlier kernel
+        dependent launch): the program first asks L2 for the start of its weight slice, which no earlier kernel
         writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
@@ -565,9 +566,11 @@ if triton is not None:
         k_lo = pid_k * k_split
         k_hi = tl.minimum(K, k_lo + k_split)
         if PDL:
-            # one address per 128-byte line (32 words) of the slice, clamped inside the tensor
+            # the slice's first PREFETCH_BLOCKS K-blocks, one address per 128-byte line (32 words), clamped inside
+            # the tensor: what the loop reads first, not the whole slice, which the resident programs together
+            # could make larger than L2 (asking for all of it was 9% slower end to end, H100 call 24)
             cols = tl.minimum(pid_n * BLOCK_N + tl.arange(0, (BLOCK_N + 31) // 32) * 32, N - 1)
-            for k0 in range(k_lo, k_hi, BLOCK_K):
+            for k0 in range(k_lo, tl.minimum(k_hi, k_lo + PREFETCH_BLOCKS * BLOCK_K), BLOCK_K):
                 rows = tl.minimum(k0 // 8 + rw, K // 8 - 1)
                 _prefetch_l2(qw_ptr + rows[:, None] * N + cols[None, :])
             _pdl_wait()
@@ -696,6 +699,8 @@ def _pow2(n: int) -> bool:
 
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
+# Under PDL the gemv asks L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
+GEMV_PDL_PREFETCH_BLOCKS = 2
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
@@ -856,6 +861,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
+            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]

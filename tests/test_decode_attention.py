@@ -50,7 +50,7 @@ def test_the_last_split_combines_in_the_same_launch_and_leaves_the_counters_zero
 
     q, kk, v, mask = _inputs(2, 4, 2, 96, 32, torch.float32, [90, 17])
     ref = k.decode_attention_ref(q, kk, v, mask)
-    for splits in (5, 1, 5):
+    for splits in (3, 1, 3):  # 96 keys in blocks of 16: 3 splits of 32 keys
         got = k.decode_attention_triton(q, kk, v, mask, splits=splits, block_n=16)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
         assert not splitk.workspace(q.device, 1, 8)[1].any()

@@ -492,26 +492,29 @@ def test_programmatic_launch_switch_is_scoped_and_off_where_it_cannot_run():
                     reason="programmatic dependent launch needs an sm_90+ GPU")
 @pytest.mark.parametrize("split_k", [1, 8])
 def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cuda_graph(split_k):
-    # PDL changes when the kernel starts, not what it computes: bitwise the plain launch's output, also replayed
-    # from a CUDA graph right after a kernel that writes its input (the wait must order the read after it)
+    # PDL changes when a kernel starts, not what it computes: two chained gemvs (the second reads the first's
+    # output, and the first lets it launch early) give the plain launches' bits, eager and replayed from a CUDA
+    # graph, with the input rewritten between replays (the second's wait must order its reads after the first)
     from kernels.launch import programmatic_launch
 
-    layer, _, _, _ = make_layer(4096, 1024, 4, 128, dtype=torch.bfloat16)
-    x = torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV)
-    tile = dict(path="gemv", block_n=128, block_k=64, split_k=split_k, num_warps=4)
-    want = k.w4a16_matmul_triton(x, **layer, **tile)
+    first, _, _, _ = make_layer(4096, 1024, 4, 128, dtype=torch.bfloat16, seed=1)
+    second, _, _, _ = make_layer(1024, 512, 4, 128, dtype=torch.bfloat16, seed=2)
+    tile = dict(path="gemv", block_n=128, block_k=64, split_k=split_k, num_warps=4, validate=False)
+
+    def chain(x):
+        return k.w4a16_matmul_triton(k.w4a16_matmul_triton(x, **first, **tile), **second, **tile)
+
+    xs = [torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV) for _ in range(2)]
+    wants = [chain(x) for x in xs]
+    src = torch.zeros_like(xs[0])
     with programmatic_launch():
-        assert torch.equal(k.w4a16_matmul_triton(x, **layer, **tile), want)
-        src = torch.zeros_like(x)
-        # validate=False inside the capture, as the compiled model calls it: the value checks synchronise the GPU
-        k.w4a16_matmul_triton(src * 2, **layer, **tile, validate=False)  # warm-up outside the capture
+        assert all(torch.equal(chain(x), w) for x, w in zip(xs, wants))
+        chain(src)  # warm-up outside the capture
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = k.w4a16_matmul_triton(src * 2, **layer, **tile, validate=False)
+            out = chain(src)
     for _ in range(3):
-        src.copy_(x / 2)
-        graph.replay()
-        assert torch.equal(out, want)
-        src.zero_()
-        graph.replay()
-        assert torch.equal(out, torch.zeros_like(out))
+        for x, want in zip(xs, wants):
+            src.copy_(x)
+            graph.replay()
+            assert torch.equal(out, want)

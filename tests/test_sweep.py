@@ -66,17 +66,31 @@ def test_dirty_or_unknown_code_never_counts_as_done(tmp_path):
 
 def test_isolated_sweep_runs_each_job_in_its_own_process(tmp_path):
     # isolate=true (the default where a CUDA GPU is visible): each job is a single run in a fresh process with the
-    # job's overrides, so nothing one job leaves in the process touches the next one's measurements
-    r = sweep(tmp_path, "model.name_or_path=embedded:smollm2-135m-instruct", "seed=0,1", "isolate=true")
+    # job's config sources and overrides, so nothing one job leaves in the process touches the next one's
+    # measurements. Here the sweep comes from a config of its own (--config-dir, hydra.mode=MULTIRUN, no -m) and
+    # each job's directory is named by its overrides ('=' and ',' in the path).
+    extra = tmp_path / "extra" / "sweep"
+    extra.mkdir(parents=True)
+    (extra / "two_seeds.yaml").write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
+                                         "    params:\n      seed: 0,1\n")
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", QUANTBENCH_GIT_SHA="0123456789abcdef", QUANTBENCH_GIT_DIRTY="0")
+    r = subprocess.run([sys.executable, "-m", "harness", f"--config-dir={tmp_path / 'extra'}", "+sweep=two_seeds",
+                        *TINY, f"results_dir={tmp_path / 'res'}", "model.name_or_path=embedded:smollm2-135m-instruct",
+                        "isolate=true", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                        "hydra.sweep.subdir=${hydra.job.override_dirname}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("in its own process") == 2 and r.stdout.count("ppl=") == 2
+    assert r.stdout.count("in its own process") == 2 and r.stdout.count("ppl=") == 2, r.stdout[-2000:]
     recs = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
     assert sorted(rec["config"]["seed"] for rec in recs) == [0, 1] and all(rec["status"] == "ok" for rec in recs)
-    # each record's command is its own single run (no -m), reproducible on its own
-    for rec in recs:
+    for rec in recs:  # each record's command is its own single run, reproducible on its own
         words = rec["command"].split()
         assert words[:3] == ["python", "-m", "harness"] and "-m" not in words[3:] and "isolate=false" in words
+        assert "hydra.mode=RUN" in words
     assert {rec["config_hash"] for rec in recs} == {records.config_hash(rec["config"]) for rec in recs}
+    # every job wrote its copy into its own sweep directory, not a new multirun of its own
+    copies = sorted(p.parent.name for p in (tmp_path / "multirun").rglob("*.json"))
+    assert len(copies) == 2 and all("seed=" in c for c in copies), copies
     # a job whose process fails is reported and the sweep goes on
     r = sweep(tmp_path, f"model.name_or_path={tmp_path / 'missing'},embedded:smollm2-135m-instruct", "seed=2",
               "isolate=true")
