@@ -14,7 +14,7 @@ source .ci/gpu/env.sh || exit 1
 mkdir -p $OUT/h100
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)"
-models="llama2_7b:235 llama3_8b:235"; methods=none,fp8,gptq,awq; extra=""
+models="llama2_7b:300 llama3_8b:300"; methods=none,fp8,gptq,awq; extra=""
 if [ -n "$1" ]; then
   models="${MODEL:-llama2_7b}:${3:-500}"; methods=$2; extra="bench.throughput.decode_mode=$1 ${*:4}"
 fi
