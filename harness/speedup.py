@@ -3,7 +3,8 @@
 the same model, GPU, setup and point (batch size, prompt and generation length). The setup is how decode ran
 (cuda_graph, compile, eager), whether projections were fused (`+fused`, model.fuse_projections) and the attention
 implementation where it is not SDPA (`+attn=split_kv`, model.attn_implementation), and programmatic dependent launch
-(`+pdl`, bench.throughput.pdl): speedups compare like with like."""
+(`+pdl`, bench.throughput.pdl): speedups compare like with like. `baseline` says whether the `none` run divided
+by ran the same commit (as the runs of one GPU call do) or names its commit."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from harness.report import write_atomic
 
 POINT = ["model", "gpu", "setup", "kind", "batch", "prompt", "gen"]
 COMPACT = ["model", "setup", "method", "kind", "batch", "prompt", "decode tok/s", "decode x", "prefill tok/s",
-           "prefill x", "peak GiB"]
+           "prefill x", "peak GiB", "baseline"]
 
 
 def setup(record: dict, point: dict | None = None) -> str:
@@ -40,7 +41,7 @@ def _rows(record: dict) -> Iterable[dict]:
     t = record["metrics"]["throughput"]
     base = {"model": record["config"]["model"]["name_or_path"], "method": record["method"]["quant_method"],
             "gpu": record["env"].get("gpu") or "cpu", "created_at": record["created_at"],
-            "speed_only": bool(record["method"].get("speed_only"))}
+            "speed_only": bool(record["method"].get("speed_only")), "git": (record["env"].get("git_sha") or "?")[:7]}
     for kind, points in (("decode", t.get("points", [])), ("prefill", t.get("prefill_points", []))):
         for p in points:
             yield base | {"setup": setup(record, p), "kind": kind, "batch": p["batch_size"], "prompt": p["prompt_len"],
@@ -65,14 +66,21 @@ def points_frame(records: Iterable[dict]) -> pd.DataFrame:
 
 
 def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
-    """Adds `decode x` and `prefill x`: tokens/s over the `none` run's at the same point (NaN without one)."""
+    """Adds `decode x` and `prefill x`: tokens/s over the `none` run's at the same point (NaN without one), and
+    `baseline`: "same commit" where that run ran the same code, else the commit it ran, so a ratio across
+    sessions (whose GPUs and code differ) is not read as one measured side by side."""
     if df.empty:
         return df
-    base = df[df["method"] == "none"].set_index(POINT)[["decode tok/s", "prefill tok/s"]]
+    base = df[df["method"] == "none"].set_index(POINT)[["decode tok/s", "prefill tok/s", "git"]]
     out = df.join(base.add_suffix(" (none)"), on=POINT)
     out["decode x"] = out["decode tok/s"] / out["decode tok/s (none)"]
     out["prefill x"] = out["prefill tok/s"] / out["prefill tok/s (none)"]
-    return out.drop(columns=["decode tok/s (none)", "prefill tok/s (none)", "created_at"]).sort_values(
+    paired = out["git (none)"].notna()
+    out["baseline"] = ""
+    out.loc[paired, "baseline"] = "same commit"
+    other = paired & (out["git (none)"] != out["git"])
+    out.loc[other, "baseline"] = "commit " + out.loc[other, "git (none)"]
+    return out.drop(columns=["decode tok/s (none)", "prefill tok/s (none)", "git (none)", "created_at"]).sort_values(
         ["model", "gpu", "setup", "kind", "prompt", "batch", "method"]).reset_index(drop=True)
 
 

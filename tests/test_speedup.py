@@ -58,3 +58,15 @@ def test_prefill_points_pair_by_prefill_mode_and_the_newest_run_per_point_wins()
     assert pd.isna(t.loc[("prefill:eager", "gptq", "prefill", 1), "prefill x"])
     assert t.loc[("compile", "none", "decode", 1), "decode tok/s"] == 110.0  # the newest run's point
     assert len(t) == 6  # three decode points, three prefill points
+
+
+def test_a_ratio_against_another_commits_baseline_says_so():
+    # "baseline": whether the none run divided by ran the same commit (as runs of one GPU call do) or which
+    recs = [points_record("none", {1: 100.0}, ["compile"]), points_record("gptq", {1: 240.0}, ["compile"]),
+            points_record("fp8", {1: 150.0}, ["compile"]), points_record("awq", {1: 50.0}, ["eager"])]
+    for rec, sha in zip(recs, ["aaaaaaa111", "aaaaaaa111", "bbbbbbb222", "ccccccc333"]):
+        rec["env"]["git_sha"] = sha
+    t = with_speedup(points_frame(recs)).set_index("method")
+    assert t.loc["gptq", "baseline"] == "same commit" and t.loc["none", "baseline"] == "same commit"
+    assert t.loc["fp8", "baseline"] == "commit aaaaaaa" and t.loc["fp8", "decode x"] == pytest.approx(1.5)
+    assert t.loc["awq", "baseline"] == "" and pd.isna(t.loc["awq", "decode x"])  # no eager baseline at all
