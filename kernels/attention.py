@@ -71,6 +71,7 @@ def check_inputs(q, k, v, mask=None) -> str | None:
 
 
 if triton is not None:
+    from kernels.splitk import last_arrival as _last_arrival
 
     @triton.jit
     def _decode_attn_split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, cnt_ptr, o_ptr, H, G, N, chunk, scale,
@@ -110,16 +111,13 @@ if triton is not None:
         if splits == 1:  # no combine: out = acc / l
             tl.store(o, (acc / tl.where(l > 0, l, 1.0)).to(o_ptr.dtype.element_ty))  # no visible key: 0, as SDPA
         else:
-            # partials [B * H, splits, D + 2]: acc, then m, then l; then all threads' stores, a CTA barrier, and one
-            # release/acquire arrival (as kernels.splitk.splitk_finish)
+            # partials [B * H, splits, D + 2]: acc, then m, then l
             base = part_ptr + (bh * splits + s) * (D + 2)
             tl.store(base + rd, acc)
             tl.store(base + D, m)
             tl.store(base + D + 1, l)
-            tl.debug_barrier()
-            if tl.atomic_add(cnt_ptr + bh, 1, sem="acq_rel") == splits - 1:
+            if _last_arrival(cnt_ptr, bh, splits):
                 _decode_attn_combine(part_ptr + bh * splits * (D + 2), o, splits, D, BLOCK_S)
-                tl.store(cnt_ptr + bh, 0)
 
     @triton.jit
     def _decode_attn_combine(base, o, splits, D: tl.constexpr, BLOCK_S: tl.constexpr):

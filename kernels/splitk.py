@@ -1,6 +1,6 @@
-"""Split-K reduction inside one launch, shared by the decode kernels (W4A16 and FP8 GEMVs): a reusable fp32
-workspace and arrival counters that the kernels leave zero again, so a split-K call needs no memset and no
-second kernel (at decode sizes each launch costs about as much as the bytes)."""
+"""Split-K reduction inside one launch, shared by the decode kernels (W4A16 and FP8 GEMVs, split-KV attention): a
+reusable fp32 workspace and arrival counters that the kernels leave zero again, so a split-K call needs no memset
+and no second kernel (at decode sizes each launch costs about as much as the bytes)."""
 
 from __future__ import annotations
 
@@ -47,19 +47,27 @@ if triton is not None:
         return b.to(tl.float32, bitcast=True)
 
     @triton.jit
+    def last_arrival(cnt_ptr, index, count):
+        """True in the last of `count` programs to arrive at counter `index`, which it leaves zero again for the
+        next launch. Ordering: every thread's earlier stores, a CTA barrier, then one thread's release/acquire
+        add, so the last program sees what all of them stored (read it with .cg loads, past L1)."""
+        tl.debug_barrier()
+        last = tl.atomic_add(cnt_ptr + index, 1, sem="acq_rel") == count - 1
+        if last:
+            tl.store(cnt_ptr + index, 0)
+        return last
+
+    @triton.jit
     def splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
                       HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
         """Every program adds its fp32 partial tile [BLOCK_M, BLOCK_N] of y into the workspace; the last of the
         split_k programs of an N-tile (an acq_rel counter per tile, indexed by program_id(0)) adds the bias,
         writes y in its dtype and zeroes its workspace tile and counter again, so the next call finds them clean
-        (no memset, no cast kernel). Ordering: all threads' adds, a CTA barrier, then one thread's
-        release/acquire counter add."""
+        (no memset, no cast kernel), ordered by `last_arrival`."""
         mask = m_ok[:, None] & n_ok[None, :]
         ws = ws_ptr + rm[:, None] * N + rn[None, :]
         tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt_ptr + tl.program_id(0), 1, sem="acq_rel")
-        if arrived == split_k - 1:
+        if last_arrival(cnt_ptr, tl.program_id(0), split_k):
             total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
             if HAS_BIAS:
                 total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -67,7 +75,6 @@ if triton is not None:
                 total = round_to_bf16(total)
             tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
             tl.store(ws, tl.zeros_like(total), mask=mask)
-            tl.store(cnt_ptr + tl.program_id(0), 0)
 
     @triton.jit
     def splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
