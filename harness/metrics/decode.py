@@ -40,10 +40,10 @@ def resolve_mode(mode: str, device: torch.device) -> str:
 
 def check_pdl(device: torch.device) -> None:
     """Programmatic dependent launch (PDL) needs an sm_90+ GPU and an Inductor that emits it."""
-    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    if cap is None or cap[0] < 9:
         raise ValueError(f"pdl=true needs a CUDA GPU of compute capability >= 9.0 (Hopper or newer); the model is on "
-                         f"{device}{'' if device.type != 'cuda' else ' (sm_%d%d)' % torch.cuda.get_device_capability(device)}"
-                         f": set pdl=false")
+                         f"{device}{f' (sm_{cap[0]}{cap[1]})' if cap else ''}: set pdl=false")
     import torch._inductor.config as inductor_config
 
     if not hasattr(inductor_config.triton, "enable_pdl"):
