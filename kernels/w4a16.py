@@ -534,11 +534,54 @@ if triton is not None:
             return dq * s[None, :] - xs[:, None] * z[None, :]
 
     @triton.jit
+    def _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, k_end, rw, rn, n_ok, N, K, group_size, EVEN: tl.constexpr,
+                         AHEAD: tl.constexpr):
+        # The gemv's K-block at row k0: words [BLOCK_K / 8, BLOCK_N] (AHEAD, a pipelined program's look-ahead:
+        # rows at or past k_end, its slice's end, masked to 0, so the look-ahead past the slice loads nothing)
+        # and its scale and zero rows (the group index clamped inside the tensor).
+        wrow = k0 // 8 + rw
+        w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
+        if EVEN and not AHEAD:
+            words = tl.load(w_ptrs, eviction_policy="evict_first")
+        elif EVEN:
+            words = tl.load(w_ptrs, mask=(wrow < k_end // 8)[:, None], other=0, eviction_policy="evict_first")
+        else:
+            w_ok = (wrow < tl.minimum(K, k_end) // 8)[:, None] & n_ok[None, :]
+            words = tl.load(w_ptrs, mask=w_ok, other=0, eviction_policy="evict_first")
+        g = tl.minimum(k0, K - 1) // group_size
+        s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+        return words, s, z
+
+    @triton.jit
+    def _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2, acc3, REDUCE_ROWS: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
+        # Accumulates one K-block (words and scale rows from `_gemv_block_load`) for BLOCK_M activation rows.
+        wrow = k0 // 8 + rw
+        w_ok = wrow < K // 8
+        high = words >> 12  # codes 5, 6, 7 now at bits 8..19 (the masks drop the sign-extended bits)
+        p0 = _code_denormal(words, 0)
+        p1 = _code_denormal(words, 4)
+        p2 = _code_denormal(words, 8)
+        p3 = _code_denormal(words, 12)
+        p4 = _code_denormal(words, 16)
+        p5 = _code_denormal(high, 8)
+        p6 = _code_denormal(high, 12)
+        p7 = _code_denormal(high, 16)
+        acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
+        if BLOCK_M > 1:
+            acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
+        if BLOCK_M > 2:
+            acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
+            acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
+        return acc0, acc1, acc2, acc3
+
+    @triton.jit
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           PREFETCH_BLOCKS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_K: tl.constexpr):
+                           PREFETCH_BLOCKS: tl.constexpr, PIPELINE: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
@@ -546,7 +589,10 @@ if triton is not None:
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
         with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
         dependent launch): the program first asks L2 for the start of its weight slice, which no earlier kernel
-        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch."""
+        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch.
+        PIPELINE: block k0 + BLOCK_K's words and scale rows are loaded into registers before block k0 is
+        unpacked, so each program keeps a load in flight through its arithmetic. Without it the programs of a
+        wave load together and then unpack together, leaving HBM idle during the unpacking."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -574,36 +620,21 @@ if triton is not None:
                 rows = tl.minimum(k0 // 8 + rw, K // 8 - 1)
                 _prefetch_l2(qw_ptr + rows[:, None] * N + cols[None, :])
             _pdl_wait()
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            wrow = k0 // 8 + rw
-            w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
-            w_ok = wrow < K // 8
-            if EVEN:
-                words = tl.load(w_ptrs, eviction_policy="evict_first")
-            else:
-                words = tl.load(w_ptrs, mask=w_ok[:, None] & n_ok[None, :], other=0, eviction_policy="evict_first")
-            high = words >> 12  # codes 5, 6, 7 now at bits 8..19 (the masks drop the sign-extended bits)
-            p0 = _code_denormal(words, 0)
-            p1 = _code_denormal(words, 4)
-            p2 = _code_denormal(words, 8)
-            p3 = _code_denormal(words, 12)
-            p4 = _code_denormal(words, 16)
-            p5 = _code_denormal(high, 8)
-            p6 = _code_denormal(high, 12)
-            p7 = _code_denormal(high, 16)
-            g = k0 // group_size
-            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-            acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                              REDUCE_ROWS)
-            if BLOCK_M > 1:
-                acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
-            if BLOCK_M > 2:
-                acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
-                acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
+        if PIPELINE:
+            words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k_lo, k_hi, rw, rn, n_ok, N, K, group_size, EVEN,
+                                           True)
+            for k0 in range(k_lo, k_hi, BLOCK_K):
+                nwords, ns, nz = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0 + BLOCK_K, k_hi, rw, rn, n_ok, N, K,
+                                                  group_size, EVEN, True)
+                acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2,
+                                                     acc3, REDUCE_ROWS, BLOCK_M)
+                words, s, z = nwords, ns, nz
+        else:
+            for k0 in range(k_lo, k_hi, BLOCK_K):
+                words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, K, rw, rn, n_ok, N, K, group_size, EVEN,
+                                               False)
+                acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2,
+                                                     acc3, REDUCE_ROWS, BLOCK_M)
         if not REDUCE_ROWS:
             out0 = tl.sum(acc0, axis=0)
             out1 = tl.sum(acc1, axis=0)
@@ -706,7 +737,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab")
+               "reduce_rows", "swap_ab", "pipeline")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -774,7 +805,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
-                        reduce_rows: bool | None = None, swap_ab: bool | None = None,
+                        reduce_rows: bool | None = None, swap_ab: bool | None = None, pipeline: bool | None = None,
                         validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
@@ -805,7 +836,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows, swap_ab=swap_ab).items():
+                            reduce_rows=reduce_rows, swap_ab=swap_ab, pipeline=pipeline).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -861,7 +892,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
-            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS,
+            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, PIPELINE=bool(cfg.get("pipeline", False)),
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]

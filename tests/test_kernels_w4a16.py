@@ -114,7 +114,7 @@ SKINNY_PATHS = [  # the same kernel with the other inner product: FMAs at M = 8,
     (1, 256, 40, 4, 64, True, torch.float16, False, (32, 128, 1, True)),
 ]
 GEMV = [
-    # M <= 2, 4-bit, contiguous groups; tiles (block_n, block_k, split_k, num_warps, reduce_rows)
+    # M <= 4, 4-bit, contiguous groups; tiles (block_n, block_k, split_k, num_warps, reduce_rows[, pipeline])
     (1, 256, 64, 4, 128, False, torch.float16, False, (32, 64, 1, 1, True)),  # one program per N-tile
     (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # split-K reduced in-kernel, bias
     (2, 512, 96, 4, 64, False, torch.bfloat16, True, (64, 32, 4, 1, False)),  # per-row partials, bf16
@@ -122,6 +122,10 @@ GEMV = [
     (1, 320, 24, 4, 64, False, torch.bfloat16, False, (16, 64, 2, 4, False)),  # K % (split * BLOCK_K) != 0
     (3, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # four row slots, one masked
     (4, 384, 40, 4, 128, False, torch.bfloat16, False, (32, 32, 2, 2, False)),
+    # pipelined (the next K-block loaded ahead): several blocks a program, the look-ahead past each slice's end
+    (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 2, 1, True, True)),
+    (2, 448, 40, 4, 64, False, torch.bfloat16, False, (32, 64, 2, 2, False, True)),  # N, K uneven
+    (4, 1024, 64, 4, 128, False, torch.float16, False, (64, 32, 1, 1, True, True)),  # one slice, 32 blocks
 ]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
@@ -132,7 +136,8 @@ DEQUANT = [
 CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k"), c[-1]))) for c in TILED]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k"), c[-1]))) for c in SKINNY]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "use_dot"), c[-1]))) for c in SKINNY_PATHS]
-         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows"), c[-1])))
+         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows", "pipeline"),
+                                       c[-1])))
             for c in GEMV]
          + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
@@ -493,8 +498,10 @@ def test_programmatic_launch_switch_is_scoped_and_off_where_it_cannot_run():
 @pytest.mark.parametrize("split_k", [1, 8])
 def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cuda_graph(split_k):
     # PDL changes when a kernel starts, not what it computes: two chained gemvs (the second reads the first's
-    # output, and the first lets it launch early) give the plain launches' bits, eager and replayed from a CUDA
-    # graph, with the input rewritten between replays (the second's wait must order its reads after the first)
+    # output, and the first lets it launch early) give the plain launches' results, eager and replayed from a CUDA
+    # graph, with the input rewritten between replays (the second's wait must order its reads after the first).
+    # Unsplit, the bits; split-K adds its partials with fp32 atomics in arrival order, so to within bf16
+    # rounding (a read of the other input's values would be off by O(1))
     from kernels.launch import programmatic_launch
 
     first, _, _, _ = make_layer(4096, 1024, 4, 128, dtype=torch.bfloat16, seed=1)
@@ -507,8 +514,11 @@ def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cu
     xs = [torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV) for _ in range(2)]
     wants = [chain(x) for x in xs]
     src = torch.zeros_like(xs[0])
+    def same(got, want):
+        return torch.equal(got, want) if split_k == 1 else rel(got.float(), want.float()) < 1e-2
+
     with programmatic_launch():
-        assert all(torch.equal(chain(x), w) for x, w in zip(xs, wants))
+        assert all(same(chain(x), w) for x, w in zip(xs, wants))
         chain(src)  # warm-up outside the capture
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -517,4 +527,4 @@ def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cu
         for x, want in zip(xs, wants):
             src.copy_(x)
             graph.replay()
-            assert torch.equal(out, want)
+            assert same(out, want)
