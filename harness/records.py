@@ -109,6 +109,10 @@ def environment() -> dict:
             pass
     env.update(git_info())
     env["tuning"] = tuning_tables()
+    from kernels.launch import diagnostics
+
+    if diagnostics():
+        env["diagnostics"] = diagnostics()
     return env
 
 

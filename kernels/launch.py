@@ -18,6 +18,18 @@ except ImportError:  # CPU-only installs
     triton = None
 
 _PDL = [False]
+# Diagnostic switches (environment), for taking PDL apart on a GPU; a record lists those set (env.diagnostics):
+#   QUANTBENCH_PDL_KERNELS=0         our kernels keep plain launches under `programmatic_launch`
+#   QUANTBENCH_PDL_INDUCTOR=0        Inductor's kernels do (harness.metrics.decode.pdl_scope)
+#   QUANTBENCH_GEMV_PDL_PREFETCH=N   K-blocks the W4A16 gemv asks L2 for before it waits (default 2)
+#   QUANTBENCH_GEMV_PDL_TRIGGER=late the gemv lets the next kernel launch after its K loop, not at its start
+DIAGNOSTICS = ("QUANTBENCH_PDL_KERNELS", "QUANTBENCH_PDL_INDUCTOR", "QUANTBENCH_GEMV_PDL_PREFETCH",
+               "QUANTBENCH_GEMV_PDL_TRIGGER")
+
+
+def diagnostics() -> dict[str, str]:
+    """The diagnostic switches set in the environment."""
+    return {name: os.environ[name] for name in DIAGNOSTICS if name in os.environ}
 
 
 def interpreted() -> bool:
@@ -45,6 +57,7 @@ def use_pdl(device: torch.device) -> bool:
     """Launch with PDL now: switched on (`programmatic_launch`), a CUDA device of compute capability >= 9, and
     compiled kernels (the interpreter has no grid dependency control)."""
     return (_PDL[0] and device.type == "cuda" and not interpreted() and triton is not None
+            and os.environ.get("QUANTBENCH_PDL_KERNELS", "1") != "0"
             and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
@@ -56,6 +69,16 @@ if triton is not None:
         PDL kernel streams its weights in while the previous kernel still runs."""
         tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
                                   is_pure=False, pack=1)
+
+    @triton.jit
+    def pdl_launch_dependents():
+        """Let the next kernel launch (it waits in turn before reading what this one writes)."""
+        tl.extra.cuda.gdc_launch_dependents()
+
+    @triton.jit
+    def pdl_wait_only():
+        """Wait until the kernels this one depends on have finished and their writes are visible."""
+        tl.extra.cuda.gdc_wait()
 
     @triton.jit
     def pdl_wait():

@@ -184,7 +184,9 @@ def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: in
 if triton is not None:
     # Triton 3.9's CPU interpreter truncates fp32 -> bf16 casts and gets bf16 tl.dot wrong: there (EMULATE_BF16)
     # the kernel rounds to bf16 by hand (_round_to_bf16) and multiplies in fp32, which is what the GPU computes.
+    from kernels.launch import pdl_launch_dependents as _pdl_launch_dependents
     from kernels.launch import pdl_wait as _pdl_wait
+    from kernels.launch import pdl_wait_only as _pdl_wait_only
     from kernels.launch import prefetch_l2 as _prefetch_l2
     from kernels.splitk import round_to_bf16 as _round_to_bf16
     from kernels.splitk import splitk_store as _splitk_store
@@ -580,7 +582,7 @@ if triton is not None:
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           PREFETCH_BLOCKS: tl.constexpr, PIPELINE: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, PIPELINE: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
@@ -619,7 +621,10 @@ if triton is not None:
             for k0 in range(k_lo, tl.minimum(k_hi, k_lo + PREFETCH_BLOCKS * BLOCK_K), BLOCK_K):
                 rows = tl.minimum(k0 // 8 + rw, K // 8 - 1)
                 _prefetch_l2(qw_ptr + rows[:, None] * N + cols[None, :])
-            _pdl_wait()
+            if TRIGGER_LATE:
+                _pdl_wait_only()
+            else:
+                _pdl_wait()
         if PIPELINE:
             words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k_lo, k_hi, rw, rn, n_ok, N, K, group_size, EVEN,
                                            True)
@@ -635,6 +640,8 @@ if triton is not None:
                                                False)
                 acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2,
                                                      acc3, REDUCE_ROWS, BLOCK_M)
+        if PDL and TRIGGER_LATE:
+            _pdl_launch_dependents()
         if not REDUCE_ROWS:
             out0 = tl.sum(acc0, axis=0)
             out1 = tl.sum(acc1, axis=0)
@@ -731,7 +738,8 @@ def _pow2(n: int) -> bool:
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
 # Under PDL the gemv asks L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
-GEMV_PDL_PREFETCH_BLOCKS = 2
+GEMV_PDL_PREFETCH_BLOCKS = int(os.environ.get("QUANTBENCH_GEMV_PDL_PREFETCH", "2"))  # a diagnostic switch
+GEMV_PDL_TRIGGER_LATE = os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") == "late"
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
@@ -892,7 +900,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
-            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, PIPELINE=bool(cfg.get("pipeline", False)),
+            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, PIPELINE=bool(cfg.get("pipeline", False)),
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]

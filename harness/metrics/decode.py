@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -59,7 +60,8 @@ def pdl_scope(enabled: bool):
         return
     import torch._inductor.config as inductor_config
 
-    with inductor_config.patch({"triton.enable_pdl": True}), programmatic_launch(True):
+    inductor = os.environ.get("QUANTBENCH_PDL_INDUCTOR", "1") != "0"  # a diagnostic switch (kernels.launch)
+    with inductor_config.patch({"triton.enable_pdl": inductor}), programmatic_launch(True):
         yield
 
 
