@@ -9,17 +9,19 @@ source .ci/gpu/env.sh || exit 1
 timeout 60 python3 -m pytest -q tests/test_kernels_w4a16.py -k programmatic 2>&1 | grep -E "passed|failed|^E |^FAILED" | tail -4
 common="model=llama2_7b method=${METHOD:-gptq} bench=throughput_gpu bench.throughput.decode_mode=compile
   model.fuse_projections=true bench.throughput.batch_sizes=[1] bench.throughput.prefill_lens=[]
-  model.attn_implementation=split_kv bench.throughput.profile_steps=10 results_dir=$OUT/h100 progress=false"
-run() {
-  echo "== $*"
-  env "$@" timeout 100 python3 -m harness $common 2>&1 | grep -E "quantbench\] method|Error" | cut -c1-160
+  model.attn_implementation=split_kv bench.throughput.profile_steps=10 results_dir=$OUT/h100 progress=false
+  force=true"
+run() {  # run ENV_ASSIGNMENT PDL: one run with that switch set (a dummy assignment for none)
+  echo "== $1 pdl=$2"
+  env "$1" timeout 100 python3 -m harness $common bench.throughput.pdl=$2 2>&1 \
+    | grep -E "quantbench\] (method|skip)|Error" | cut -c1-160
 }
-run PDL_OFF=1 bench.throughput.pdl=false
-run PDL_ALL=1 bench.throughput.pdl=true
-run QUANTBENCH_PDL_INDUCTOR=0 bench.throughput.pdl=true
-run QUANTBENCH_PDL_KERNELS=0 bench.throughput.pdl=true
-run QUANTBENCH_GEMV_PDL_PREFETCH=0 bench.throughput.pdl=true
-run QUANTBENCH_GEMV_PDL_TRIGGER=late bench.throughput.pdl=true
+[ -z "$SKIP_OFF" ] && run PDL=off false
+run PDL=all true
+run QUANTBENCH_PDL_INDUCTOR=0 true
+run QUANTBENCH_PDL_KERNELS=0 true
+run QUANTBENCH_GEMV_PDL_PREFETCH=0 true
+run QUANTBENCH_GEMV_PDL_TRIGGER=late true
 python3 - <<'PY'
 import glob, json, os
 for f in sorted(glob.glob(os.environ["OUT"] + "/h100/*.json")):
