@@ -22,6 +22,7 @@ import torch
 
 from kernels.launch import cdiv as _cdiv
 from kernels.launch import interpreted as _interpreted
+from kernels.launch import use_pdl as _use_pdl
 from kernels.splitk import workspace as _splitk_workspace
 from kernels.tuning import num_sms
 
@@ -71,15 +72,19 @@ def check_inputs(q, k, v, mask=None) -> str | None:
 
 
 if triton is not None:
+    from kernels.launch import pdl_wait as _pdl_wait
     from kernels.splitk import last_arrival as _last_arrival
 
     @triton.jit
     def _decode_attn_split_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, part_ptr, cnt_ptr, o_ptr, H, G, N, chunk, scale,
                                   sqb, sqh, skb, skh, skn, svb, svh, svn, smb, smn, sob, soh,
                                   HAS_MASK: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                                  BLOCK_S: tl.constexpr):
+                                  BLOCK_S: tl.constexpr, PDL: tl.constexpr):
         # program (b * H + h, split): online softmax over keys [split * chunk, +chunk); writes m, l, acc[D]; the
-        # last split of (b, h) to arrive combines them into o
+        # last split of (b, h) to arrive combines them into o. PDL (programmatic dependent launch): waits for the
+        # kernels before it first (everything it reads, q, the cache, the counters, they write)
+        if PDL:
+            _pdl_wait()
         bh = tl.program_id(0)
         s = tl.program_id(1)
         b = bh // H
@@ -161,11 +166,15 @@ def decode_attention_triton(q, k, v, mask=None, scale: float | None = None, spli
     smb = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
     smn = mask.stride(3) if mask is not None else 0
     launch = {} if _interpreted() else {"num_warps": num_warps}
+    pdl = _use_pdl(q.device)
+    if pdl:
+        launch["launch_pdl"] = True
     _decode_attn_split_kernel[(B * H, splits)](
         q, k, v, m, part, counters, out, H, H // k.shape[1], N, chunk,
         float(scale if scale is not None else D ** -0.5), q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), smb, smn, out.stride(0), out.stride(2),
-        HAS_MASK=mask is not None, D=D, BLOCK_N=block_n, BLOCK_S=max(2, triton.next_power_of_2(splits)), **launch)
+        HAS_MASK=mask is not None, D=D, BLOCK_N=block_n, BLOCK_S=max(2, triton.next_power_of_2(splits)), PDL=pdl,
+        **launch)
     return out
 
 

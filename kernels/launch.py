@@ -21,7 +21,7 @@ _PDL = [False]
 # Diagnostic switches (environment), for taking PDL apart on a GPU; a record lists those set (env.diagnostics):
 #   QUANTBENCH_PDL_KERNELS=0         our kernels keep plain launches under `programmatic_launch`
 #   QUANTBENCH_PDL_INDUCTOR=0        Inductor's kernels do (harness.metrics.decode.pdl_scope)
-#   QUANTBENCH_GEMV_PDL_PREFETCH=N   K-blocks the W4A16 gemv asks L2 for before it waits (default 2)
+#   QUANTBENCH_GEMV_PDL_PREFETCH=N   K-blocks the W4A16 gemv asks L2 for before it waits (default 0)
 #   QUANTBENCH_GEMV_PDL_TRIGGER=late the gemv lets the next kernel launch after its K loop, not at its start
 DIAGNOSTICS = ("QUANTBENCH_PDL_KERNELS", "QUANTBENCH_PDL_INDUCTOR", "QUANTBENCH_GEMV_PDL_PREFETCH",
                "QUANTBENCH_GEMV_PDL_TRIGGER")

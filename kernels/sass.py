@@ -77,16 +77,14 @@ GEMV_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
 
 
 def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
-             reduce_rows: bool = True, pdl: bool = False,
-             pipeline: bool = False) -> tuple[collections.Counter, float, collections.Counter]:
+             reduce_rows: bool = True, pdl: bool = False) -> tuple[collections.Counter, float, collections.Counter]:
     """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes), instructions per weight and thread, and
-    the whole kernel's opcode counts (pdl: its L2 prefetches, CCTL.E.PF2, and grid dependency control;
-    pipeline: the next K-block's loads issued ahead)."""
+    the whole kernel's opcode counts (pdl: its L2 prefetches, CCTL.E.PF2, and grid dependency control)."""
     from kernels import w4a16
 
-    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl, PIPELINE=pipeline,
-              PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE, BLOCK_M=m,
-              BLOCK_N=block_n, BLOCK_K=block_k)
+    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,
+              PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE,
+              BLOCK_M=m, BLOCK_N=block_n, BLOCK_K=block_k)
     sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE, ce, GEMV_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
     weights_per_thread = block_k * block_n / (32 * num_warps)
@@ -207,7 +205,6 @@ def main(argv=None) -> None:
     ap.add_argument("--swap-ab", action="store_true", help="tiled: the swapped (W^T @ x^T) variant")
     ap.add_argument("--split-k", type=int, default=None, help="default: 1 tiled, 2 skinny")
     ap.add_argument("--pdl", action="store_true", help="gemv: built for programmatic dependent launch")
-    ap.add_argument("--pipeline", action="store_true", help="gemv: the next K-block loaded ahead")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -223,7 +220,7 @@ def main(argv=None) -> None:
     every = None
     if args.kernel == "gemv":
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
-                                          pdl=args.pdl, pipeline=args.pipeline)
+                                          pdl=args.pdl)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -536,21 +536,16 @@ if triton is not None:
             return dq * s[None, :] - xs[:, None] * z[None, :]
 
     @triton.jit
-    def _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, k_end, rw, rn, n_ok, N, K, group_size, EVEN: tl.constexpr,
-                         AHEAD: tl.constexpr):
-        # The gemv's K-block at row k0: words [BLOCK_K / 8, BLOCK_N] (AHEAD, a pipelined program's look-ahead:
-        # rows at or past k_end, its slice's end, masked to 0, so the look-ahead past the slice loads nothing)
-        # and its scale and zero rows (the group index clamped inside the tensor).
+    def _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, rw, rn, n_ok, N, K, group_size, EVEN: tl.constexpr):
+        # The gemv's K-block at row k0: words [BLOCK_K / 8, BLOCK_N] and its scale and zero rows.
         wrow = k0 // 8 + rw
         w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
-        if EVEN and not AHEAD:
+        if EVEN:
             words = tl.load(w_ptrs, eviction_policy="evict_first")
-        elif EVEN:
-            words = tl.load(w_ptrs, mask=(wrow < k_end // 8)[:, None], other=0, eviction_policy="evict_first")
         else:
-            w_ok = (wrow < tl.minimum(K, k_end) // 8)[:, None] & n_ok[None, :]
-            words = tl.load(w_ptrs, mask=w_ok, other=0, eviction_policy="evict_first")
-        g = tl.minimum(k0, K - 1) // group_size
+            words = tl.load(w_ptrs, mask=(wrow < K // 8)[:, None] & n_ok[None, :], other=0,
+                            eviction_policy="evict_first")
+        g = k0 // group_size
         s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
         z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
         return words, s, z
@@ -582,7 +577,7 @@ if triton is not None:
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, PIPELINE: tl.constexpr, BLOCK_M: tl.constexpr,
+                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, BLOCK_M: tl.constexpr,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
@@ -591,10 +586,7 @@ if triton is not None:
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
         with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
         dependent launch): the program first asks L2 for the start of its weight slice, which no earlier kernel
-        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch.
-        PIPELINE: block k0 + BLOCK_K's words and scale rows are loaded into registers before block k0 is
-        unpacked, so each program keeps a load in flight through its arithmetic. Without it the programs of a
-        wave load together and then unpack together, leaving HBM idle during the unpacking."""
+        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -625,21 +617,10 @@ if triton is not None:
                 _pdl_wait_only()
             else:
                 _pdl_wait()
-        if PIPELINE:
-            words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k_lo, k_hi, rw, rn, n_ok, N, K, group_size, EVEN,
-                                           True)
-            for k0 in range(k_lo, k_hi, BLOCK_K):
-                nwords, ns, nz = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0 + BLOCK_K, k_hi, rw, rn, n_ok, N, K,
-                                                  group_size, EVEN, True)
-                acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2,
-                                                     acc3, REDUCE_ROWS, BLOCK_M)
-                words, s, z = nwords, ns, nz
-        else:
-            for k0 in range(k_lo, k_hi, BLOCK_K):
-                words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, K, rw, rn, n_ok, N, K, group_size, EVEN,
-                                               False)
-                acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2,
-                                                     acc3, REDUCE_ROWS, BLOCK_M)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, rw, rn, n_ok, N, K, group_size, EVEN)
+            acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2, acc3,
+                                                 REDUCE_ROWS, BLOCK_M)
         if PDL and TRIGGER_LATE:
             _pdl_launch_dependents()
         if not REDUCE_ROWS:
@@ -737,15 +718,17 @@ def _pow2(n: int) -> bool:
 
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
-# Under PDL the gemv asks L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
-GEMV_PDL_PREFETCH_BLOCKS = int(os.environ.get("QUANTBENCH_GEMV_PDL_PREFETCH", "2"))  # a diagnostic switch
+# Under PDL the gemv may ask L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
+# None by default: on the H100 the GPTQ decode step with PDL ran at 388 tok/s asking for 2 blocks, 432 with none
+# (407 without PDL; call 29, results/h100/README.md). A diagnostic switch sets it.
+GEMV_PDL_PREFETCH_BLOCKS = int(os.environ.get("QUANTBENCH_GEMV_PDL_PREFETCH", "0"))
 GEMV_PDL_TRIGGER_LATE = os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") == "late"
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab", "pipeline")
+               "reduce_rows", "swap_ab")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -813,7 +796,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
-                        reduce_rows: bool | None = None, swap_ab: bool | None = None, pipeline: bool | None = None,
+                        reduce_rows: bool | None = None, swap_ab: bool | None = None,
                         validate: bool = True) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
 
@@ -844,7 +827,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows, swap_ab=swap_ab, pipeline=pipeline).items():
+                            reduce_rows=reduce_rows, swap_ab=swap_ab).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -900,7 +883,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
-            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, PIPELINE=bool(cfg.get("pipeline", False)),
+            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]

@@ -31,10 +31,6 @@ SKINNY_BLOCK_K = (128, 64)
 # instructions per weight against 7.8 for the spilling 256 x 64), so the tuner times it too.
 GEMV_TILES = ((256, 64, 1, True), (512, 32, 1, True), (512, 64, 1, True), (256, 32, 1, True), (128, 32, 1, True),
               (128, 64, 1, True), (128, 128, 1, True), (256, 64, 2, True), (64, 64, 1, True))
-# Pipelined gemv tiles (the next K-block's words held in registers beside the current's) for slices of two or
-# more K-blocks, where the words a thread holds stay within (M = 1, M > 1): beyond, triton 3.6 spills on sm_90
-# (`python -m kernels.sass gemv --pipeline`: 512 x 64 spills 72 at M = 1, 256 x 32 spills 203 at M = 2).
-GEMV_PIPELINE_WORDS = (64, 16)
 # Narrow shapes (N = 4096: o, down) leave the 256-column one-warp tiles at ~3.5 warps per SM even split 32 ways,
 # too few to hide the loads behind the unpacking (the back-to-back timing shows them at 1.0-1.2 TB/s against
 # 2.0-2.3 for the wide ones): the 64/128-column and 2-warp tiles and split 64 give them more warps (up to 24
@@ -76,9 +72,6 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                     for stages in (2, 3):
                         out.append(dict(path="gemv", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
                                         num_stages=stages, reduce_rows=reduce_rows))
-                    if k._cdiv(K, split * bk) >= 2 and bk * bn // (256 * warps) <= GEMV_PIPELINE_WORDS[M > 1]:
-                        out.append(dict(path="gemv", block_n=bn, block_k=bk, split_k=split, num_warps=warps,
-                                        num_stages=3, reduce_rows=reduce_rows, pipeline=True))
     if M <= k.SKINNY_MAX_M:
         for (bn, warps, stages), bk in ((t, b) for t in SKINNY_TILES for b in SKINNY_BLOCK_K):
             if gs % bk:  # one scale row per block

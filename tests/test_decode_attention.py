@@ -56,6 +56,27 @@ def test_the_last_split_combines_in_the_same_launch_and_leaves_the_counters_zero
         assert not splitk.workspace(q.device, 1, 8)[1].any()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs an sm_90+ GPU")
+def test_under_programmatic_launch_it_reads_what_the_kernel_before_wrote_eager_and_in_a_cuda_graph():
+    # PDL lets the kernel start before the one writing its query has finished; its wait orders the reads after
+    # that kernel, so a graph replayed with new inputs (written by the kernel just before) gives their result
+    from kernels.launch import programmatic_launch
+
+    cases = [_inputs(1, 32, 32, 320, 128, torch.bfloat16, [300], seed=s) for s in (1, 2)]
+    wants = [k.decode_attention_triton(q * 2, kk, v, mask) for q, kk, v, mask in cases]
+    q_src, kk, v, mask = (t.clone() for t in cases[0])
+    with programmatic_launch():
+        assert torch.allclose(k.decode_attention_triton(q_src * 2, kk, v, mask), wants[0], atol=1e-2)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = k.decode_attention_triton(q_src * 2, kk, v, mask)  # q_src * 2: a kernel right before
+    for (q, kk_, v_, mask_), want in zip(cases, wants):
+        q_src.copy_(q), kk.copy_(kk_), v.copy_(v_), mask.copy_(mask_)
+        graph.replay()
+        assert torch.allclose(out, want, atol=1e-2)
+
+
 def test_inputs_the_kernel_does_not_serve_are_named():
     q, kk, v, mask = _inputs(1, 4, 2, 16, 32, torch.float32, [9])
     assert k.check_inputs(q, kk, v, mask) is None

@@ -114,7 +114,7 @@ SKINNY_PATHS = [  # the same kernel with the other inner product: FMAs at M = 8,
     (1, 256, 40, 4, 64, True, torch.float16, False, (32, 128, 1, True)),
 ]
 GEMV = [
-    # M <= 4, 4-bit, contiguous groups; tiles (block_n, block_k, split_k, num_warps, reduce_rows[, pipeline])
+    # M <= 4, 4-bit, contiguous groups; tiles (block_n, block_k, split_k, num_warps, reduce_rows)
     (1, 256, 64, 4, 128, False, torch.float16, False, (32, 64, 1, 1, True)),  # one program per N-tile
     (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # split-K reduced in-kernel, bias
     (2, 512, 96, 4, 64, False, torch.bfloat16, True, (64, 32, 4, 1, False)),  # per-row partials, bf16
@@ -122,10 +122,7 @@ GEMV = [
     (1, 320, 24, 4, 64, False, torch.bfloat16, False, (16, 64, 2, 4, False)),  # K % (split * BLOCK_K) != 0
     (3, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),  # four row slots, one masked
     (4, 384, 40, 4, 128, False, torch.bfloat16, False, (32, 32, 2, 2, False)),
-    # pipelined (the next K-block loaded ahead): several blocks a program, the look-ahead past each slice's end
-    (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 2, 1, True, True)),
-    (2, 448, 40, 4, 64, False, torch.bfloat16, False, (32, 64, 2, 2, False, True)),  # N, K uneven
-    (4, 1024, 64, 4, 128, False, torch.float16, False, (64, 32, 1, 1, True, True)),  # one slice, 32 blocks
+    (4, 1024, 64, 4, 128, False, torch.float16, False, (64, 32, 1, 1, True)),  # one slice, 32 K-blocks
 ]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
@@ -136,8 +133,7 @@ DEQUANT = [
 CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k"), c[-1]))) for c in TILED]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k"), c[-1]))) for c in SKINNY]
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "use_dot"), c[-1]))) for c in SKINNY_PATHS]
-         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows", "pipeline"),
-                                       c[-1])))
+         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows"), c[-1])))
             for c in GEMV]
          + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
