@@ -83,7 +83,7 @@ def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int =
     from kernels import w4a16
 
     ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,
-              PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE,
+              PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE, GLU=False,
               BLOCK_M=m, BLOCK_N=block_n, BLOCK_K=block_k)
     sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE, ce, GEMV_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)

@@ -58,12 +58,40 @@ if triton is not None:
         return last
 
     @triton.jit
+    def _as_stored(v, y_ptr, EMULATE_BF16: tl.constexpr):
+        # v rounded to y's dtype, kept in fp32
+        if EMULATE_BF16:
+            return round_to_bf16(v)
+        return v.to(y_ptr.dtype.element_ty).to(tl.float32)
+
+    @triton.jit
+    def store_y(total, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr):
+        """Store a finished fp32 tile [BLOCK_M, BLOCK_N] of y in y's dtype. GLU: the tile's columns alternate
+        gate, up (an interleaved gate_up layer, `kernels.w4a16.interleave_glu`); what is stored is
+        silu(gate) * up, [BLOCK_M, BLOCK_N / 2] at columns rn // 2 of y [M, N / 2], each op rounded to y's dtype
+        as the unfused model rounds its bf16 gate, up, silu and product."""
+        if GLU:
+            gate, up = tl.split(tl.reshape(total, (total.shape[0], total.shape[1] // 2, 2)))
+            cols, _ = tl.split(tl.reshape(rn, (rn.shape[0] // 2, 2)))
+            cols = cols // 2
+            gate = _as_stored(gate, y_ptr, EMULATE_BF16)
+            act = _as_stored(gate * tl.sigmoid(gate), y_ptr, EMULATE_BF16)
+            out = _as_stored(act * _as_stored(up, y_ptr, EMULATE_BF16), y_ptr, EMULATE_BF16)
+            tl.store(y_ptr + rm[:, None] * stride_ym + cols[None, :], out.to(y_ptr.dtype.element_ty),
+                     mask=m_ok[:, None] & (cols < N // 2)[None, :])
+        else:
+            if EMULATE_BF16:
+                total = round_to_bf16(total)
+            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty),
+                     mask=m_ok[:, None] & n_ok[None, :])
+
+    @triton.jit
     def splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                      HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+                      HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
         """Every program adds its fp32 partial tile [BLOCK_M, BLOCK_N] of y into the workspace; the last of the
         split_k programs of an N-tile (an acq_rel counter per tile, indexed by program_id(0)) adds the bias,
-        writes y in its dtype and zeroes its workspace tile and counter again, so the next call finds them clean
-        (no memset, no cast kernel), ordered by `last_arrival`."""
+        writes y in its dtype (`store_y`) and zeroes its workspace tile and counter again, so the next call finds
+        them clean (no memset, no cast kernel), ordered by `last_arrival`."""
         mask = m_ok[:, None] & n_ok[None, :]
         ws = ws_ptr + rm[:, None] * N + rn[None, :]
         tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
@@ -71,23 +99,18 @@ if triton is not None:
             total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
             if HAS_BIAS:
                 total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if EMULATE_BF16:
-                total = round_to_bf16(total)
-            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], total.to(y_ptr.dtype.element_ty), mask=mask)
+            store_y(total, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16, GLU)
             tl.store(ws, tl.zeros_like(total), mask=mask)
 
     @triton.jit
     def splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                     HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+                     HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
         """A split-K kernel's fp32 tile of y: without a split, bias added and stored in y's dtype; split,
         through `splitk_finish`."""
         if split_k == 1:
             if HAS_BIAS:
                 acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            if EMULATE_BF16:
-                acc = round_to_bf16(acc)
-            tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-                     mask=m_ok[:, None] & n_ok[None, :])
+            store_y(acc, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16, GLU)
         else:
             splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
-                          EMULATE_BF16)
+                          EMULATE_BF16, GLU)

@@ -167,9 +167,26 @@ def dequantize_ref(qweight, scales, zeros, g_idx, group_size: int, bits: int, K:
     return _dequant(qweight, scales, zeros, g_idx, group_size, bits, K).to(dtype)
 
 
+def interleave_glu(gate: torch.Tensor, up: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """One tensor whose slices along `dim` alternate gate, up (gate 0, up 0, gate 1, up 1, ...): the column
+    layout of a gate_up layer that applies its activation in the kernel (glu=True). A 4-bit layer's columns are
+    independent (codes pack along K), so its qweight, scales and zeros interleave as they are."""
+    if gate.shape != up.shape:
+        raise ValueError(f"interleave_glu: gate {tuple(gate.shape)} and up {tuple(up.shape)} differ")
+    dim = dim % gate.dim()
+    return torch.stack([gate, up], dim=dim + 1).flatten(dim, dim + 1)
+
+
+def glu_ref(y: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of y [..., N] whose columns alternate gate, up; each op in y's dtype, as the unfused
+    model computes act_fn(gate_proj(x)) * up_proj(x)."""
+    return torch.nn.functional.silu(y[..., 0::2]) * y[..., 1::2]
+
+
 def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
-                     validate: bool = True) -> torch.Tensor:
-    """x [..., K] @ dequantized W (+ bias) in torch; W is rounded to x's dtype as the kernel does, fp32 accumulation."""
+                     validate: bool = True, glu: bool = False) -> torch.Tensor:
+    """x [..., K] @ dequantized W (+ bias) in torch; W is rounded to x's dtype as the kernel does, fp32 accumulation.
+    glu: then silu(gate) * up of the interleaved columns (`glu_ref`)."""
     if x.dim() < 1 or x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"w4a16: x {tuple(x.shape)} {x.dtype}: expected fp16/bf16/fp32 [..., K]")
     K = x.shape[-1]
@@ -178,7 +195,12 @@ def w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size: int, bits: in
     y = x.reshape(-1, K).float() @ w
     if bias is not None:
         y += bias.float()
-    return y.to(x.dtype).reshape(*x.shape[:-1], N)
+    y = y.to(x.dtype).reshape(*x.shape[:-1], N)
+    if glu:
+        if N % 2:
+            raise ValueError(f"w4a16: glu=True needs an even N (interleaved gate and up columns), got N={N}")
+        return glu_ref(y)
+    return y
 
 
 if triton is not None:
@@ -577,8 +599,8 @@ if triton is not None:
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
@@ -586,7 +608,8 @@ if triton is not None:
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
         with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
         dependent launch): the program first asks L2 for the start of its weight slice, which no earlier kernel
-        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch."""
+        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch.
+        GLU: the columns alternate gate, up, and y [M, N / 2] gets silu(gate) * up (`splitk.store_y`)."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -640,7 +663,7 @@ if triton is not None:
             out = tl.where(rm[:, None] == 2, out2[None, :], tl.where(rm[:, None] == 3, out3[None, :], out))
         out = out * 18446744073709551616.0  # 2^64
         _splitk_store(out, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
-                      EMULATE_BF16)
+                      EMULATE_BF16, GLU)
 
     @triton.jit
     def _w4a16_planes_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
@@ -797,8 +820,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
-                        validate: bool = True) -> torch.Tensor:
+                        validate: bool = True, glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
+    glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
+    gemv's epilogue (the decode path), after the GEMM on the others (`glu_ref`).
 
     path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`),
     skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
@@ -847,8 +872,14 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             raise ValueError(f"w4a16: {name}={cfg[name]} must be a power of two >= 16 (tl.dot tiles)")
     if cfg["split_k"] < 1:
         raise ValueError(f"w4a16: split_k={cfg['split_k']} must be >= 1")
+    if glu and N % 2:
+        raise ValueError(f"w4a16: glu=True needs an even N (interleaved gate and up columns), got N={N}")
     if M == 0 or N == 0:
-        return torch.zeros((M, N), dtype=x.dtype, device=x.device)
+        return torch.zeros((M, N // 2 if glu else N), dtype=x.dtype, device=x.device)
+    if glu and cfg["path"] != "gemv":
+        tiles = {k: v for k, v in cfg.items() if k in CONFIG_KEYS}
+        return glu_ref(w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size, bits, bias,
+                                           validate=False, **tiles))
     gs = K if group_size == -1 else group_size
     x = x.contiguous()
     g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
@@ -873,7 +904,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         k_split = _cdiv(_cdiv(K, bk), cfg["split_k"]) * bk
         split = _cdiv(K, k_split)
         tiles = _cdiv(N, cfg["block_n"])
-        y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+        y = torch.empty((M, N // 2 if glu else N), dtype=x.dtype, device=x.device)
         ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
         pdl = _use_pdl(x.device)
         if pdl:
@@ -883,7 +914,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
-            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE,
+            PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, GLU=glu,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y
     split = cfg["split_k"]
@@ -937,8 +968,9 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
 
 
 def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *, backend: str = "auto",
-                 validate: bool = True, **tile) -> torch.Tensor:
+                 validate: bool = True, glu: bool = False, **tile) -> torch.Tensor:
     """y = x [..., K] @ W (+ bias). backend: auto (Triton for CUDA tensors, torch otherwise), 'triton' or 'torch'.
+    glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [..., N / 2].
 
     validate=False skips the checks that sync the GPU (g_idx range, finite scales/zeros); shapes are always checked.
     """
@@ -947,25 +979,26 @@ def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, b
     if backend not in ("triton", "torch"):
         raise ValueError(f"w4a16: backend={backend!r}; use auto, triton or torch")
     if backend == "torch":
-        return w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits, bias, validate=validate)
+        return w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits, bias, validate=validate, glu=glu)
     if x.dim() < 1:
         raise ValueError(f"w4a16: x {tuple(x.shape)}: expected [..., K]")
     K = x.shape[-1]
     y = w4a16_matmul_triton(x.reshape(-1, K), qweight, scales, zeros, g_idx, group_size, bits, bias,
-                            validate=validate, **tile)
+                            validate=validate, glu=glu, **tile)
     return y.reshape(*x.shape[:-1], y.shape[1])
 
 
 @torch.library.custom_op("quantbench::w4a16_matmul", mutates_args=())
 def w4a16_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                     g_idx: torch.Tensor | None, bias: torch.Tensor | None, group_size: int, bits: int,
-                    backend: str) -> torch.Tensor:
+                    backend: str, glu: bool = False) -> torch.Tensor:
     """`w4a16_matmul` (validate=False, default tiles) as one opaque torch op, for torch.compile: traced as a call
     with a known output shape, so a compiled model fuses what lies between its linears without graph breaks in
     the Python around the Triton launch (tuned-table lookups, the split-K workspace)."""
-    return w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, bits, bias, backend=backend, validate=False)
+    return w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, bits, bias, backend=backend, validate=False,
+                        glu=glu)
 
 
 @w4a16_matmul_op.register_fake
-def _w4a16_matmul_fake(x, qweight, scales, zeros, g_idx, bias, group_size, bits, backend):
-    return x.new_empty((*x.shape[:-1], qweight.shape[1]))
+def _w4a16_matmul_fake(x, qweight, scales, zeros, g_idx, bias, group_size, bits, backend, glu=False):
+    return x.new_empty((*x.shape[:-1], qweight.shape[1] // 2 if glu else qweight.shape[1]))

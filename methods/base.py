@@ -178,6 +178,10 @@ class LinearMethodBase(ABC):
     # tensor name -> its output-feature dimension, along which the parts are concatenated (bias: 0). A tensor
     # not listed must be equal in every part (a shared input's g_idx or static input scale). None: cannot fuse.
     fuse_dims: ClassVar[dict[str, int] | None] = None
+    # Tensors whose output-feature columns interleave (kernels.w4a16.interleave_glu) when a gate/up pair fuses into
+    # one layer that applies silu(gate) * up itself (`apply_glu`); empty: the method cannot (methods/fusion.py then
+    # concatenates the pair as any siblings).
+    glu_tensors: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def create_weights(self, layer: "QuantLinear") -> None:
@@ -189,6 +193,10 @@ class LinearMethodBase(ABC):
     @abstractmethod
     def apply(self, layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
         ...
+
+    def apply_glu(self, layer: "QuantLinear", x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of a fused gate_up layer whose `glu_tensors` columns alternate gate, up: [..., N / 2]."""
+        raise NotImplementedError(f"{type(self).__name__} does not apply a fused activation")
 
     def checkpoint_tensors(self, layer: "QuantLinear") -> dict[str, torch.Tensor]:
         """The layer's tensors as the checkpoint format stores them (default: as registered)."""

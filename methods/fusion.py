@@ -12,6 +12,12 @@ The model's own forward keeps calling q_proj, k_proj and v_proj: each becomes a 
 `FusedProjection`. The first part called with an input runs the fused layer and keeps the other parts' slices
 until they are called with that same input tensor, so the model code needs no change, under eager, CUDA graphs
 and torch.compile alike. Fused models run and measure; export them before fusing (their state_dict differs).
+
+An MLP of the Llama family (down_proj(silu(gate_proj(x)) * up_proj(x))) whose gate and up layers' method can
+apply the activation itself (`LinearMethodBase.glu_tensors`, the 4-bit W4A16 methods) goes one step further: its
+gate_up layer holds the two parts' columns interleaved (gate 0, up 0, gate 1, ...) and returns silu(gate) * up
+(`apply_glu`), which the decode GEMV computes in its epilogue; the MLP becomes a `FusedGLUMLP`. At batch-1 decode
+this drops the separate activation kernel of every layer.
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ import copy
 import torch
 from torch import nn
 
+from kernels.w4a16 import interleave_glu
 from methods.base import FusionError, QuantLinear
 
 # Sibling projections of one module that share their input, in the order their outputs are concatenated.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-__all__ = ["FusionError", "FusedPart", "FusedProjection", "fuse_layers", "fuse_projections"]
+__all__ = ["FusionError", "FusedGLUMLP", "FusedPart", "FusedProjection", "fuse_glu", "fuse_layers",
+           "fuse_projections"]
+# MLP classes whose forward is down_proj(act_fn(gate_proj(x)) * up_proj(x)); with a SiLU act_fn they fuse the
+# activation into the gate_up layer (`fuse_glu`)
+GLU_MLPS = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")
+SILU = ("SiLU", "SiLUActivation")
 
 
 class FusedProjection(nn.Module):
@@ -92,11 +104,55 @@ def fuse_layers(layers: list[nn.Module]) -> nn.Module:
     return QuantLinear.assemble(first.in_features, n, copy.copy(first.method), tensors, first.params_dtype)
 
 
+class FusedGLUMLP(nn.Module):
+    """A gated MLP whose gate_up layer applies silu(gate) * up itself (`LinearMethodBase.apply_glu`)."""
+
+    def __init__(self, gate_up: QuantLinear, down_proj: nn.Module):
+        super().__init__()
+        self.gate_up, self.down_proj = gate_up, down_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.gate_up.method.apply_glu(self.gate_up, x))
+
+
+def _glu_fusable(mlp: nn.Module) -> bool:
+    gate, up = getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)
+    return (type(mlp).__name__ in GLU_MLPS and type(getattr(mlp, "act_fn", None)).__name__ in SILU
+            and isinstance(gate, QuantLinear) and isinstance(up, QuantLinear) and type(gate.method) is type(up.method)
+            and bool(gate.method.glu_tensors) and gate.out_features == up.out_features
+            and gate.in_features == up.in_features and gate.has_bias == up.has_bias)
+
+
+def fuse_glu(mlp: nn.Module) -> FusedGLUMLP:
+    """The FusedGLUMLP computing `mlp` (a GLU_MLPS module with a SiLU act_fn and gate/up layers of one method
+    with glu_tensors): the pair's tensors joined by the method (`fuse_tensors`), then the glu_tensors and the
+    bias rebuilt with the parts' columns interleaved."""
+    if not _glu_fusable(mlp):
+        raise FusionError(f"{type(mlp).__name__}: not a SiLU-gated MLP whose gate and up layers apply the "
+                          f"activation in their kernel")
+    gate, up = mlp.gate_proj, mlp.up_proj
+    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in (gate, up)]
+    tensors = gate.method.fuse_tensors([gate, up], parts)
+    dims = {"bias": 0} | (gate.method.fuse_dims or {})
+    for name in (*gate.method.glu_tensors, "bias"):
+        if name in parts[0] and parts[0][name] is not None:
+            tensors[name] = interleave_glu(parts[0][name], parts[1][name], dim=dims[name])
+    fused = QuantLinear.assemble(gate.in_features, 2 * gate.out_features, copy.copy(gate.method), tensors,
+                                 gate.params_dtype)
+    return FusedGLUMLP(fused, mlp.down_proj)
+
+
 def fuse_projections(model: nn.Module) -> list[str]:
-    """Fuse every SIBLINGS group found in `model` in place; returns the fused groups' names (e.g.
+    """Fuse every SIBLINGS group found in `model` in place, a SiLU-gated MLP's gate/up pair with its activation
+    where the method can (`fuse_glu`); returns the fused groups' names (e.g.
     'model.layers.0.self_attn.q_proj+k_proj+v_proj'). Groups whose layers cannot fuse are left as they are."""
     fused = []
     for parent_name, parent in list(model.named_modules()):
+        if _glu_fusable(parent):
+            owner, _, attr = parent_name.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, attr, fuse_glu(parent))
+            fused.append(f"{parent_name}.gate_proj+up_proj")
+            continue
         for names in SIBLINGS:
             layers = [getattr(parent, n, None) for n in names]
             if any(not isinstance(layer, (nn.Linear, QuantLinear)) for layer in layers):

@@ -10,7 +10,7 @@ import methods
 from harness.metrics.decode import StaticDecoder
 from harness.models import describe, random_model
 from methods.base import FusionError, QuantLinear
-from methods.fusion import FusedPart, fuse_layers, fuse_projections
+from methods.fusion import FusedGLUMLP, FusedPart, fuse_glu, fuse_layers, fuse_projections
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -72,6 +72,15 @@ def test_fused_model_computes_what_the_separate_layers_computed(name):
     assert all(isinstance(getattr(attn, n), FusedPart) for n in ("q_proj", "k_proj", "v_proj"))
     qkv = attn.q_proj.group.fused
     assert qkv.out_features == 256 + 2 * 128 and qkv.in_features == 256
+    # the 4-bit methods apply silu(gate) * up in their gate_up layer (columns interleaved); the others
+    # concatenate gate and up as any siblings
+    mlp = model.model.layers[0].mlp
+    glu = name in ("rtn", "gptq_act_order", "awq")
+    assert isinstance(mlp, FusedGLUMLP) == glu
+    if glu:
+        assert mlp.gate_up.out_features == 2 * 512 and not hasattr(mlp, "gate_proj")
+    else:
+        assert isinstance(mlp.gate_proj, FusedPart)
     # every tensor once: the fused layer's tensors replace the parts', and a shared one (g_idx) is kept once;
     # per-tensor FP8 scales become one float32 per output row (qkv: 512 rows for 3 scales, gate_up: 1024 for 2)
     grown = 2 * 4 * ((512 - 3) + (1024 - 2)) if name == "fp8" else 0
@@ -109,6 +118,25 @@ def test_layers_that_cannot_fuse_are_refused_or_left_alone():
         fuse_layers([attn.q_proj, lin])
     with pytest.raises(FusionError, match="in_features"):
         fuse_layers([nn.Linear(4, 8), nn.Linear(5, 8)])
+
+
+def test_gate_up_columns_interleave_and_only_silu_gated_mlps_fuse_their_activation():
+    model = _quantized("rtn")
+    mlp = model.model.layers[1].mlp
+    gate, up = mlp.gate_proj, mlp.up_proj
+    fused = fuse_glu(mlp).gate_up
+    # column 2j is gate's column j, 2j + 1 up's: the 4-bit codes pack along K, so columns move whole
+    for name in ("qweight", "scales", "zeros"):
+        assert torch.equal(getattr(fused, name)[:, 0::2], getattr(gate, name))
+        assert torch.equal(getattr(fused, name)[:, 1::2], getattr(up, name))
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(fused.method.apply_glu(fused, x), mlp.act_fn(gate(x)) * up(x), rtol=1e-6, atol=1e-6)
+    mlp.act_fn = nn.GELU()  # another activation: the pair fuses as plain siblings
+    with pytest.raises(FusionError, match="SiLU-gated"):
+        fuse_glu(mlp)
+    model.model.layers[0].mlp.act_fn = nn.GELU()
+    fuse_projections(model)
+    assert isinstance(model.model.layers[0].mlp.gate_proj, FusedPart)
 
 
 def test_a_part_called_with_another_input_is_an_error():

@@ -25,6 +25,7 @@ from methods.loader import CheckpointError
 
 class AWQLinearMethod(LinearMethodBase):
     fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}  # the repacked (canonical) layout
+    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; qzeros (export only) stays concatenated
 
     def __init__(self, group_size: int, backend: str = "auto"):
         self.group_size, self.backend = group_size, backend
@@ -65,12 +66,15 @@ class AWQLinearMethod(LinearMethodBase):
             out["bias"] = layer.bias.detach().to(torch.float16)
         return out
 
-    def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, layer: QuantLinear, x: torch.Tensor, glu: bool = False) -> torch.Tensor:
         if not self.repacked:
             raise RuntimeError("awq: process_weights_after_loading has not run on this layer")
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
         if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
             return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, None, bias, self.group_size,
-                                         fmt.BITS, self.backend)
+                                         fmt.BITS, self.backend, glu)
         return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, None, self.group_size, fmt.BITS,
-                                  bias, backend=self.backend, validate=False)
+                                  bias, backend=self.backend, validate=False, glu=glu)
+
+    def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(layer, x, glu=True)

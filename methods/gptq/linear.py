@@ -40,6 +40,7 @@ class GPTQLinearMethod(LinearMethodBase):
     # Fused siblings share their input, so act-order gives them one g_idx (checked equal); zeros of fp16 and
     # fp32 parts concatenate to fp32 (exact).
     fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}
+    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; qzeros (export only) stays concatenated
 
     def __init__(self, bits: int, group_size: int, checkpoint_format: str, backend: str = "auto"):
         self.bits, self.group_size = bits, group_size
@@ -79,11 +80,14 @@ class GPTQLinearMethod(LinearMethodBase):
             out["bias"] = layer.bias.detach().to(torch.float16)
         return out
 
-    def apply(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, layer: QuantLinear, x: torch.Tensor, glu: bool = False) -> torch.Tensor:
         g_idx = layer.g_idx if self.act_order else None
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
         if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
             return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, g_idx, bias, self.group_size,
-                                         self.bits, self.backend)
+                                         self.bits, self.backend, glu)
         return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, g_idx, self.group_size, self.bits,
-                                  bias, backend=self.backend, validate=False)
+                                  bias, backend=self.backend, validate=False, glu=glu)
+
+    def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+        return self.apply(layer, x, glu=True)
