@@ -156,8 +156,9 @@ def write_record(record: dict, directory: str | os.PathLike) -> Path:
 
 
 def find_done(directory: str | os.PathLike, config_hash: str, env: dict) -> Path | None:
-    """A successful run record in `directory` for the same config hash, code version (git sha, clean tree) and
-    machine (GPU, or host when on CPU); None if there is none. Unreadable files are passed over."""
+    """A successful run record in `directory` for the same config hash, code version (git sha, clean tree),
+    diagnostic switches and machine (GPU, or host when on CPU); None if there is none. Unreadable files are passed
+    over."""
     if not env.get("git_sha") or env.get("git_dirty"):
         return None  # uncommitted code: no version to match against
     machine = ("gpu", "host") if env.get("gpu") in (None, "cpu") else ("gpu",)
@@ -169,6 +170,7 @@ def find_done(directory: str | os.PathLike, config_hash: str, env: dict) -> Path
         e = r.get("env") or {}
         if (r.get("kind") == "run" and r.get("status") == "ok" and r.get("config_hash") == config_hash
                 and e.get("git_sha") == env["git_sha"] and not e.get("git_dirty")
+                and e.get("diagnostics") == env.get("diagnostics")  # switches outside the config (kernels.launch)
                 and all(e.get(k) == env.get(k) for k in machine)):
             return path
     return None

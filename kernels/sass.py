@@ -79,7 +79,8 @@ GEMV_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
 def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
              reduce_rows: bool = True, pdl: bool = False) -> tuple[collections.Counter, float, collections.Counter]:
     """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes), instructions per weight and thread, and
-    the whole kernel's opcode counts (pdl: its L2 prefetches, CCTL.E.PF2, and grid dependency control)."""
+    the whole kernel's opcode counts (pdl: grid dependency control, and the L2 prefetches, CCTL.E.PF2, that
+    $QUANTBENCH_GEMV_PDL_PREFETCH asks for)."""
     from kernels import w4a16
 
     ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,

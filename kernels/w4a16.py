@@ -607,8 +607,9 @@ if triton is not None:
         planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
         with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
-        dependent launch): the program first asks L2 for the start of its weight slice, which no earlier kernel
-        writes, then waits for the previous kernel (x, the split-K workspace) and lets the next one launch.
+        dependent launch): the program waits for the previous kernel (x, the split-K workspace) and lets the next
+        one launch (after its K loop with TRIGGER_LATE); PREFETCH_BLOCKS > 0 first asks L2 for that many K-blocks
+        of its weight slice, which no earlier kernel writes.
         GLU: the columns alternate gate, up, and y [M, N / 2] gets silu(gate) * up (`splitk.store_y`)."""
         WR: tl.constexpr = BLOCK_K // 8
         pid_n = tl.program_id(0)
@@ -628,7 +629,7 @@ if triton is not None:
             acc3 = tl.zeros((WR, BLOCK_N), dtype=tl.float32)
         k_lo = pid_k * k_split
         k_hi = tl.minimum(K, k_lo + k_split)
-        if PDL:
+        if PDL and PREFETCH_BLOCKS > 0:
             # the slice's first PREFETCH_BLOCKS K-blocks, one address per 128-byte line (32 words), clamped inside
             # the tensor: what the loop reads first, not the whole slice, which the resident programs together
             # could make larger than L2 (asking for all of it was 9% slower end to end, H100 call 24)
@@ -636,6 +637,7 @@ if triton is not None:
             for k0 in range(k_lo, tl.minimum(k_hi, k_lo + PREFETCH_BLOCKS * BLOCK_K), BLOCK_K):
                 rows = tl.minimum(k0 // 8 + rw, K // 8 - 1)
                 _prefetch_l2(qw_ptr + rows[:, None] * N + cols[None, :])
+        if PDL:
             if TRIGGER_LATE:
                 _pdl_wait_only()
             else:
@@ -742,10 +744,12 @@ def _pow2(n: int) -> bool:
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
 # Under PDL the gemv may ask L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
-# None by default: on the H100 the GPTQ decode step with PDL ran at 388 tok/s asking for 2 blocks, 432 with none
+# 0 by default: on the H100 the GPTQ decode step with PDL ran at 388 tok/s asking for 2 blocks, 432 with none
 # (407 without PDL; call 29, results/h100/README.md). A diagnostic switch sets it.
 GEMV_PDL_PREFETCH_BLOCKS = int(os.environ.get("QUANTBENCH_GEMV_PDL_PREFETCH", "0"))
 GEMV_PDL_TRIGGER_LATE = os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") == "late"
+if os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") not in ("start", "late"):
+    raise ValueError(f"QUANTBENCH_GEMV_PDL_TRIGGER={os.environ['QUANTBENCH_GEMV_PDL_TRIGGER']!r}: use start or late")
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")

@@ -115,9 +115,26 @@ class FusedGLUMLP(nn.Module):
         return self.down_proj(self.gate_up.method.apply_glu(self.gate_up, x))
 
 
+def _glu_forwards() -> set:
+    """The forward functions of transformers' GLU_MLPS classes (a same-named class elsewhere, e.g. remote code,
+    may compute something else)."""
+    import importlib
+
+    forwards = set()
+    for name in GLU_MLPS:
+        module = name[:-3].lower()  # LlamaMLP -> llama
+        try:
+            forwards.add(getattr(importlib.import_module(f"transformers.models.{module}.modeling_{module}"),
+                                 name).forward)
+        except (ImportError, AttributeError):
+            continue
+    return forwards
+
+
 def _glu_fusable(mlp: nn.Module) -> bool:
     gate, up = getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)
     return (type(mlp).__name__ in GLU_MLPS and type(getattr(mlp, "act_fn", None)).__name__ in SILU
+            and type(mlp).forward in _glu_forwards()
             and isinstance(gate, QuantLinear) and isinstance(up, QuantLinear) and type(gate.method) is type(up.method)
             and bool(gate.method.glu_tensors) and gate.out_features == up.out_features
             and gate.in_features == up.in_features and gate.has_bias == up.has_bias)
@@ -126,7 +143,8 @@ def _glu_fusable(mlp: nn.Module) -> bool:
 def fuse_glu(mlp: nn.Module) -> FusedGLUMLP:
     """The FusedGLUMLP computing `mlp` (a GLU_MLPS module with a SiLU act_fn and gate/up layers of one method
     with glu_tensors): the pair's tensors joined by the method (`fuse_tensors`), then the glu_tensors and the
-    bias rebuilt with the parts' columns interleaved."""
+    bias rebuilt with the parts' columns interleaved. Other per-column tensors (a 4-bit checkpoint's packed
+    qzeros, for export only) cannot interleave and are dropped: like every fused model, export before fusing."""
     if not _glu_fusable(mlp):
         raise FusionError(f"{type(mlp).__name__}: not a SiLU-gated MLP whose gate and up layers apply the "
                           f"activation in their kernel")
@@ -134,9 +152,11 @@ def fuse_glu(mlp: nn.Module) -> FusedGLUMLP:
     parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in (gate, up)]
     tensors = gate.method.fuse_tensors([gate, up], parts)
     dims = {"bias": 0} | (gate.method.fuse_dims or {})
-    for name in (*gate.method.glu_tensors, "bias"):
-        if name in parts[0] and parts[0][name] is not None:
+    for name in list(tensors):
+        if name in gate.method.glu_tensors or name == "bias":
             tensors[name] = interleave_glu(parts[0][name], parts[1][name], dim=dims[name])
+        elif name in dims:
+            del tensors[name]
     fused = QuantLinear.assemble(gate.in_features, 2 * gate.out_features, copy.copy(gate.method), tensors,
                                  gate.params_dtype)
     return FusedGLUMLP(fused, mlp.down_proj)
@@ -149,10 +169,15 @@ def fuse_projections(model: nn.Module) -> list[str]:
     fused = []
     for parent_name, parent in list(model.named_modules()):
         if _glu_fusable(parent):
-            owner, _, attr = parent_name.rpartition(".")
-            setattr(model.get_submodule(owner) if owner else model, attr, fuse_glu(parent))
-            fused.append(f"{parent_name}.gate_proj+up_proj")
-            continue
+            try:
+                glu = fuse_glu(parent)
+            except FusionError:
+                glu = None  # e.g. gate and up with different act-order g_idx: fuse as plain siblings, or not
+            if glu is not None:
+                owner, _, attr = parent_name.rpartition(".")
+                setattr(model.get_submodule(owner) if owner else model, attr, glu)
+                fused.append(f"{parent_name}.gate_proj+up_proj")
+                continue
         for names in SIBLINGS:
             layers = [getattr(parent, n, None) for n in names]
             if any(not isinstance(layer, (nn.Linear, QuantLinear)) for layer in layers):

@@ -59,22 +59,39 @@ def test_the_last_split_combines_in_the_same_launch_and_leaves_the_counters_zero
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs an sm_90+ GPU")
 def test_under_programmatic_launch_it_reads_what_the_kernel_before_wrote_eager_and_in_a_cuda_graph():
-    # PDL lets the kernel start before the one writing its query has finished; its wait orders the reads after
-    # that kernel, so a graph replayed with new inputs (written by the kernel just before) gives their result
+    # PDL lets the kernel start while the one writing its query still runs: here a W4A16 gemv that lets its
+    # dependents launch as soon as it starts. The attention's wait orders its reads after the gemv, so a graph
+    # replayed with new gemv inputs gives their result
+    from kernels import w4a16
     from kernels.launch import programmatic_launch
 
-    cases = [_inputs(1, 32, 32, 320, 128, torch.bfloat16, [300], seed=s) for s in (1, 2)]
-    wants = [k.decode_attention_triton(q * 2, kk, v, mask) for q, kk, v, mask in cases]
-    q_src, kk, v, mask = (t.clone() for t in cases[0])
+    gen = torch.Generator().manual_seed(5)
+    K, H, D = 512, 32, 128
+    layer = dict(qweight=torch.randint(-2**31, 2**31 - 1, (K // 8, H * D), generator=gen, dtype=torch.int32),
+                 scales=torch.rand(K // 128, H * D, generator=gen) * 0.02, zeros=torch.rand(K // 128, H * D,
+                                                                                               generator=gen) * 0.1)
+    layer = {n: t.to(DEV) if n == "qweight" else t.to(torch.bfloat16).to(DEV) for n, t in layer.items()}
+    tile = dict(path="gemv", block_n=128, block_k=64, split_k=4, num_warps=1, validate=False)
+    _, kk, v, mask = _inputs(1, H, H, 320, D, torch.bfloat16, [300], seed=1)
+
+    def step(x):  # gemv -> q [1, H, 1, D] -> attention
+        q = w4a16.w4a16_matmul_triton(x, layer["qweight"], layer["scales"], layer["zeros"], None, 128, 4,
+                                      **tile).view(1, H, 1, D)
+        return k.decode_attention_triton(q, kk, v, mask)
+
+    xs = [torch.randn(1, K, generator=gen).to(torch.bfloat16).to(DEV) for _ in range(2)]
+    wants = [step(x) for x in xs]
+    src = xs[0].clone()
     with programmatic_launch():
-        assert torch.allclose(k.decode_attention_triton(q_src * 2, kk, v, mask), wants[0], atol=1e-2)
+        assert all(torch.allclose(step(x), want, atol=1e-2) for x, want in zip(xs, wants))
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = k.decode_attention_triton(q_src * 2, kk, v, mask)  # q_src * 2: a kernel right before
-    for (q, kk_, v_, mask_), want in zip(cases, wants):
-        q_src.copy_(q), kk.copy_(kk_), v.copy_(v_), mask.copy_(mask_)
-        graph.replay()
-        assert torch.allclose(out, want, atol=1e-2)
+            out = step(src)
+    for _ in range(3):
+        for x, want in zip(xs, wants):
+            src.copy_(x)
+            graph.replay()
+            assert torch.allclose(out, want, atol=1e-2)
 
 
 def test_inputs_the_kernel_does_not_serve_are_named():

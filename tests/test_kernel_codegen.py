@@ -9,8 +9,8 @@ import sys
 import pytest
 
 
-def _mix(*args):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # build real GPU code
+def _mix(*args, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | env_extra  # build real GPU code
     out = subprocess.run([sys.executable, "-m", "kernels.sass", "gemv", "--json", *args], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -29,21 +29,24 @@ def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, limit):
     assert mix["per_weight"] <= limit, mix  # 3.3 / 5.0 with Triton 3.9; the skinny kernel spent ~8 at M = 1
 
 
-def test_gemv_under_pdl_prefetches_its_slice_then_waits_with_the_same_loop():
-    """Programmatic dependent launch (kernels.launch): before waiting on the previous kernel, each thread asks L2
-    for a line of the program's weights; the K loop does the same work as under the plain launch (its address
-    arithmetic is scheduled a little differently)."""
+def test_gemv_under_pdl_waits_once_with_the_same_loop_and_prefetches_only_when_asked():
+    """Programmatic dependent launch (kernels.launch): the gemv waits on the previous kernel once and lets the
+    next launch once; the K loop does the same work as under the plain launch (its address arithmetic is
+    scheduled a little differently). By default it asks L2 for nothing before waiting (that cost 5-8% on the
+    H100, results/h100/README.md); QUANTBENCH_GEMV_PDL_PREFETCH=2 builds the prefetch of two K-blocks."""
     args = ("--m", "1", "--block-n", "512", "--block-k", "64", "--warps", "4")
     plain, pdl = _mix(*args), _mix(*args, "--pdl")
+    prefetching = _mix(*args, "--pdl", QUANTBENCH_GEMV_PDL_PREFETCH="2")
     for op in ("LDG", "LOP3", "FFMA", "FADD", "STL", "LDL"):
-        assert plain["ops"].get(op, 0) == pdl["ops"].get(op, 0), op
+        assert plain["ops"].get(op, 0) == pdl["ops"].get(op, 0) == prefetching["ops"].get(op, 0), op
     assert pdl["per_weight"] <= 1.03 * plain["per_weight"]
     assert plain["kernel_ops"].get("ACQBULK", 0) == plain["kernel_ops"].get("CCTL.E.PF2", 0) == 0
-    # griddepcontrol.wait (ACQBULK) and .launch_dependents (PREEXIT) once; L2 prefetches (CCTL.E.PF2) in a loop
-    # over the first K-blocks, one 128-byte line per thread and K-block (8 word rows x 512 columns / 32 words =
-    # 128 addresses for 4 warps), however ptxas unrolls it
-    assert pdl["kernel_ops"]["ACQBULK"] == 1 and pdl["kernel_ops"]["PREEXIT"] == 1
-    assert pdl["kernel_ops"]["CCTL.E.PF2"] >= 1 and plain["kernel_ops"].get("CCTL.E.PF2", 0) == 0
+    # griddepcontrol.wait (ACQBULK) and .launch_dependents (PREEXIT) once; L2 prefetches (CCTL.E.PF2) only when
+    # asked: then in a loop over the first K-blocks, one 128-byte line per thread and K-block (8 word rows x 512
+    # columns / 32 words = 128 addresses for 4 warps), however ptxas unrolls it
+    for mix in (pdl, prefetching):
+        assert mix["kernel_ops"]["ACQBULK"] == 1 and mix["kernel_ops"]["PREEXIT"] == 1
+    assert pdl["kernel_ops"].get("CCTL.E.PF2", 0) == 0 and prefetching["kernel_ops"]["CCTL.E.PF2"] >= 1
 
 
 def _mix_of(kernel, *args):

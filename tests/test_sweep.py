@@ -62,6 +62,9 @@ def test_dirty_or_unknown_code_never_counts_as_done(tmp_path):
     assert records.find_done(tmp_path, rec["config_hash"], env | {"git_sha": "def"}) is None
     assert records.find_done(tmp_path, rec["config_hash"], env | {"git_dirty": True}) is None
     assert records.find_done(tmp_path, "another-hash", env) is None
+    # a diagnostic switch (kernels.launch, not part of the config) set on one side: another run
+    assert records.find_done(tmp_path, rec["config_hash"], env | {"diagnostics": {"QUANTBENCH_PDL_KERNELS": "0"}}) \
+        is None
 
 
 def test_isolated_sweep_runs_each_job_in_its_own_process(tmp_path):

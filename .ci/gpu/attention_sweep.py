@@ -1,7 +1,8 @@
 """Device machine: the split-KV decode attention's launch shape (splits, keys a block, warps) at batch 1 with
 Llama-2-7B heads (32 query and KV heads, head dim 128), timed as a decode step runs it: 32 layers' caches (more
 than the L2 holds) attended one after another in one CUDA graph, per call the median of 20 replays. The default
-(`split_count`, block_n 32, 4 warps) is the first line of each cache length.
+(`split_count`, kernels.attention.BLOCK_N keys a block, NUM_WARPS warps; in call 31, before they changed,
+32 keys and 4 warps) is the first line of each cache length.
 
     python .ci/gpu/attention_sweep.py
 """
@@ -39,7 +40,7 @@ for N, filled in ((320, 288), (2048, 2000)):
         return sorted(times)[len(times) // 2]
 
     default = k.split_count(1, H, N, dev)
-    rows = [(per_call_us(), f"default: splits {default}, block_n 32, 4 warps")]
+    rows = [(per_call_us(), f"default: splits {default}, block_n {k.BLOCK_N}, {k.NUM_WARPS} warps")]
     for bn, splits, warps in itertools.product((16, 32, 64), (2, 4, 5, 8, 10, 16, 20, 40), (1, 2, 4)):
         if splits * bn > N:
             continue

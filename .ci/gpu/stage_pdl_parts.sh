@@ -4,6 +4,8 @@
 # kernels/launch.py (each record lists those set under env.diagnostics):
 #   off | all on | ours only (QUANTBENCH_PDL_INDUCTOR=0) | Inductor's only (QUANTBENCH_PDL_KERNELS=0)
 #   | no L2 prefetch in the gemv (QUANTBENCH_GEMV_PDL_PREFETCH=0) | gemv trigger after its loop (..._TRIGGER=late)
+# As run in call 29 (git 7f8b73d), when the gemv prefetched 2 K-blocks by default; since bcad633 it prefetches
+# none, so "all on" is the no-prefetch case and QUANTBENCH_GEMV_PDL_PREFETCH=2 measures the prefetch.
 # Records are packed into $OUT/records.tgz (a call returns at most 8 files).
 source .ci/gpu/env.sh || exit 1
 timeout 60 python3 -m pytest -q tests/test_kernels_w4a16.py -k programmatic 2>&1 | grep -E "passed|failed|^E |^FAILED" | tail -4
@@ -20,7 +22,7 @@ run() {  # run ENV_ASSIGNMENT PDL: one run with that switch set (a dummy assignm
 run PDL=all true
 run QUANTBENCH_PDL_INDUCTOR=0 true
 run QUANTBENCH_PDL_KERNELS=0 true
-run QUANTBENCH_GEMV_PDL_PREFETCH=0 true
+run QUANTBENCH_GEMV_PDL_PREFETCH=2 true
 run QUANTBENCH_GEMV_PDL_TRIGGER=late true
 python3 - <<'PY'
 import glob, json, os
