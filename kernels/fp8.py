@@ -20,6 +20,7 @@ import torch
 
 from kernels.launch import cdiv as _cdiv
 from kernels.launch import interpreted as _interpreted
+from kernels.launch import use_pdl as _use_pdl
 from kernels.splitk import workspace as splitk_workspace
 from kernels.tuning import gpu_name as _gpu_name
 from kernels.tuning import load_table, lookup, m_bucket
@@ -149,6 +150,7 @@ def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16, f
 
 
 if triton is not None:
+    from kernels.launch import pdl_wait as _pdl_wait
     from kernels.splitk import splitk_store
 
     @triton.jit
@@ -203,15 +205,18 @@ if triton is not None:
     @triton.jit
     def _fp8_gemv_kernel(x_ptr, w_ptr, ws_ptr, xs_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K, k_split, split_k,
                          stride_xm, stride_wn, stride_ym, ACT: tl.constexpr, W_PER_CHANNEL: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # y [M, N] = (q(x) . w_q^T) * x_scale * w_scale for M <= BLOCK_M <= 4 rows, activations quantized inside
         # the kernel. Program (n-tile, k-slice) first reads x (a few KB, from L2) for the activation scale (ACT
         # 0: dynamic per tensor, 1: static from xs_ptr, 2: dynamic per token), then streams its [BLOCK_N, k_split]
         # slice of w_q [N, K] (K contiguous) once. Each row keeps a 2-D [BLOCK_N, BLOCK_K] fp32 accumulator laid
         # out like the weight tile (a thread adds into its own registers; the sum over K runs once, after the
         # loop); split-K slices meet in the workspace (kernels.splitk), so a decode step's FP8 linear is one
-        # launch reading one byte per weight.
+        # launch reading one byte per weight. PDL (programmatic dependent launch): it waits for the kernels before
+        # it first (x and the workspace are theirs), then lets the next one launch.
+        if PDL:
+            _pdl_wait()
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         if ACT == 1:
@@ -616,10 +621,13 @@ def fp8_gemv_triton(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, a
     launch = dict(num_warps=cfg["num_warps"])
     if not _interpreted():
         launch["num_stages"] = cfg["num_stages"]
+    pdl = _use_pdl(x.device)
+    if pdl:
+        launch["launch_pdl"] = True
     _fp8_gemv_kernel[(tiles, split)](
         x, w_q, ws, xs, bias if bias is not None else y, y, part, counters, M, N, K, k_split, split,
         x.stride(0), w_q.stride(0), y.stride(0), ACT=act, W_PER_CHANNEL=ws.numel() > 1, HAS_BIAS=bias is not None,
-        EMULATE_BF16=_interpreted() and out_dtype == torch.bfloat16, BLOCK_M=triton.next_power_of_2(M),
+        EMULATE_BF16=_interpreted() and out_dtype == torch.bfloat16, PDL=pdl, BLOCK_M=triton.next_power_of_2(M),
         BLOCK_N=bn, BLOCK_K=bk, **launch)
     return y
 
