@@ -76,3 +76,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _same_under_pdl(step, inputs, same):
+    # step(x) launched under programmatic_launch, eager and replayed from a CUDA graph with the graph's input
+    # rewritten between replays, gives what the plain launches gave for each input (same(got, want))
+    from kernels.launch import programmatic_launch
+
+    wants = [step(x) for x in inputs]
+    src = inputs[0].clone()
+    with programmatic_launch():
+        assert all(same(step(x), want) for x, want in zip(inputs, wants))  # also compiles the PDL variants
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step(src)
+    for _ in range(3):
+        for x, want in zip(inputs, wants):
+            src.copy_(x)
+            graph.replay()
+            assert same(out, want)
+
+
+@pytest.fixture
+def same_under_pdl():
+    """Checks a kernel chain under programmatic dependent launch (GPU tests): `_same_under_pdl`."""
+    return _same_under_pdl

@@ -58,12 +58,12 @@ def test_the_last_split_combines_in_the_same_launch_and_leaves_the_counters_zero
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs an sm_90+ GPU")
-def test_under_programmatic_launch_it_reads_what_the_kernel_before_wrote_eager_and_in_a_cuda_graph():
+def test_under_programmatic_launch_it_reads_what_the_kernel_before_wrote_eager_and_in_a_cuda_graph(
+        same_under_pdl):
     # PDL lets the kernel start while the one writing its query still runs: here a W4A16 gemv that lets its
     # dependents launch as soon as it starts. The attention's wait orders its reads after the gemv, so a graph
     # replayed with new gemv inputs gives their result
     from kernels import w4a16
-    from kernels.launch import programmatic_launch
 
     gen = torch.Generator().manual_seed(5)
     K, H, D = 512, 32, 128
@@ -80,18 +80,7 @@ def test_under_programmatic_launch_it_reads_what_the_kernel_before_wrote_eager_a
         return k.decode_attention_triton(q, kk, v, mask)
 
     xs = [torch.randn(1, K, generator=gen).to(torch.bfloat16).to(DEV) for _ in range(2)]
-    wants = [step(x) for x in xs]
-    src = xs[0].clone()
-    with programmatic_launch():
-        assert all(torch.allclose(step(x), want, atol=1e-2) for x, want in zip(xs, wants))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = step(src)
-    for _ in range(3):
-        for x, want in zip(xs, wants):
-            src.copy_(x)
-            graph.replay()
-            assert torch.allclose(out, want, atol=1e-2)
+    same_under_pdl(step, xs, lambda got, want: torch.allclose(got, want, atol=1e-2))
 
 
 def test_inputs_the_kernel_does_not_serve_are_named():

@@ -103,12 +103,10 @@ def test_one_program_and_two_pass_per_tensor_quant_agree(monkeypatch):
 @needs_triton
 @pytest.mark.skipif(not FP8_GPU or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs an sm_90+ GPU")
-def test_gemv_under_programmatic_launch_reads_what_the_kernel_before_wrote():
+def test_gemv_under_programmatic_launch_reads_what_the_kernel_before_wrote(same_under_pdl):
     # two chained FP8 gemvs (the second quantizes and reads the first's output) under PDL, eager and replayed
     # from a CUDA graph with the input rewritten between replays: the plain launches' results (split-K adds in
     # arrival order: within rounding)
-    from kernels.launch import programmatic_launch
-
     gen = torch.Generator().manual_seed(3)
     w1, w2 = (torch.randn(n, kk, generator=gen).to(DEV) / 16 for n, kk in ((1024, 2048), (512, 1024)))
     (q1, s1), (q2, s2) = k.quantize_fp8_per_channel(w1), k.quantize_fp8_per_channel(w2)
@@ -118,18 +116,7 @@ def test_gemv_under_programmatic_launch_reads_what_the_kernel_before_wrote():
         return k.fp8_gemv_triton(k.fp8_gemv_triton(x, q1, s1, config=cfg), q2, s2, config=cfg)
 
     xs = [torch.randn(1, 2048, generator=gen).to(torch.bfloat16).to(DEV) for _ in range(2)]
-    wants = [chain(x) for x in xs]
-    src = xs[0].clone()
-    with programmatic_launch():
-        assert all(torch.allclose(chain(x), w, rtol=2e-2, atol=2e-2) for x, w in zip(xs, wants))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = chain(src)
-    for _ in range(3):
-        for x, want in zip(xs, wants):
-            src.copy_(x)
-            graph.replay()
-            assert torch.allclose(out, want, rtol=2e-2, atol=2e-2)
+    same_under_pdl(chain, xs, lambda got, want: torch.allclose(got, want, rtol=2e-2, atol=2e-2))
 
 
 def test_gemv_quantizes_activations_like_the_quant_kernels():

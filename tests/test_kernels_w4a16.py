@@ -517,14 +517,12 @@ def test_programmatic_launch_switch_is_scoped_and_off_where_it_cannot_run():
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs an sm_90+ GPU")
 @pytest.mark.parametrize("split_k", [1, 8])
-def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cuda_graph(split_k):
+def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cuda_graph(split_k, same_under_pdl):
     # PDL changes when a kernel starts, not what it computes: two chained gemvs (the second reads the first's
     # output, and the first lets it launch early) give the plain launches' results, eager and replayed from a CUDA
     # graph, with the input rewritten between replays (the second's wait must order its reads after the first).
     # Unsplit, the bits; split-K adds its partials with fp32 atomics in arrival order, so to within bf16
     # rounding (a read of the other input's values would be off by O(1))
-    from kernels.launch import programmatic_launch
-
     first, _, _, _ = make_layer(4096, 1024, 4, 128, dtype=torch.bfloat16, seed=1)
     second, _, _, _ = make_layer(1024, 512, 4, 128, dtype=torch.bfloat16, seed=2)
     tile = dict(path="gemv", block_n=128, block_k=64, split_k=split_k, num_warps=4, validate=False)
@@ -532,20 +530,7 @@ def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cu
     def chain(x):
         return k.w4a16_matmul_triton(k.w4a16_matmul_triton(x, **first, **tile), **second, **tile)
 
-    xs = [torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV) for _ in range(2)]
-    wants = [chain(x) for x in xs]
-    src = torch.zeros_like(xs[0])
     def same(got, want):
         return torch.equal(got, want) if split_k == 1 else rel(got.float(), want.float()) < 1e-2
 
-    with programmatic_launch():
-        assert all(same(chain(x), w) for x, w in zip(xs, wants))
-        chain(src)  # warm-up outside the capture
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = chain(src)
-    for _ in range(3):
-        for x, want in zip(xs, wants):
-            src.copy_(x)
-            graph.replay()
-            assert same(out, want)
+    same_under_pdl(chain, [torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV) for _ in range(2)], same)
