@@ -84,5 +84,5 @@ if triton is not None:
     def pdl_wait():
         """Wait until the kernels this one depends on have finished and their writes are visible; then let the
         next kernel launch (it waits in turn before reading what this one writes)."""
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+        pdl_wait_only()
+        pdl_launch_dependents()

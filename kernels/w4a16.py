@@ -558,44 +558,6 @@ if triton is not None:
             return dq * s[None, :] - xs[:, None] * z[None, :]
 
     @triton.jit
-    def _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, rw, rn, n_ok, N, K, group_size, EVEN: tl.constexpr):
-        # The gemv's K-block at row k0: words [BLOCK_K / 8, BLOCK_N] and its scale and zero rows.
-        wrow = k0 // 8 + rw
-        w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
-        if EVEN:
-            words = tl.load(w_ptrs, eviction_policy="evict_first")
-        else:
-            words = tl.load(w_ptrs, mask=(wrow < K // 8)[:, None] & n_ok[None, :], other=0,
-                            eviction_policy="evict_first")
-        g = k0 // group_size
-        s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-        z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-        return words, s, z
-
-    @triton.jit
-    def _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2, acc3, REDUCE_ROWS: tl.constexpr,
-                    BLOCK_M: tl.constexpr):
-        # Accumulates one K-block (words and scale rows from `_gemv_block_load`) for BLOCK_M activation rows.
-        wrow = k0 // 8 + rw
-        w_ok = wrow < K // 8
-        high = words >> 12  # codes 5, 6, 7 now at bits 8..19 (the masks drop the sign-extended bits)
-        p0 = _code_denormal(words, 0)
-        p1 = _code_denormal(words, 4)
-        p2 = _code_denormal(words, 8)
-        p3 = _code_denormal(words, 12)
-        p4 = _code_denormal(words, 16)
-        p5 = _code_denormal(high, 8)
-        p6 = _code_denormal(high, 12)
-        p7 = _code_denormal(high, 16)
-        acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
-        if BLOCK_M > 1:
-            acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
-        if BLOCK_M > 2:
-            acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
-            acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z, REDUCE_ROWS)
-        return acc0, acc1, acc2, acc3
-
-    @triton.jit
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
@@ -643,9 +605,35 @@ if triton is not None:
             else:
                 _pdl_wait()
         for k0 in range(k_lo, k_hi, BLOCK_K):
-            words, s, z = _gemv_block_load(qw_ptr, s_ptr, z_ptr, k0, rw, rn, n_ok, N, K, group_size, EVEN)
-            acc0, acc1, acc2, acc3 = _gemv_block(x_ptr, stride_xm, M, K, k0, rw, words, s, z, acc0, acc1, acc2, acc3,
-                                                 REDUCE_ROWS, BLOCK_M)
+            wrow = k0 // 8 + rw
+            w_ptrs = qw_ptr + wrow[:, None] * N + rn[None, :]
+            w_ok = wrow < K // 8
+            if EVEN:
+                words = tl.load(w_ptrs, eviction_policy="evict_first")
+            else:
+                words = tl.load(w_ptrs, mask=w_ok[:, None] & n_ok[None, :], other=0, eviction_policy="evict_first")
+            high = words >> 12  # codes 5, 6, 7 now at bits 8..19 (the masks drop the sign-extended bits)
+            p0 = _code_denormal(words, 0)
+            p1 = _code_denormal(words, 4)
+            p2 = _code_denormal(words, 8)
+            p3 = _code_denormal(words, 12)
+            p4 = _code_denormal(words, 16)
+            p5 = _code_denormal(high, 8)
+            p6 = _code_denormal(high, 12)
+            p7 = _code_denormal(high, 16)
+            g = k0 // group_size
+            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                              REDUCE_ROWS)
+            if BLOCK_M > 1:
+                acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
+            if BLOCK_M > 2:
+                acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
+                acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
+                                  REDUCE_ROWS)
         if PDL and TRIGGER_LATE:
             _pdl_launch_dependents()
         if not REDUCE_ROWS:

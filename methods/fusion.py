@@ -23,6 +23,7 @@ this drops the separate activation kernel of every layer.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -115,7 +116,8 @@ class FusedGLUMLP(nn.Module):
         return self.down_proj(self.gate_up.method.apply_glu(self.gate_up, x))
 
 
-def _glu_forwards() -> set:
+@functools.cache
+def _glu_forwards() -> frozenset:
     """The forward functions of transformers' GLU_MLPS classes (a same-named class elsewhere, e.g. remote code,
     may compute something else)."""
     import importlib
@@ -128,7 +130,7 @@ def _glu_forwards() -> set:
                                  name).forward)
         except (ImportError, AttributeError):
             continue
-    return forwards
+    return frozenset(forwards)
 
 
 def _glu_fusable(mlp: nn.Module) -> bool:

@@ -25,7 +25,7 @@ from methods.loader import CheckpointError
 
 class AWQLinearMethod(LinearMethodBase):
     fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}  # the repacked (canonical) layout
-    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; qzeros (export only) stays concatenated
+    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; fuse_glu drops qzeros (export only)
 
     def __init__(self, group_size: int, backend: str = "auto"):
         self.group_size, self.backend = group_size, backend

@@ -40,7 +40,7 @@ class GPTQLinearMethod(LinearMethodBase):
     # Fused siblings share their input, so act-order gives them one g_idx (checked equal); zeros of fp16 and
     # fp32 parts concatenate to fp32 (exact).
     fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}
-    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; qzeros (export only) stays concatenated
+    glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; fuse_glu drops qzeros (export only)
 
     def __init__(self, bits: int, group_size: int, checkpoint_format: str, backend: str = "auto"):
         self.bits, self.group_size = bits, group_size
