@@ -12,6 +12,7 @@ import itertools
 import torch
 
 from kernels import attention as k
+from kernels.timing import cuda_time_ms
 
 dev = torch.device("cuda")
 LAYERS, H, D = 32, 32, 128
@@ -29,15 +30,7 @@ for N, filled in ((320, 288), (2048, 2000)):
         with torch.cuda.graph(graph):
             for kk, v in caches:
                 k.decode_attention_triton(q, kk, v, mask, **kw)
-        times = []
-        for _ in range(20):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3 / LAYERS)
-        return sorted(times)[len(times) // 2]
+        return cuda_time_ms(graph.replay, warmup=2, iters=20)[0] * 1e3 / LAYERS
 
     default = k.split_count(1, H, N, dev)
     rows = [(per_call_us(), f"default: splits {default}, block_n {k.BLOCK_N}, {k.NUM_WARPS} warps")]
