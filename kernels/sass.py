@@ -76,17 +76,23 @@ GEMV_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
                   "group_size", "k_split", "stride_xm", "stride_ym")
 
 
+ZEROS = {"float": (0, "*fp16"), "codes": (1, "*u8"), "none": (2, "*fp16")}  # --zeros: ZMODE, z_ptr's type
+
+
 def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
-             reduce_rows: bool = True, pdl: bool = False) -> tuple[collections.Counter, float, collections.Counter]:
+             reduce_rows: bool = True, pdl: bool = False, zeros: str = "none"
+             ) -> tuple[collections.Counter, float, collections.Counter]:
     """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes), instructions per weight and thread, and
     the whole kernel's opcode counts (pdl: grid dependency control, and the L2 prefetches, CCTL.E.PF2, that
-    $QUANTBENCH_GEMV_PDL_PREFETCH asks for)."""
+    $QUANTBENCH_GEMV_PDL_PREFETCH asks for). zeros: the layer's zero points (`ZEROS`; none = symmetric)."""
     from kernels import w4a16
 
-    ce = dict(HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,
+    zmode, ztype = ZEROS[zeros]
+    ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,
               PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE, GLU=False,
               BLOCK_M=m, BLOCK_N=block_n, BLOCK_K=block_k)
-    sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE, ce, GEMV_DIVISIBLE, num_warps, num_stages)
+    sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE | {"z_ptr": ztype}, ce, GEMV_DIVISIBLE, num_warps,
+                        num_stages)
     ops = loop_mix(sass)
     weights_per_thread = block_k * block_n / (32 * num_warps)
     every = opcodes(sass.splitlines())
@@ -124,7 +130,7 @@ def tiled_mix(block_m: int = 64, block_n: int = 128, block_k: int = 64, num_warp
     from kernels import w4a16
 
     fn = w4a16._w4a16_kernel
-    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False, SPLIT_K=split_k,
+    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, ZMODE=0, SCALE_ROW=scale_row, HAS_BIAS=False, SPLIT_K=split_k,
                       EMULATE_BF16=False, DEQ16=dtype != "fp32", SWAP_AB=swap_ab, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k))
     sass = compile_sass(fn, _typed(TILED_SIGNATURE, dtype), ce, TILED_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
@@ -139,7 +145,7 @@ def skinny_mix(block_n: int = 128, block_k: int = 128, num_warps: int = 4, num_s
     from kernels import w4a16
 
     fn = w4a16._w4a16_skinny_kernel
-    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, SCALE_ROW=scale_row, HAS_BIAS=False,
+    ce = _ce(fn, dict(BITS=bits, HAS_GIDX=False, ZMODE=0, SCALE_ROW=scale_row, HAS_BIAS=False,
                       USE_DOT=use_dot, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=16, BLOCK_N=block_n, BLOCK_K=block_k))
     sass = compile_sass(fn, _typed(SKINNY_SIGNATURE, dtype), ce, SKINNY_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
@@ -162,7 +168,7 @@ def planes_mix(block_m: int = 64, block_n: int = 128, block_k: int = 128, num_wa
     sig = _typed(PLANES_SIGNATURE, "fp16" if dtype == "fp32" else dtype)
     if dtype == "fp32":
         sig |= {"s_ptr": "*fp32", "z_ptr": "*fp32"}
-    ce = dict(HAS_BIAS=False, SPLIT_K=split_k, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=block_m,
+    ce = dict(ZMODE=0, HAS_BIAS=False, SPLIT_K=split_k, EMULATE_BF16=False, DEQ16=dtype != "fp32", BLOCK_M=block_m,
               BLOCK_N=block_n, BLOCK_K=block_k)
     sass = compile_sass(w4a16._w4a16_planes_kernel, sig, ce, PLANES_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)
@@ -206,6 +212,8 @@ def main(argv=None) -> None:
     ap.add_argument("--swap-ab", action="store_true", help="tiled: the swapped (W^T @ x^T) variant")
     ap.add_argument("--split-k", type=int, default=None, help="default: 1 tiled, 2 skinny")
     ap.add_argument("--pdl", action="store_true", help="gemv: built for programmatic dependent launch")
+    ap.add_argument("--zeros", default="none", choices=sorted(ZEROS),
+                    help="gemv: the layer's zero points (none: symmetric; codes: uint8; float: pre-multiplied fp16)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -221,7 +229,7 @@ def main(argv=None) -> None:
     every = None
     if args.kernel == "gemv":
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
-                                          pdl=args.pdl)
+                                          pdl=args.pdl, zeros=args.zeros)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -18,12 +18,16 @@ Canonical layout (K = in_features, N = out_features, G groups, P = 32 // bits co
                              0x76543210 (bits=4) holds codes 0, 1, ..., 7 for rows 8i .. 8i+7. (AWQ packs along
                              N in the order 0,2,4,6,1,3,5,7: unpack it and repack with `pack_int_weights`.)
   scales   float [G, N]      fp16 or bf16 (fp32 accepted)
-  zeros    float [G, N]      zero points pre-multiplied by their scales, zs = z * s (`premultiply_zeros`), unpacked,
-                             so the inner loop dequantises with one FMA, q * s - zs, and never unpacks qzeros.
-                             Rounding zs to the storage dtype shifts W by at most |zs| * 2^-11 (fp16) or 2^-8 (bf16):
-                             exact for symmetric zeros (z = 2^(bits-1), a power of two), <= 0.7% of a step for 4-bit
-                             asymmetric fp16; for 8-bit asymmetric or bf16 scales store zeros as fp32 (any float
-                             dtype is accepted: the kernel upcasts s and zs to fp32).
+  zeros    one of three forms; the kernels dequantise with one FMA, q * s - zs, and never unpack qzeros:
+           None              symmetric: every zero point is 2^(bits-1), so zs = 2^(bits-1) * s (exact in s's dtype)
+                             and nothing is read for it (a symmetric GPTQ layer: 2 bytes a group-column, not 4)
+           integer [G, N]    zero-point codes z (uint8, or int16 for 8-bit GPTQ v1's z = 256; `zero_codes`): the
+                             kernel computes zs = z * s in fp32, exact (an 11-bit scale times a <= 9-bit zero fits
+                             fp32's 24-bit mantissa), so W is the checkpoint's s * (q - z) exactly; 1 byte a
+                             group-column, not the 4 of fp32 zs (an asymmetric AWQ/GPTQ layer)
+           float [G, N]      zs = z * s pre-multiplied (`premultiply_zeros`). Rounding zs to the storage dtype
+                             shifts W by at most |zs| * 2^-11 (fp16) or 2^-8 (bf16): exact for symmetric zeros,
+                             <= 0.7% of a step for 4-bit asymmetric fp16; fp32 keeps it exact
   g_idx    int32 [K] or None None: contiguous groups of group_size rows (G = ceil(K / group_size), last may be short).
   bias     float [N] or None
 
@@ -31,14 +35,14 @@ Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweigh
 M and N; group_size any positive size (or -1), g_idx any group per row. The Triton kernel uses int32 offsets (each
 tensor below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it
 loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes held by the word's thread
-and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are stored in
-x's 16-bit dtype, W is dequantized in that dtype without int->float conversion or fp32 -> fp16 cast: a code OR-ed
+and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are x's
+16-bit dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float conversion or fp32 -> fp16 cast: a code OR-ed
 into the mantissa of a power of two is that power plus the code (fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q =
 128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then one packed subtraction and
 one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the fp32 magic 2^23 and cast
-exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs stored in another dtype than x: a bf16 model's
-layers, whose GPTQ/AWQ scales are fp16, and asymmetric layers whose zs is fp32 to stay exact) W is computed in
-fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
+exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a bf16 model's layers,
+whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only in fp32) W is
+computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
 weights are Hopper's wgmma A operand, which it takes from registers.
 """
 
@@ -106,6 +110,34 @@ def premultiply_zeros(z: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype 
     return (z.float() * scales.float()).to(dtype or scales.dtype).contiguous()
 
 
+ZERO_CODE_DTYPES = (torch.uint8, torch.int16)
+
+
+def zero_codes(z: torch.Tensor, bits: int) -> torch.Tensor | None:
+    """Integer zero points z [G, N] -> the kernel's zeros: None when every one is 2^(bits-1) (symmetric: the
+    kernel reads none), else codes in the narrowest of uint8 / int16 that holds them."""
+    if z.numel() and bool((z == 2 ** (bits - 1)).all()):
+        return None
+    lo, hi = (int(z.min()), int(z.max())) if z.numel() else (0, 0)
+    if lo < 0 or hi > 2**15 - 1:
+        raise ValueError(f"w4a16: zero points span [{lo}, {hi}]; expected codes in [0, 2^15)")
+    return z.to(torch.uint8 if hi < 256 else torch.int16).contiguous()
+
+
+def _zeros_mode(zeros) -> int:
+    """The kernels' ZMODE: 0 pre-multiplied float zs, 1 integer zero codes, 2 none (symmetric)."""
+    if zeros is None:
+        return 2
+    return 1 if zeros.dtype in ZERO_CODE_DTYPES else 0
+
+
+def _zs(zeros, scales, bits: int) -> torch.Tensor:
+    """zs [G, N] in fp32 for the torch reference, from any of the three zeros forms."""
+    if zeros is None:
+        return scales.float() * 2 ** (bits - 1)
+    return zeros.float() * scales.float() if zeros.dtype in ZERO_CODE_DTYPES else zeros.float()
+
+
 def _num_groups(K: int, group_size: int) -> int:
     return 1 if group_size == -1 else _cdiv(K, group_size)
 
@@ -122,9 +154,10 @@ def _check(x_k: int, qweight, scales, zeros, g_idx, group_size, bits, bias=None,
     N = qweight.shape[1]
     if scales.dim() != 2 or scales.shape[1] != N or scales.dtype not in FLOAT_DTYPES:
         raise ValueError(f"w4a16: scales {tuple(scales.shape)} {scales.dtype}: expected fp16/bf16/fp32 [G, N={N}]")
-    if zeros.shape != scales.shape or zeros.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"w4a16: zeros {tuple(zeros.shape)} {zeros.dtype}: expected float {tuple(scales.shape)} "
-                         f"like scales (pre-multiplied zs = z * s)")
+    if zeros is not None and (zeros.shape != scales.shape or zeros.dtype not in FLOAT_DTYPES + ZERO_CODE_DTYPES):
+        raise ValueError(f"w4a16: zeros {tuple(zeros.shape)} {zeros.dtype}: expected {tuple(scales.shape)} like "
+                         f"scales, as uint8/int16 zero codes (`zero_codes`) or float pre-multiplied zs = z * s, or "
+                         f"None for symmetric 2^(bits-1)")
     G = scales.shape[0]
     if G < 1:
         raise ValueError("w4a16: scales has no groups")
@@ -142,8 +175,10 @@ def _check(x_k: int, qweight, scales, zeros, g_idx, group_size, bits, bias=None,
                              f"{int(g_idx.max())}]")
     if bias is not None and (bias.shape != (N,) or bias.dtype not in FLOAT_DTYPES):
         raise ValueError(f"w4a16: bias {tuple(bias.shape)} {bias.dtype}: expected float [N={N}]")
-    if values and not (torch.isfinite(scales).all() and torch.isfinite(zeros).all()):
+    if values and not (torch.isfinite(scales).all() and (_zeros_mode(zeros) or torch.isfinite(zeros).all())):
         raise ValueError("w4a16: scales or zeros hold NaN/inf")
+    if values and _zeros_mode(zeros) == 1 and int(zeros.min()) < 0:
+        raise ValueError(f"w4a16: zero codes must be >= 0, got {int(zeros.min())}")
     return N
 
 
@@ -157,7 +192,7 @@ def _group_index(g_idx, group_size: int, K: int, device) -> torch.Tensor:
 def _dequant(qweight, scales, zeros, g_idx, group_size: int, bits: int, K: int) -> torch.Tensor:
     g = _group_index(g_idx, group_size, K, qweight.device)
     w = unpack_int_weights(qweight, bits, K).float()
-    return w.mul_(scales.float()[g]).sub_(zeros.float()[g])
+    return w.mul_(scales.float()[g]).sub_(_zs(zeros, scales, bits)[g])
 
 
 def dequantize_ref(qweight, scales, zeros, g_idx, group_size: int, bits: int, K: int,
@@ -214,17 +249,33 @@ if triton is not None:
     from kernels.splitk import splitk_store as _splitk_store
 
     @triton.jit
+    def _zero_point(z_ptr, offs, mask, s, ZMODE: tl.constexpr, BITS: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """zs at `offs` of the [G, N] zeros, for the scales s loaded at the same offsets (`_zeros_mode`): 0 the
+        stored pre-multiplied floats; 1 integer codes times s in fp32 (exact); 2 symmetric, 2^(BITS-1) * s in s's
+        dtype (exact: a power of two), nothing read."""
+        Z0: tl.constexpr = 1 << (BITS - 1)
+        if ZMODE == 0:
+            z = tl.load(z_ptr + offs, mask=mask, other=0.0)
+        elif ZMODE == 1:
+            z = tl.load(z_ptr + offs, mask=mask, other=0).to(tl.float32) * s.to(tl.float32)
+        elif EMULATE_BF16:  # the interpreter holds bf16 as uint16, without bf16 arithmetic
+            z = s.to(tl.float32) * Z0
+        else:
+            z = s * Z0
+        return z
+
+    @triton.jit
     def _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX: tl.constexpr,
-                    FP32: tl.constexpr = True):
-        """Scale and pre-multiplied zero [len(k), len(rn)] for rows k: group g_idx[k] or k // group_size; in fp32
-        (FP32) or as stored."""
+                    ZMODE: tl.constexpr, BITS: tl.constexpr, EMULATE_BF16: tl.constexpr, FP32: tl.constexpr = True):
+        """Scale and zs [len(k), len(rn)] for rows k: group g_idx[k] or k // group_size; in fp32 (FP32) or as
+        stored."""
         if HAS_GIDX:
             g = tl.load(g_ptr + k, mask=k_ok, other=0)
         else:
             g = k // group_size
         kn_ok = k_ok[:, None] & n_ok[None, :]
         s = tl.load(s_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
-        z = tl.load(z_ptr + g[:, None] * N + rn[None, :], mask=kn_ok, other=0.0)
+        z = _zero_point(z_ptr, g[:, None] * N + rn[None, :], kn_ok, s, ZMODE, BITS, EMULATE_BF16)
         if FP32:  # one return: triton 3.6 rejects returns of other types even under a constexpr if
             s = s.to(tl.float32)
             z = z.to(tl.float32)
@@ -340,7 +391,8 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
-                      BITS: tl.constexpr, HAS_GIDX: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      BITS: tl.constexpr, HAS_GIDX: tl.constexpr, ZMODE: tl.constexpr, SCALE_ROW: tl.constexpr,
+                      HAS_BIAS: tl.constexpr,
                       SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
                       SWAP_AB: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Tiles of BLOCK_M x BLOCK_N; per K-block the words [BLOCK_K / P, BLOCK_N] are loaded once and expanded
@@ -383,7 +435,7 @@ if triton is not None:
             if SCALE_ROW:  # the whole K-block lies in one group: s, zs [BN]
                 g = k0 // group_size
                 s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0)
-                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0)
+                z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, BITS, EMULATE_BF16)
                 if SWAP_AB:
                     s = s[:, None]
                     z = z[:, None]
@@ -391,7 +443,8 @@ if triton is not None:
                     s = s[None, :]
                     z = z[None, :]
             else:  # per-row scales [BK, BN] (or [BN, BK])
-                s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX, not DEQ16)
+                s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, k_ok, rn, n_ok, N, group_size, HAS_GIDX, ZMODE, BITS,
+                                   EMULATE_BF16, not DEQ16)
                 if SWAP_AB:
                     s = tl.trans(s)
                     z = tl.trans(z)
@@ -436,7 +489,7 @@ if triton is not None:
     def _w4a16_skinny_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K,
                              group_size, split_k,
                              stride_xm, stride_ym, BITS: tl.constexpr, HAS_GIDX: tl.constexpr,
-                             SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
+                             ZMODE: tl.constexpr, SCALE_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
                              USE_DOT: tl.constexpr, EMULATE_BF16: tl.constexpr, DEQ16: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Small M (decode): all M rows in one program, one K-slice per program (split-K). The K-block's words
@@ -491,11 +544,13 @@ if triton is not None:
                         xs2 += xj.to(tl.float32)
                         dq3 += xj.to(tl.float32)[:, :, None] * q[None, :, :]
                 elif HALF and DEQ16:
-                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, False)
+                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, ZMODE,
+                                       BITS, EMULATE_BF16, False)
                     w = _fma16(q, s, z, EMULATE_BF16)
                     acc += tl.dot(xj.to(tl.float32) if EMULATE_BF16 else xj, w)
                 else:
-                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
+                    s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, ZMODE,
+                                       BITS, EMULATE_BF16)
                     w = q.to(tl.float32) * s - z
                     if USE_DOT:
                         if EMULATE_BF16:
@@ -507,7 +562,7 @@ if triton is not None:
             if SCALE_ROW:
                 g = k0 // group_size
                 s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-                z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+                z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, BITS, EMULATE_BF16).to(tl.float32)
                 if USE_DOT:
                     acc += dq * s[None, :] - xs[:, None] * z[None, :]
                 else:
@@ -559,7 +614,8 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
-                           k_split, split_k, stride_xm, stride_ym, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
+                           k_split, split_k, stride_xm, stride_ym, ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           EVEN: tl.constexpr,
                            REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
                            PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -623,7 +679,7 @@ if triton is not None:
             p7 = _code_denormal(high, 16)
             g = k0 // group_size
             s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
+            z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, 4, False).to(tl.float32)
             acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
                               REDUCE_ROWS)
             if BLOCK_M > 1:
@@ -657,7 +713,7 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_planes_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
-                             HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                             ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr,
                              DEQ16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              BLOCK_K: tl.constexpr):
         """4-bit W4A16 for M > 16 over code planes, y^T tiles = W^T @ x^T (`w4a16_matmul_triton`, path planes).
@@ -683,8 +739,9 @@ if triton is not None:
         for k0 in range(pid_k * BLOCK_K, K, SPLIT_K * BLOCK_K):
             words = tl.load(qw_ptr + (k0 // 8 + rw)[None, :] * N + rn[:, None], mask=n_ok[:, None], other=0)
             g = k0 // group_size
-            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0)[:, None]
-            z = tl.load(z_ptr + g * N + rn, mask=n_ok, other=0.0)[:, None]
+            s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0)
+            z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, 4, EMULATE_BF16)[:, None]
+            s = s[:, None]
             for j in tl.static_range(8):
                 q = (words >> (4 * j)) & 15
                 if DEQ16:
@@ -705,7 +762,7 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
-                              HAS_GIDX: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_N: tl.constexpr,
+                              HAS_GIDX: tl.constexpr, ZMODE: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_K: tl.constexpr):
         """W [K, N] = q * s[g] - zs[g] in the activation dtype, for large M (then one cuBLAS GEMM)."""
         P: tl.constexpr = 32 // BITS
@@ -718,7 +775,8 @@ if triton is not None:
         words = tl.load(qw_ptr + rw[:, None] * N + rn[None, :], mask=ok, other=0)
         for j in tl.static_range(P):
             k = rw * P + j
-            s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX)
+            s, z = _row_scales(s_ptr, z_ptr, g_ptr, k, w_ok, rn, n_ok, N, group_size, HAS_GIDX, ZMODE, BITS,
+                               EMULATE_BF16)
             w = _codes_as_float(words, j * BITS, BITS) * s - z
             if EMULATE_BF16:
                 w = _round_to_bf16(w)
@@ -876,8 +934,12 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     x = x.contiguous()
     g = g_idx.to(torch.int32).contiguous() if g_idx is not None else qweight
     emulate = _interpreted() and x.dtype == torch.bfloat16
-    # 16-bit dequantisation (`_dequant_half`) where s and zs are stored in x's 16-bit dtype; fp32 otherwise
-    deq16 = x.dtype in (torch.float16, torch.bfloat16) and scales.dtype == zeros.dtype == x.dtype
+    # 16-bit dequantisation (`_dequant_half`) where s and zs are x's 16-bit dtype (stored, or symmetric 2^(bits-1) * s);
+    # fp32 otherwise, zero codes included (their z * s is exact only in fp32)
+    zmode = _zeros_mode(zeros)
+    deq16 = (x.dtype in (torch.float16, torch.bfloat16) and scales.dtype == x.dtype
+             and (zmode == 2 or zeros.dtype == x.dtype))
+    z_arg = scales if zeros is None else zeros.contiguous()  # symmetric: never read
     launch = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if cfg["path"] == "dequant":
         w = torch.empty((K, N), dtype=x.dtype, device=x.device)
@@ -885,8 +947,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         if wr < 1 or cfg["block_k"] % (32 // bits):
             raise ValueError(f"w4a16: block_k={cfg['block_k']} must be a multiple of {32 // bits}")
         grid = (_cdiv(K // (32 // bits), wr), _cdiv(N, cfg["block_n"]))
-        _w4a16_dequant_kernel[grid](qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g, w, N, K, gs,
-                                    BITS=bits, HAS_GIDX=g_idx is not None, EMULATE_BF16=emulate,
+        _w4a16_dequant_kernel[grid](qweight.contiguous(), scales.contiguous(), z_arg, g, w, N, K, gs,
+                                    BITS=bits, HAS_GIDX=g_idx is not None, ZMODE=zmode, EMULATE_BF16=emulate,
                                     BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
         if bias is None:
             return x @ w
@@ -902,9 +964,9 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         if pdl:
             launch["launch_pdl"] = True
         _w4a16_gemv_kernel[(tiles, split)](
-            x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(),
+            x, qweight.contiguous(), scales.contiguous(), z_arg,
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
-            x.stride(0), y.stride(0), HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
+            x.stride(0), y.stride(0), ZMODE=zmode, HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
             PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, GLU=glu,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
@@ -921,8 +983,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             torch.zeros((M, N), dtype=torch.float32, device=x.device)
         xp = _plane_major(x, bk)
         _w4a16_planes_kernel[(_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)](
-            xp, qweight.contiguous(), scales.contiguous(), zeros.contiguous(),
-            bias.contiguous() if bias is not None else y, y, M, N, K, gs, xp.stride(0), y.stride(0),
+            xp, qweight.contiguous(), scales.contiguous(), z_arg,
+            bias.contiguous() if bias is not None else y, y, M, N, K, gs, xp.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, SPLIT_K=split, EMULATE_BF16=emulate, DEQ16=deq16, BLOCK_M=cfg["block_m"],
             BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y if split == 1 else y.to(x.dtype)
@@ -937,23 +999,24 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                              f">= {16 * (32 // bits)} for {bits}-bit codes, got {cfg['block_k']}")
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)  # split-K reduces in-kernel (kernels.splitk)
         ws, counters = _splitk_workspace(x.device, M * N, _cdiv(N, cfg["block_n"])) if split > 1 else (y, y)
-        common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+        common = (x, qweight.contiguous(), scales.contiguous(), z_arg, g,
                   bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs)
         _w4a16_skinny_kernel[(_cdiv(N, cfg["block_n"]), split)](
-            *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row,
-            HAS_BIAS=bias is not None, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
+            *common, split, x.stride(0), y.stride(0), BITS=bits, HAS_GIDX=g_idx is not None, ZMODE=zmode,
+            SCALE_ROW=scale_row, HAS_BIAS=bias is not None, USE_DOT=use_dot, EMULATE_BF16=emulate, DEQ16=deq16,
             BLOCK_M=16 if use_dot else max(1, 1 << (M - 1).bit_length()), BLOCK_N=cfg["block_n"],
             BLOCK_K=cfg["block_k"], **launch)
         return y
     else:
         y = torch.empty((M, N), dtype=x.dtype, device=x.device) if split == 1 else \
             torch.zeros((M, N), dtype=torch.float32, device=x.device)
-        common = (x, qweight.contiguous(), scales.contiguous(), zeros.contiguous(), g,
+        common = (x, qweight.contiguous(), scales.contiguous(), z_arg, g,
                   bias.contiguous() if bias is not None else y, y, M, N, K, gs)
         grid = (_cdiv(M, cfg["block_m"]), _cdiv(N, cfg["block_n"]), split)
         _w4a16_kernel[grid](
             *common, x.stride(0), y.stride(0),
-            BITS=bits, HAS_GIDX=g_idx is not None, SCALE_ROW=scale_row, HAS_BIAS=bias is not None, SPLIT_K=split,
+            BITS=bits, HAS_GIDX=g_idx is not None, ZMODE=zmode, SCALE_ROW=scale_row, HAS_BIAS=bias is not None,
+            SPLIT_K=split,
             EMULATE_BF16=emulate, DEQ16=deq16, SWAP_AB=bool(cfg.get("swap_ab", False)), BLOCK_M=cfg["block_m"],
             BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], **launch)
     return y if split == 1 else y.to(x.dtype)
@@ -981,7 +1044,7 @@ def w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, b
 
 
 @torch.library.custom_op("quantbench::w4a16_matmul", mutates_args=())
-def w4a16_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+def w4a16_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                     g_idx: torch.Tensor | None, bias: torch.Tensor | None, group_size: int, bits: int,
                     backend: str, glu: bool = False) -> torch.Tensor:
     """`w4a16_matmul` (validate=False, default tiles) as one opaque torch op, for torch.compile: traced as a call

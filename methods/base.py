@@ -198,6 +198,10 @@ class LinearMethodBase(ABC):
         """silu(gate) * up of a fused gate_up layer whose `glu_tensors` columns alternate gate, up: [..., N / 2]."""
         raise NotImplementedError(f"{type(self).__name__} does not apply a fused activation")
 
+    def fusion_parts(self, layers: list["QuantLinear"]) -> list[dict[str, torch.Tensor]]:
+        """Each layer's tensors, as `fuse_tensors` joins them (default: as registered)."""
+        return [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
+
     def checkpoint_tensors(self, layer: "QuantLinear") -> dict[str, torch.Tensor]:
         """The layer's tensors as the checkpoint format stores them (default: as registered)."""
         tensors = dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))
@@ -257,9 +261,9 @@ class QuantLinear(nn.Module):
         """An empty tensor on the layer's device, for create_weights."""
         return torch.empty(shape, dtype=dtype, device=self._init_device)
 
-    def register(self, name: str, tensor: torch.Tensor) -> None:
-        """Register a non-trainable parameter (so `.to()` and state_dict see it)."""
-        self.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
+    def register(self, name: str, tensor: torch.Tensor | None) -> None:
+        """Register a non-trainable parameter (so `.to()` and state_dict see it); None: the attribute is None."""
+        self.register_parameter(name, None if tensor is None else nn.Parameter(tensor, requires_grad=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.apply(self, x)

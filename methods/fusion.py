@@ -99,8 +99,7 @@ def fuse_layers(layers: list[nn.Module]) -> nn.Module:
             len({type(layer.method) for layer in layers}) != 1 or len({layer.has_bias for layer in layers}) != 1:
         raise FusionError(f"cannot fuse {[type(getattr(layer, 'method', layer)).__name__ for layer in layers]}: "
                           "the parts must be layers of one method, all with or all without bias")
-    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
-    tensors = first.method.fuse_tensors(layers, parts)
+    tensors = first.method.fuse_tensors(layers, first.method.fusion_parts(layers))
     # a copy of the first part's method: its state (e.g. GPTQ's act_order) is per layer and equal in the parts
     return QuantLinear.assemble(first.in_features, n, copy.copy(first.method), tensors, first.params_dtype)
 
@@ -151,7 +150,7 @@ def fuse_glu(mlp: nn.Module) -> FusedGLUMLP:
         raise FusionError(f"{type(mlp).__name__}: not a SiLU-gated MLP whose gate and up layers apply the "
                           f"activation in their kernel")
     gate, up = mlp.gate_proj, mlp.up_proj
-    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in (gate, up)]
+    parts = gate.method.fusion_parts([gate, up])
     tensors = gate.method.fuse_tensors([gate, up], parts)
     dims = {"bias": 0} | (gate.method.fuse_dims or {})
     for name in list(tensors):

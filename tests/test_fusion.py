@@ -11,6 +11,7 @@ from harness.metrics.decode import StaticDecoder
 from harness.models import describe, random_model
 from methods.base import FusionError, QuantLinear
 from methods.fusion import FusedGLUMLP, FusedPart, fuse_glu, fuse_layers, fuse_projections
+from methods.gptq.linear import kernel_zeros, zeros_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -129,9 +130,10 @@ def test_gate_up_columns_interleave_and_only_silu_gated_mlps_fuse_their_activati
     gate, up = mlp.gate_proj, mlp.up_proj
     fused = fuse_glu(mlp).gate_up
     # column 2j is gate's column j, 2j + 1 up's: the 4-bit codes pack along K, so columns move whole
-    for name in ("qweight", "scales", "zeros"):
+    for name in ("qweight", "scales"):
         assert torch.equal(getattr(fused, name)[:, 0::2], getattr(gate, name))
         assert torch.equal(getattr(fused, name)[:, 1::2], getattr(up, name))
+    assert zeros_of(gate) is None and zeros_of(up) is None and zeros_of(fused) is None  # symmetric RTN: no zeros
     assert not hasattr(fused, "qzeros")
     if bias:
         assert torch.equal(fused.bias[0::2], gate.bias) and torch.equal(fused.bias[1::2], up.bias)
@@ -180,3 +182,26 @@ def test_fused_decode_equals_separate_decode_eager_and_compiled():
     dec.compile(prompt)  # one graph, no breaks: the parts' hand-over of slices compiles
     assert dec.compile_stats == {"graphs": 1, "graph_breaks": 0}
     assert torch.equal(dec.generate(prompt), ref)
+
+
+@pytest.mark.parametrize("glu", [False, True])
+def test_symmetric_parts_fuse_with_asymmetric_ones(glu):
+    # a symmetric part holds no zeros (the kernel uses 2^(bits-1)); joined with an asymmetric part it gets that
+    # constant as codes, so the fused layer computes both parts' outputs
+    model = _quantized("rtn")
+    mlp = model.model.layers[0].mlp
+    gate, up = mlp.gate_proj, mlp.up_proj
+    z = torch.randint(0, 16, up.scales.shape, generator=torch.Generator().manual_seed(5))
+    z[0, 0] = 3  # surely asymmetric
+    up.register("zeros", kernel_zeros(z, 4))
+    assert zeros_of(gate) is None and zeros_of(up).dtype == torch.uint8
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(6))
+    g, u = gate(x), up(x)
+    if glu:
+        fused = fuse_glu(mlp).gate_up
+        assert torch.equal(zeros_of(fused)[:, 0::2], torch.full_like(z, 8, dtype=torch.uint8))
+        assert torch.equal(zeros_of(fused)[:, 1::2], z.to(torch.uint8))
+        torch.testing.assert_close(fused.method.apply_glu(fused, x), mlp.act_fn(g) * u, rtol=1e-6, atol=1e-6)
+    else:
+        fused = fuse_layers([gate, up])
+        torch.testing.assert_close(fused(x), torch.cat([g, u], -1), rtol=0, atol=0)

@@ -534,3 +534,45 @@ def test_gemv_under_programmatic_launch_computes_the_same_bits_eager_and_in_a_cu
         return torch.equal(got, want) if split_k == 1 else rel(got.float(), want.float()) < 1e-2
 
     same_under_pdl(chain, [torch.randn(1, 4096, dtype=torch.bfloat16, device=DEV) for _ in range(2)], same)
+
+
+def test_zero_codes_pick_the_narrowest_form():
+    assert k.zero_codes(torch.full((2, 8), 8), 4) is None  # symmetric 4-bit: nothing to read
+    assert k.zero_codes(torch.full((2, 8), 128), 8) is None
+    z = torch.tensor([[0, 15], [3, 16]])  # GPTQ v1 stores z - 1: its true zeros reach 2^bits
+    assert k.zero_codes(z, 4).dtype == torch.uint8 and k.zero_codes(z, 4).tolist() == z.tolist()
+    assert k.zero_codes(torch.tensor([[1, 256]]), 8).dtype == torch.int16
+    with pytest.raises(ValueError, match=r"zero points span \[-1, 3\]"):
+        k.zero_codes(torch.tensor([[-1, 3]]), 4)
+
+
+# one case per path and bit width: (path, M, K, N, bits, group, act_order, dtype, tiles)
+ZERO_FORMS = [
+    ("gemv", 1, 512, 96, 4, 128, False, torch.float16, dict(block_n=32, block_k=64, split_k=3, num_warps=1)),
+    ("gemv", 3, 384, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=32, split_k=2, num_warps=2)),
+    ("skinny", 3, 256, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=64, split_k=2)),
+    ("skinny", 16, 384, 40, 4, 128, True, torch.float16, dict(block_n=32, block_k=128, split_k=2)),
+    ("tiled", 33, 192, 64, 4, 32, False, torch.float16, dict(block_m=16, block_n=32, block_k=64)),
+    ("tiled", 5, 192, 40, 8, 64, True, torch.bfloat16, dict(block_m=16, block_n=32, block_k=64)),
+    ("planes", 40, 256, 96, 4, 128, False, torch.float16, dict(block_m=16, block_n=32, block_k=128)),
+    ("dequant", 20, 128, 24, 8, -1, False, torch.float16, dict(block_n=16, block_k=32)),
+]
+
+
+@pytest.mark.parametrize("path,M,K,N,bits,group,act_order,dtype,tiles", ZERO_FORMS)
+def test_zero_codes_and_symmetric_layers_give_the_bits_of_premultiplied_zeros(path, M, K, N, bits, group, act_order,
+                                                                              dtype, tiles):
+    # integer codes (z * s made in-kernel in fp32) against fp32 zs made by torch, and a symmetric layer without
+    # zeros (2^(bits-1) * s made in-kernel) against zs stored in the scales' dtype: the same W, so the same bits
+    layer, q, rows_group, z = make_layer(K, N, bits, group, act_order, dtype=dtype, seed=K + N)
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(4)).to(dtype).to(DEV)
+    s = layer["scales"].cpu()
+    sym = torch.full_like(z, 2 ** (bits - 1))
+    for stored, form in ((k.premultiply_zeros(z, s, torch.float32), k.zero_codes(z, bits)),
+                         (k.premultiply_zeros(sym, s), k.zero_codes(sym, bits))):
+        a = dict(layer, zeros=stored.to(DEV))
+        b = dict(layer, zeros=None if form is None else form.to(DEV))
+        y = k.w4a16_matmul_triton(x, path=path, **tiles, **b)
+        assert torch.equal(y, k.w4a16_matmul_triton(x, path=path, **tiles, **a))
+        assert torch.equal(k.w4a16_matmul_ref(x, **b), k.w4a16_matmul_ref(x, **a))
+        assert rel(y.cpu(), x.cpu().double() @ dequant64(a, q, rows_group)) < 1e-2

@@ -173,11 +173,11 @@ def w4a16_backends(group_size: int = 128) -> list[Backend]:
             q = torch.randint(0, 16, (K, N), device=device, dtype=torch.int32)
             qweight = w4a16.pack_int_weights(q, 4)
             scales = (torch.rand(G, N, device=device) * 0.01 + 0.001).half()
-            zeros = w4a16.premultiply_zeros(torch.full((G, N), 8.0, device=device), scales, torch.float16)
+            zeros = None  # symmetric, as a sym GPTQ layer holds it: the kernel reads no zeros
             g_idx = None
             if act_order:
                 g_idx = (torch.randperm(K, device=device) // group_size).to(torch.int32)
-            w_bytes = qweight.numel() * 4 + scales.numel() * 2 + zeros.numel() * 2 + (K * 4 if act_order else 0)
+            w_bytes = qweight.numel() * 4 + scales.numel() * 2 + (K * 4 if act_order else 0)
             return (lambda x: w4a16.w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, 4,
                                                  validate=False)), w_bytes, torch.float16
 

@@ -5,7 +5,8 @@ What a layer holds after process_weights_after_loading:
   qweight  int32 [K / 8, N]  the kernel's canonical layout (kernels/w4a16.py: packed along K, no interleave), the
                              checkpoint's [K, N / 8] codes unpacked (AWQ order) and repacked: a lossless permutation
   scales   fp16  [G, N]      unchanged
-  zeros    fp16 or fp32 [G, N]  zs = z * s, exact (methods.gptq.linear.kernel_zeros), so the kernel's q * s - zs is
+  zeros    uint8 [G, N] or None  zero-point codes, which the kernel multiplies by the scales in fp32 (exact), so its
+                             q * s - z * s is (None where every zero is 8: methods.gptq.linear.kernel_zeros)
                              the checkpoint's (q - z) * s
   qzeros   int32 [G, N / 8]  unchanged and unused by the kernel: kept so export writes the checkpoint back bit for bit
 """
@@ -19,7 +20,7 @@ import torch
 from kernels import w4a16
 from methods.awq import format as fmt
 from methods.base import LinearMethodBase, QuantLinear
-from methods.gptq.linear import kernel_zeros
+from methods.gptq.linear import fusion_parts, kernel_zeros, zeros_of
 from methods.loader import CheckpointError
 
 
@@ -49,8 +50,11 @@ class AWQLinearMethod(LinearMethodBase):
         if not torch.isfinite(layer.scales).all():
             raise CheckpointError("awq: scales hold inf/nan; the checkpoint is corrupt")
         layer.register("qweight", w4a16.pack_int_weights(q.codes, fmt.BITS))
-        layer.register("zeros", kernel_zeros(q.zeros, layer.scales.data))
+        layer.register("zeros", kernel_zeros(q.zeros, fmt.BITS))
         self.repacked = True
+
+    def fusion_parts(self, layers: list[QuantLinear]) -> list[dict[str, torch.Tensor]]:
+        return fusion_parts(layers, fmt.BITS)
 
     def checkpoint_tensors(self, layer: QuantLinear) -> dict[str, torch.Tensor]:
         """The layer's tensors in the AutoAWQ GEMM layout (what export writes)."""
@@ -71,9 +75,9 @@ class AWQLinearMethod(LinearMethodBase):
             raise RuntimeError("awq: process_weights_after_loading has not run on this layer")
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
         if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
-            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, None, bias, self.group_size,
+            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, zeros_of(layer), None, bias, self.group_size,
                                          fmt.BITS, self.backend, glu)
-        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, None, self.group_size, fmt.BITS,
+        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, zeros_of(layer), None, self.group_size, fmt.BITS,
                                   bias, backend=self.backend, validate=False, glu=glu)
 
     def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:

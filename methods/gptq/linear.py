@@ -4,10 +4,10 @@ loading, and computes y = x W^T with kernels.w4a16.
 What a layer holds after process_weights_after_loading (the kernel's canonical layout, kernels/w4a16.py):
   qweight  int32 [K / P, N]  the checkpoint's qweight unchanged (the kernel reads GPTQ's packing as is)
   scales   fp16  [G, N]      unchanged
-  zeros    fp16 or fp32 [G, N]  zs = z * s, the true zero points (v1's +1 applied) pre-multiplied by their scales;
-                             fp16 when that is exact for every group (always for sym: z = 2^(bits-1)), else fp32
-                             (exact: an 11-bit scale times a <= 9-bit zero fits fp32's 24-bit mantissa), so the
-                             kernel's q * s - zs equals s * (q - z) exactly, the weight the checkpoint describes
+  zeros    uint8/int16 [G, N] or None  the true zero points (v1's +1 applied) as integer codes, which the kernel
+                             multiplies by their scales in fp32 (exact), so its q * s - z * s equals s * (q - z), the
+                             weight the checkpoint describes; None for a symmetric layer (every z = 2^(bits-1)): the
+                             kernel uses that constant and reads nothing (`kernels.w4a16.zero_codes`)
   g_idx    int32 [K]         unchanged; handed to the kernel only when it differs from k // group_size (act-order)
   qzeros   int32 [G, N / P]  unchanged and unused by the kernel: kept so export writes the checkpoint back bit for
                              bit (it is 1/group_size of qweight's size)
@@ -29,16 +29,32 @@ from methods.loader import CheckpointError
 CHECKPOINT_KEYS = ("qweight", "qzeros", "scales", "g_idx")
 
 
-def kernel_zeros(zeros: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Integer zero points [G, N] -> the kernel's zs = z * s: in the scales' dtype when exact, else fp32."""
-    zs = w4a16.premultiply_zeros(zeros, scales, dtype=torch.float32)
-    narrow = zs.to(scales.dtype)
-    return narrow if torch.equal(narrow.float(), zs) else zs
+def kernel_zeros(zeros: torch.Tensor, bits: int) -> torch.Tensor | None:
+    """Integer zero points [G, N] -> what the kernel reads: None for a symmetric layer, else uint8/int16 codes."""
+    return w4a16.zero_codes(zeros, bits)
+
+
+def zeros_of(layer: QuantLinear) -> torch.Tensor | None:
+    """The zero codes the kernel reads; None for a symmetric layer (a fused one of symmetric parts has none)."""
+    return getattr(layer, "zeros", None)
+
+
+def fusion_parts(layers: list[QuantLinear], bits: int) -> list[dict[str, torch.Tensor]]:
+    """The parts' tensors for fusing (`LinearMethodBase.fusion_parts`): where symmetric parts (no zeros) meet
+    asymmetric ones, the symmetric parts get their constant 2^(bits-1) as codes, so the joined zeros line up."""
+    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
+    codes = [p["zeros"] for p in parts if "zeros" in p]
+    if codes and len(codes) < len(parts):
+        dtype = torch.int16 if any(c.dtype == torch.int16 for c in codes) else torch.uint8
+        for p in parts:
+            p["zeros"] = p["zeros"].to(dtype) if "zeros" in p else torch.full_like(p["scales"], 2 ** (bits - 1),
+                                                                                 dtype=dtype)
+    return parts
 
 
 class GPTQLinearMethod(LinearMethodBase):
-    # Fused siblings share their input, so act-order gives them one g_idx (checked equal); zeros of fp16 and
-    # fp32 parts concatenate to fp32 (exact).
+    # Fused siblings share their input, so act-order gives them one g_idx (checked equal); symmetric parts (no
+    # zeros) joined with asymmetric ones get their constant as codes (`fusion_parts`).
     fuse_dims = {"qweight": 1, "qzeros": 1, "scales": 1, "zeros": 1}
     glu_tensors = ("qweight", "scales", "zeros")  # what the kernel reads; fuse_glu drops qzeros (export only)
 
@@ -68,10 +84,13 @@ class GPTQLinearMethod(LinearMethodBase):
             raise CheckpointError(f"{e}; the tensors do not match the checkpoint's quantization_config") from None
         if not torch.isfinite(layer.scales).all():
             raise CheckpointError("gptq: scales hold inf/nan; the checkpoint is corrupt")
-        layer.register("zeros", kernel_zeros(q.zeros, layer.scales.data))
+        layer.register("zeros", kernel_zeros(q.zeros, self.bits))
         default = fmt.default_g_idx(layer.in_features, self.group_size, device=layer.g_idx.device)
         # Contiguous groups take the kernel's faster path (g_idx=None); act-order passes g_idx.
         self.act_order = not torch.equal(layer.g_idx.data, default)
+
+    def fusion_parts(self, layers: list[QuantLinear]) -> list[dict[str, torch.Tensor]]:
+        return fusion_parts(layers, self.bits)
 
     def checkpoint_tensors(self, layer: QuantLinear) -> dict[str, torch.Tensor]:
         """The layer's tensors in the checkpoint layout (what export writes)."""
@@ -84,9 +103,9 @@ class GPTQLinearMethod(LinearMethodBase):
         g_idx = layer.g_idx if self.act_order else None
         bias = layer.bias.to(x.dtype) if layer.bias is not None else None
         if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
-            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, layer.zeros, g_idx, bias, self.group_size,
+            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, bias, self.group_size,
                                          self.bits, self.backend, glu)
-        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, layer.zeros, g_idx, self.group_size, self.bits,
+        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, self.group_size, self.bits,
                                   bias, backend=self.backend, validate=False, glu=glu)
 
     def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
