@@ -21,7 +21,8 @@ ap.add_argument("--backends", nargs="*", default=["cublas_bfloat16", "triton_w4a
 args = ap.parse_args()
 device = torch.device("cuda")
 L2 = torch.cuda.get_device_properties(device).L2_cache_size
-backends = {b.name: b for b in km.torch_backends() + km.fp8_backends() + km.w4a16_backends()}
+ours = km.w4a16_backends(zero_forms=("", "_zp", "_zs16"))  # _zs16: the pre-multiplied zeros layers held before
+backends = {b.name: b for b in km.torch_backends() + km.fp8_backends() + ours}
 flush = l2_flush_buffer(device)
 print(f"L2 {L2 / 2**20:.0f} MiB; per call: lone graph replay with L2 flush | back to back in one graph")
 for model in args.models:

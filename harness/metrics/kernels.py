@@ -160,28 +160,36 @@ def fp8_backends() -> list[Backend]:
     ]
 
 
-def w4a16_backends(group_size: int = 128) -> list[Backend]:
-    """Our Triton W4A16 (GPTQ layout, with and without act-order g_idx) and torch's int4 tinygemm."""
+W4A16_ZEROS = {"": "none", "_zp": "codes", "_zs16": "float16"}  # name suffix -> the layer's zero points
+
+
+def w4a16_backends(group_size: int = 128, zero_forms: tuple[str, ...] = ("", "_zp")) -> list[Backend]:
+    """Our Triton W4A16 (GPTQ layout) as layers hold it: symmetric (no zeros read), asymmetric with uint8 zero
+    codes (`_zp`, an AWQ or sym=False GPTQ layer), symmetric with act-order g_idx; and torch's int4 tinygemm.
+    `_zs16` (fp16 pre-multiplied zeros, what layers held before 2026-11-27) only when asked for."""
     from kernels import w4a16
 
     def need_cuda(device):
         return None if device.type == "cuda" else "needs a CUDA GPU"
 
-    def ours(act_order: bool):
+    def ours(act_order: bool, suffix: str = ""):
         def build(K, N, device):
             G = K // group_size
             q = torch.randint(0, 16, (K, N), device=device, dtype=torch.int32)
             qweight = w4a16.pack_int_weights(q, 4)
             scales = (torch.rand(G, N, device=device) * 0.01 + 0.001).half()
-            zeros = None  # symmetric, as a sym GPTQ layer holds it: the kernel reads no zeros
+            z = torch.randint(0, 16, (G, N), device=device)
+            zeros = {"none": None, "codes": z.to(torch.uint8),
+                     "float16": w4a16.premultiply_zeros(z, scales)}[W4A16_ZEROS[suffix]]
             g_idx = None
             if act_order:
                 g_idx = (torch.randperm(K, device=device) // group_size).to(torch.int32)
             w_bytes = qweight.numel() * 4 + scales.numel() * 2 + (K * 4 if act_order else 0)
+            w_bytes += 0 if zeros is None else zeros.numel() * zeros.element_size()
             return (lambda x: w4a16.w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, 4,
                                                  validate=False)), w_bytes, torch.float16
 
-        return Backend(f"triton_w4a16_g{group_size}" + ("_actorder" if act_order else ""), build, need_cuda)
+        return Backend(f"triton_w4a16_g{group_size}" + ("_actorder" if act_order else suffix), build, need_cuda)
 
     def tinygemm(K, N, device):
         w = torch.randint(0, 16, (N, K), device=device, dtype=torch.int32)
@@ -191,7 +199,8 @@ def w4a16_backends(group_size: int = 128) -> list[Backend]:
         w_bytes = N * K // 2 + sz.numel() * 2
         return (lambda x: torch._weight_int4pack_mm(x, wp, group_size, sz)), w_bytes, torch.bfloat16
 
-    return [ours(False), ours(True), Backend(f"torch_tinygemm_int4_g{group_size}", tinygemm, need_cuda)]
+    return ([ours(False, suffix) for suffix in zero_forms] + [ours(True)]
+            + [Backend(f"torch_tinygemm_int4_g{group_size}", tinygemm, need_cuda)])
 
 
 def gemlite_backends(group_size: int = 128) -> list[Backend]:
