@@ -546,12 +546,13 @@ def test_zero_codes_pick_the_narrowest_form():
         k.zero_codes(torch.tensor([[-1, 3]]), 4)
 
 
-# one case per path and bit width: (path, M, K, N, bits, group, act_order, dtype, tiles)
+# one case per path and bit width: (path, M, K, N, bits, group, act_order, dtype, tiles). No split-K: its fp32
+# atomics add the K-slices in whatever order they arrive, so two runs of one layer may differ in the last bit.
 ZERO_FORMS = [
-    ("gemv", 1, 512, 96, 4, 128, False, torch.float16, dict(block_n=32, block_k=64, split_k=3, num_warps=1)),
-    ("gemv", 3, 384, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=32, split_k=2, num_warps=2)),
-    ("skinny", 3, 256, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=64, split_k=2)),
-    ("skinny", 16, 384, 40, 4, 128, True, torch.float16, dict(block_n=32, block_k=128, split_k=2)),
+    ("gemv", 1, 512, 96, 4, 128, False, torch.float16, dict(block_n=32, block_k=64, num_warps=1)),
+    ("gemv", 3, 384, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=32, num_warps=2)),
+    ("skinny", 3, 256, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=64)),
+    ("skinny", 16, 384, 40, 4, 128, True, torch.float16, dict(block_n=32, block_k=128)),
     ("tiled", 33, 192, 64, 4, 32, False, torch.float16, dict(block_m=16, block_n=32, block_k=64)),
     ("tiled", 5, 192, 40, 8, 64, True, torch.bfloat16, dict(block_m=16, block_n=32, block_k=64)),
     ("planes", 40, 256, 96, 4, 128, False, torch.float16, dict(block_m=16, block_n=32, block_k=128)),
@@ -572,7 +573,7 @@ def test_zero_codes_and_symmetric_layers_give_the_bits_of_premultiplied_zeros(pa
                          (k.premultiply_zeros(sym, s), k.zero_codes(sym, bits))):
         a = dict(layer, zeros=stored.to(DEV))
         b = dict(layer, zeros=None if form is None else form.to(DEV))
-        y = k.w4a16_matmul_triton(x, path=path, **tiles, **b)
-        assert torch.equal(y, k.w4a16_matmul_triton(x, path=path, **tiles, **a))
+        y = k.w4a16_matmul_triton(x, path=path, split_k=1, **tiles, **b)
+        assert torch.equal(y, k.w4a16_matmul_triton(x, path=path, split_k=1, **tiles, **a))
         assert torch.equal(k.w4a16_matmul_ref(x, **b), k.w4a16_matmul_ref(x, **a))
         assert rel(y.cpu(), x.cpu().double() @ dequant64(a, q, rows_group)) < 1e-2
