@@ -449,3 +449,40 @@ def test_step_profile_accounts_for_every_gemm_of_the_step(tiny):
     assert "step_profile" not in throughput(tiny, vocab_size=128, prompt_len=6, gen_len=2, repeats=1).points[0]
     with pytest.raises(ValueError, match="profile_steps needs gen_len >= 2"):
         throughput(tiny, vocab_size=128, gen_len=1, profile_steps=2)
+
+
+@pytest.mark.parametrize("mode", ["eager", "compile"])
+def test_one_shared_cache_length_counter_decodes_the_same_bits(tiny, mode):
+    # share_cache_length: every layer reads layer 0's counter, only the last advances it; the cache is written
+    # where per-layer counters write, so the logits are the same bits
+    P, G = 6, 4
+    prompt = torch.randint(0, 128, (2, P), generator=torch.Generator().manual_seed(7))
+    logits = {}
+    for shared in (False, True):
+        dec = StaticDecoder(tiny, 2, P, G, shared_length=shared)
+        if mode == "compile":
+            dec.compile(prompt)
+        dec.prefill(prompt)
+        steps = [dec.step().clone() for _ in range(G)]
+        assert dec.cache_counter == ("shared" if shared else "per_layer")
+        counters = {id(layer.cumulative_length) for layer in dec.cache.layers}
+        assert len(counters) == (1 if shared else len(dec.cache.layers))
+        assert all(int(layer.cumulative_length) == P + G for layer in dec.cache.layers)
+        logits[shared] = (torch.stack(steps), dec.tokens.clone(), [layer.keys.clone() for layer in dec.cache.layers])
+    assert torch.equal(logits[True][0], logits[False][0]) and torch.equal(logits[True][1], logits[False][1])
+    assert all(torch.equal(a, b) for a, b in zip(logits[True][2], logits[False][2]))
+
+
+def test_sliding_window_caches_keep_their_per_layer_counters():
+    from transformers import StaticCache
+
+    from harness.metrics.decode import share_cache_length
+
+    cfg = tiny_config(layer_types=["sliding_attention", "full_attention"], sliding_window=4)
+    cache = StaticCache(config=cfg, max_cache_len=8)
+    kv = torch.zeros(1, 2, 3, 16)
+    for i in range(len(cache.layers)):
+        cache.update(kv, kv, i)
+    assert [type(layer).__name__ for layer in cache.layers] == ["StaticSlidingWindowLayer", "StaticLayer"]
+    assert not share_cache_length(cache)  # a sliding layer keeps its own counting
+    assert cache.layers[0].cumulative_length is not cache.layers[1].cumulative_length

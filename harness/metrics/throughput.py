@@ -170,7 +170,8 @@ def decode_point(model: nn.Module, vocab_size: int, batch_size: int, prompt_len:
             "decode_tokens_per_s": row["decode_tokens"] / row["decode_s"],
             "time_to_first_token_s": row["prefill_s"], "time_per_output_token_s": row["decode_s"] / gen_len,
             "peak_memory_bytes": _peak_memory(device), "kv_cache_bytes": cache_bytes(dec.cache),
-            "decode_mode": used, "decode_mode_reason": reason, "pdl": dec.pdl, "decode_check": check}
+            "decode_mode": used, "decode_mode_reason": reason, "pdl": dec.pdl, "kv_cache_counter": dec.cache_counter,
+            "decode_check": check}
     if dec.compile_stats is not None:
         row["compile"] = dec.compile_stats
     if profile_steps:  # the step as timed (compiled, or eager: a CUDA graph replays the eager step's kernels)
