@@ -583,30 +583,57 @@ if triton is not None:
 
     @triton.jit
     def _gemv_row(x_ptr, m, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                  REDUCE_ROWS: tl.constexpr):
+                  REDUCE_ROWS: tl.constexpr, SPREAD_X: tl.constexpr):
         # One activation row against a K-block's eight code planes [WR, BN] from `_code_denormal` (rows
         # k = 8 * wrow + j, planes 0-4 at bit 4j, 5-7 at bit 4j - 12, one scale row): returns
         # 2^-64 * (s * sum_k x q - zs * sum_k x), summed over the block's rows ([BN]) or per word row ([WR, BN]).
         # x is scaled by 2^(85 - shift) so every product is x * q * 2^-64, a normal float; the caller undoes 2^-64.
-        row = x_ptr + m * stride_xm + wrow * 8
         ok = w_ok & ((wrow * 0 + m) < M)
-        x0 = tl.load(row + 0, mask=ok, other=0.0).to(tl.float32)
-        x1 = tl.load(row + 1, mask=ok, other=0.0).to(tl.float32)
-        x2 = tl.load(row + 2, mask=ok, other=0.0).to(tl.float32)
-        x3 = tl.load(row + 3, mask=ok, other=0.0).to(tl.float32)
-        x4 = tl.load(row + 4, mask=ok, other=0.0).to(tl.float32)
-        x5 = tl.load(row + 5, mask=ok, other=0.0).to(tl.float32)
-        x6 = tl.load(row + 6, mask=ok, other=0.0).to(tl.float32)
-        x7 = tl.load(row + 7, mask=ok, other=0.0).to(tl.float32)
-        dq = (x0 * 3.8685626227668134e+25)[:, None] * p0  # 2^85
-        dq += (x1 * 2.4178516392292583e+24)[:, None] * p1  # 2^81
-        dq += (x2 * 1.5111572745182865e+23)[:, None] * p2  # 2^77
-        dq += (x3 * 9.44473296573929e+21)[:, None] * p3  # 2^73
-        dq += (x4 * 5.902958103587057e+20)[:, None] * p4  # 2^69
-        dq += (x5 * 1.5111572745182865e+23)[:, None] * p5  # 2^77 (code 5 at bit 8 of words >> 12)
-        dq += (x6 * 9.44473296573929e+21)[:, None] * p6  # 2^73
-        dq += (x7 * 5.902958103587057e+20)[:, None] * p7  # 2^69
-        xs = (x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7) * 5.421010862427522e-20  # 2^-64
+        if SPREAD_X:
+            # the block's activations [WR, 8] loaded once, spread over the lanes (not each lane loading,
+            # converting and scaling all of them: 3.9 -> 3.1 instructions a weight with 128-column tiles, 2.8 ->
+            # 2.6 with 512, sm_90), each times its plane's power of two 2^e, e = 85 - 4j (j < 5), then 77, 73,
+            # 69 (codes 5-7 come from words >> 12), made exactly from its exponent bits; then handed out by plane
+            j = tl.arange(0, 8)
+            xt = tl.load(x_ptr + m * stride_xm + (wrow * 8)[:, None] + j[None, :], mask=ok[:, None],
+                         other=0.0).to(tl.float32)
+            xs = tl.sum(xt, axis=1) * 5.421010862427522e-20  # 2^-64
+            e = tl.where(j < 5, 85 - 4 * j, 97 - 4 * j)
+            xt = xt * ((e + 127) << 23).to(tl.float32, bitcast=True)[None, :]
+            xa, xb = tl.split(tl.reshape(xt, (xt.shape[0], 4, 2)))  # j even, odd
+            x04, x26 = tl.split(tl.reshape(xa, (xt.shape[0], 2, 2)))
+            x15, x37 = tl.split(tl.reshape(xb, (xt.shape[0], 2, 2)))
+            x0, x4 = tl.split(x04)
+            x2, x6 = tl.split(x26)
+            x1, x5 = tl.split(x15)
+            x3, x7 = tl.split(x37)
+        else:  # each lane loads all of them (with 2+ rows the spread form spills registers in wide tiles)
+            row = x_ptr + m * stride_xm + wrow * 8
+            x0 = tl.load(row + 0, mask=ok, other=0.0).to(tl.float32)
+            x1 = tl.load(row + 1, mask=ok, other=0.0).to(tl.float32)
+            x2 = tl.load(row + 2, mask=ok, other=0.0).to(tl.float32)
+            x3 = tl.load(row + 3, mask=ok, other=0.0).to(tl.float32)
+            x4 = tl.load(row + 4, mask=ok, other=0.0).to(tl.float32)
+            x5 = tl.load(row + 5, mask=ok, other=0.0).to(tl.float32)
+            x6 = tl.load(row + 6, mask=ok, other=0.0).to(tl.float32)
+            x7 = tl.load(row + 7, mask=ok, other=0.0).to(tl.float32)
+            xs = (x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7) * 5.421010862427522e-20  # 2^-64
+            x0 = x0 * 3.8685626227668134e+25  # 2^85
+            x1 = x1 * 2.4178516392292583e+24  # 2^81
+            x2 = x2 * 1.5111572745182865e+23  # 2^77
+            x3 = x3 * 9.44473296573929e+21  # 2^73
+            x4 = x4 * 5.902958103587057e+20  # 2^69
+            x5 = x5 * 1.5111572745182865e+23  # 2^77 (code 5 at bit 8 of words >> 12)
+            x6 = x6 * 9.44473296573929e+21  # 2^73
+            x7 = x7 * 5.902958103587057e+20  # 2^69
+        dq = x0[:, None] * p0
+        dq += x1[:, None] * p1
+        dq += x2[:, None] * p2
+        dq += x3[:, None] * p3
+        dq += x4[:, None] * p4
+        dq += x5[:, None] * p5
+        dq += x6[:, None] * p6
+        dq += x7[:, None] * p7
         if REDUCE_ROWS:
             return tl.sum(dq, axis=0) * s - tl.sum(xs, axis=0) * z
         else:
@@ -681,15 +708,15 @@ if triton is not None:
             s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
             z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, 4, False).to(tl.float32)
             acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                              REDUCE_ROWS)
+                              REDUCE_ROWS, BLOCK_M == 1)
             if BLOCK_M > 1:
                 acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
+                                  REDUCE_ROWS, BLOCK_M == 1)
             if BLOCK_M > 2:
                 acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
+                                  REDUCE_ROWS, BLOCK_M == 1)
                 acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS)
+                                  REDUCE_ROWS, BLOCK_M == 1)
         if PDL and TRIGGER_LATE:
             _pdl_launch_dependents()
         if not REDUCE_ROWS:
