@@ -36,9 +36,9 @@ M and N; group_size any positive size (or -1), g_idx any group per row. The Trit
 tensor below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it
 loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes held by the word's thread
 and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are x's
-16-bit dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float conversion or fp32 -> fp16 cast: a code OR-ed
-into the mantissa of a power of two is that power plus the code (fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q =
-128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then one packed subtraction and
+16-bit dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float
+conversion or fp32 -> fp16 cast: a code OR-ed into the mantissa of a power of two is that power plus the code
+(fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q = 128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then one packed subtraction and
 one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the fp32 magic 2^23 and cast
 exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a bf16 model's layers,
 whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only in fp32) W is
@@ -740,7 +740,8 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_planes_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, M, N, K, group_size, stride_xm, stride_ym,
-                             ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                             ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr,
+                             EMULATE_BF16: tl.constexpr,
                              DEQ16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                              BLOCK_K: tl.constexpr):
         """4-bit W4A16 for M > 16 over code planes, y^T tiles = W^T @ x^T (`w4a16_matmul_triton`, path planes).
@@ -789,7 +790,8 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
-                              HAS_GIDX: tl.constexpr, ZMODE: tl.constexpr, EMULATE_BF16: tl.constexpr, BLOCK_N: tl.constexpr,
+                              HAS_GIDX: tl.constexpr, ZMODE: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                              BLOCK_N: tl.constexpr,
                               BLOCK_K: tl.constexpr):
         """W [K, N] = q * s[g] - zs[g] in the activation dtype, for large M (then one cuBLAS GEMM)."""
         P: tl.constexpr = 32 // BITS
@@ -833,15 +835,26 @@ TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
 
-def tuning_key(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool) -> str:
-    return f"N{N}_K{K}_b{bits}_g{group_size}{'_gidx' if has_g_idx else ''}_M{m_bucket(M)}"
+def tuning_key(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool,
+               zero_codes: bool = False) -> str:
+    """zero_codes: layers holding uint8/int16 zero codes (`zero_codes`) have entries of their own ("_zp"), since
+    reading them can favour other tiles (H100, M = 1, 4096 x 22016: 20.2 us symmetric, 24.8 us with codes in
+    one tile; equal in another)."""
+    return f"N{N}_K{K}_b{bits}_g{group_size}{'_gidx' if has_g_idx else ''}{'_zp' if zero_codes else ''}_M{m_bucket(M)}"
 
 
-def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device) -> dict | None:
-    """The committed per-GPU choice (path + tiles) for this shape and M-bucket, or None (heuristics apply).
-    Table: {gpu name: {tuning_key: config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
-    return lookup(os.environ.get(TUNING_ENV, TUNED_FILE), device, tuning_key(M, N, K, bits, group_size, has_g_idx),
-                  CONFIG_KEYS, _gpu_name)
+def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: bool, device,
+                 zero_codes: bool = False) -> dict | None:
+    """The committed per-GPU choice (path + tiles) for this shape and M-bucket (layers with zero codes: their
+    own entry if there is one, else the shape's), or None (heuristics apply). Table: {gpu name: {tuning_key:
+    config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
+    path = os.environ.get(TUNING_ENV, TUNED_FILE)
+    keys = [tuning_key(M, N, K, bits, group_size, has_g_idx, True)] if zero_codes else []
+    for key in keys + [tuning_key(M, N, K, bits, group_size, has_g_idx)]:
+        entry = lookup(path, device, key, CONFIG_KEYS, _gpu_name)
+        if entry is not None:
+            return entry
+    return None
 
 
 def _plane_major(x: torch.Tensor, block_k: int) -> torch.Tensor:
@@ -851,12 +864,13 @@ def _plane_major(x: torch.Tensor, block_k: int) -> torch.Tensor:
     return x.view(M, K // block_k, block_k // 8, 8).transpose(2, 3).reshape(M, K)
 
 
-def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4) -> dict:
+def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4,
+                   zero_codes: bool = False) -> dict:
     """Path and tiles: the tuned table's entry for this GPU if there is one, else heuristics (tuned on an H100):
     the skinny kernel for M <= 16, tiled tl.dot kernel (BLOCK_M 64 / 128x128) up to DEQUANT_MIN_M, then
     dequantize + cuBLAS."""
     device = torch.device(device)
-    tuned = tuned_config(M, N, K, bits, group_size, has_g_idx, device)
+    tuned = tuned_config(M, N, K, bits, group_size, has_g_idx, device, zero_codes)
     if tuned is not None:
         return tuned
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
@@ -918,7 +932,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     N = _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
     if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
-    cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits))
+    cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits, _zeros_mode(zeros) == 1))
     gs_ = K if group_size == -1 else group_size
     if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
                                                      or gs_ % cfg["block_k"]):
@@ -993,7 +1007,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         _w4a16_gemv_kernel[(tiles, split)](
             x, qweight.contiguous(), scales.contiguous(), z_arg,
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
-            x.stride(0), y.stride(0), ZMODE=zmode, HAS_BIAS=bias is not None, EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
+            x.stride(0), y.stride(0), ZMODE=zmode, HAS_BIAS=bias is not None,
+            EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
             REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
             PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, GLU=glu,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)

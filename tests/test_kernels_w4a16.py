@@ -577,3 +577,25 @@ def test_zero_codes_and_symmetric_layers_give_the_bits_of_premultiplied_zeros(pa
         assert torch.equal(y, k.w4a16_matmul_triton(x, path=path, split_k=1, **tiles, **a))
         assert torch.equal(k.w4a16_matmul_ref(x, **b), k.w4a16_matmul_ref(x, **a))
         assert rel(y.cpu(), x.cpu().double() @ dequant64(a, q, rows_group)) < 1e-2
+
+
+def test_layers_with_zero_codes_take_their_own_tuned_entry_then_the_shapes(tmp_path, monkeypatch):
+    import json
+
+    entry = dict(path="gemv", block_n=256, block_k=64, split_k=16, num_warps=1, num_stages=2, reduce_rows=True)
+    table = {"FAKE GPU": {k.tuning_key(1, 4096, 4096, 4, 128, False): entry,
+                          k.tuning_key(1, 4096, 4096, 4, 128, False, True): entry | {"block_n": 512}}}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "FAKE GPU")
+    cuda = torch.device("cuda", 0)
+    assert k.tuning_key(1, 4096, 4096, 4, 128, False, True).endswith("_zp_M1")
+    assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda)["block_n"] == 256
+    assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda, zero_codes=True)["block_n"] == 512
+    assert k.tuned_config(1, 4096, 8192, 4, 128, False, cuda, zero_codes=True) is None
+    table["FAKE GPU"].pop(k.tuning_key(1, 4096, 4096, 4, 128, False, True))
+    path.write_text(json.dumps(table))
+    from kernels import tuning
+    tuning.load_table.cache_clear()
+    assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda, zero_codes=True)["block_n"] == 256  # the shape's

@@ -62,7 +62,8 @@ for shape in args.shapes:
         copies = [layer() for _ in range(n)]
         x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
         ref = k.w4a16_matmul_ref(x, *copies[0], None, gs, 4)
-        current = {c: v for c, v in k.default_config(M, N, K, gs, False, dev).items() if c in k.CONFIG_KEYS}
+        current = {c: v for c, v in k.default_config(M, N, K, gs, False, dev, 4, zform == "codes").items()
+                   if c in k.CONFIG_KEYS}
         reps = max(16, n)
         results = []
         for cfg in [current] + ([] if args.table_only else candidates(K, N)):
@@ -92,7 +93,7 @@ for shape in args.shapes:
         print(f"{shape} zeros={zform}: table's entry {cur * 1e3:.2f} us ({current['block_n']}x{current['block_k']} "
               f"split {current['split_k']}), best {best_ms * 1e3:.2f} us ({cur / best_ms:.3f}x)")
         if not args.table_only:
-            entries[k.tuning_key(M, N, K, 4, gs, False)] = best | {
+            entries[k.tuning_key(M, N, K, 4, gs, False, zform == "codes")] = best | {
                 "median_ms": round(best_ms, 5), "default_ms": round(cur, 5), "timed": "back_to_back_pdl"}
         copies = None
         torch.cuda.empty_cache()
