@@ -10,6 +10,7 @@ with each shape's back-to-back winner to --out (point $QUANTBENCH_W4A16_TUNING a
 import argparse
 import json
 import math
+import os
 
 import torch
 
@@ -30,7 +31,7 @@ dev = torch.device("cuda")
 sms = torch.cuda.get_device_properties(dev).multi_processor_count
 l2 = torch.cuda.get_device_properties(dev).L2_cache_size
 gs, M = 128, args.m
-table = json.loads(json.dumps(load_table(k.TUNED_FILE)))
+table = json.loads(json.dumps(load_table(os.environ.get(k.TUNING_ENV, k.TUNED_FILE))))  # the table the kernel reads
 entries = table.setdefault(gpu_name(0), {})
 print(f"{gpu_name(0)}: M={M}, back to back under PDL, us per call")
 
