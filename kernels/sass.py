@@ -80,7 +80,7 @@ ZEROS = {"float": (0, "*fp16"), "codes": (1, "*u8"), "none": (2, "*fp16")}  # --
 
 
 def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int = 1, num_stages: int = 3,
-             reduce_rows: bool = True, pdl: bool = False, zeros: str = "none"
+             reduce_rows: bool = True, pdl: bool = False, zeros: str = "none", spread_x: bool = False
              ) -> tuple[collections.Counter, float, collections.Counter]:
     """Loop opcode counts of the W4A16 gemv kernel (fp16, even shapes), instructions per weight and thread, and
     the whole kernel's opcode counts (pdl: grid dependency control, and the L2 prefetches, CCTL.E.PF2, that
@@ -88,7 +88,8 @@ def gemv_mix(m: int = 1, block_n: int = 256, block_k: int = 64, num_warps: int =
     from kernels import w4a16
 
     zmode, ztype = ZEROS[zeros]
-    ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, EMULATE_BF16=False, PDL=pdl,
+    ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN=True, REDUCE_ROWS=reduce_rows, SPREAD_X=spread_x and m == 1,
+              EMULATE_BF16=False, PDL=pdl,
               PREFETCH_BLOCKS=w4a16.GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=w4a16.GEMV_PDL_TRIGGER_LATE, GLU=False,
               BLOCK_M=m, BLOCK_N=block_n, BLOCK_K=block_k)
     sass = compile_sass(w4a16._w4a16_gemv_kernel, GEMV_SIGNATURE | {"z_ptr": ztype}, ce, GEMV_DIVISIBLE, num_warps,
@@ -212,6 +213,7 @@ def main(argv=None) -> None:
     ap.add_argument("--swap-ab", action="store_true", help="tiled: the swapped (W^T @ x^T) variant")
     ap.add_argument("--split-k", type=int, default=None, help="default: 1 tiled, 2 skinny")
     ap.add_argument("--pdl", action="store_true", help="gemv: built for programmatic dependent launch")
+    ap.add_argument("--spread-x", action="store_true", help="gemv, M = 1: activations spread over the lanes")
     ap.add_argument("--zeros", default="none", choices=sorted(ZEROS),
                     help="gemv: the layer's zero points (none: symmetric; codes: uint8; float: pre-multiplied fp16)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
@@ -229,7 +231,7 @@ def main(argv=None) -> None:
     every = None
     if args.kernel == "gemv":
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
-                                          pdl=args.pdl, zeros=args.zeros)
+                                          pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -607,7 +607,8 @@ if triton is not None:
             x2, x6 = tl.split(x26)
             x1, x5 = tl.split(x15)
             x3, x7 = tl.split(x37)
-        else:  # each lane loads all of them (with 2+ rows the spread form spills registers in wide tiles)
+        else:  # each lane loads all of them (the spread form spills registers in wide tiles with 2+ rows, and
+            # back to back on the H100 it made 512-column tiles slower: 12.9 -> 16.2 us on 4096 x 12288, call 38)
             row = x_ptr + m * stride_xm + wrow * 8
             x0 = tl.load(row + 0, mask=ok, other=0.0).to(tl.float32)
             x1 = tl.load(row + 1, mask=ok, other=0.0).to(tl.float32)
@@ -642,16 +643,16 @@ if triton is not None:
     @triton.jit
     def _w4a16_gemv_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, stride_xm, stride_ym, ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           EVEN: tl.constexpr,
-                           REDUCE_ROWS: tl.constexpr, EMULATE_BF16: tl.constexpr, PDL: tl.constexpr,
-                           PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr,
+                           EVEN: tl.constexpr, REDUCE_ROWS: tl.constexpr, SPREAD_X: tl.constexpr,
+                           EMULATE_BF16: tl.constexpr, PDL: tl.constexpr, PREFETCH_BLOCKS: tl.constexpr, TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
         planes come from `_code_in_place` (LOP3 + FADD per weight), shared by the rows; scales fold in once per
         K-block. REDUCE_ROWS sums each block's word rows at once (cheap when a thread holds whole columns, as
-        with one warp), else per-row partials are summed after the loop. PDL (launched with programmatic
+        with one warp), else per-row partials are summed after the loop. SPREAD_X (M = 1, tuned): the block's
+        activations are loaded spread over the lanes (`_gemv_row`). PDL (launched with programmatic
         dependent launch): the program waits for the previous kernel (x, the split-K workspace) and lets the next
         one launch (after its K loop with TRIGGER_LATE); PREFETCH_BLOCKS > 0 first asks L2 for that many K-blocks
         of its weight slice, which no earlier kernel writes.
@@ -708,15 +709,15 @@ if triton is not None:
             s = tl.load(s_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
             z = _zero_point(z_ptr, g * N + rn, n_ok, s, ZMODE, 4, False).to(tl.float32)
             acc0 += _gemv_row(x_ptr, 0, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                              REDUCE_ROWS, BLOCK_M == 1)
+                              REDUCE_ROWS, SPREAD_X)
             if BLOCK_M > 1:
                 acc1 += _gemv_row(x_ptr, 1, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS, BLOCK_M == 1)
+                                  REDUCE_ROWS, SPREAD_X)
             if BLOCK_M > 2:
                 acc2 += _gemv_row(x_ptr, 2, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS, BLOCK_M == 1)
+                                  REDUCE_ROWS, SPREAD_X)
                 acc3 += _gemv_row(x_ptr, 3, stride_xm, M, wrow, w_ok, p0, p1, p2, p3, p4, p5, p6, p7, s, z,
-                                  REDUCE_ROWS, BLOCK_M == 1)
+                                  REDUCE_ROWS, SPREAD_X)
         if PDL and TRIGGER_LATE:
             _pdl_launch_dependents()
         if not REDUCE_ROWS:
@@ -830,7 +831,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab")
+               "reduce_rows", "swap_ab", "spread_x")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -911,12 +912,14 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
+                        spread_x: bool | None = None,
                         validate: bool = True, glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
     glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
     gemv's epilogue (the decode path), after the GEMM on the others (`glu_ref`).
 
-    path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`),
+    path: gemv (M <= 4, 4-bit, contiguous groups: one LOP3 + one FMA per weight and row, `_w4a16_gemv_kernel`;
+    spread_x: at M = 1 the activations are loaded spread over the lanes),
     skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), planes (4-bit, contiguous
     groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), or dequant (W dequantized by a
@@ -943,7 +946,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows, swap_ab=swap_ab).items():
+                            reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -1009,7 +1012,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             bias.contiguous() if bias is not None else y, y, ws, counters, M, N, K, gs, k_split, split,
             x.stride(0), y.stride(0), ZMODE=zmode, HAS_BIAS=bias is not None,
             EVEN=N % cfg["block_n"] == 0 and K % bk == 0,
-            REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1), EMULATE_BF16=emulate, PDL=pdl,
+            REDUCE_ROWS=cfg.get("reduce_rows", cfg["num_warps"] == 1),
+            SPREAD_X=bool(cfg.get("spread_x")) and M == 1, EMULATE_BF16=emulate, PDL=pdl,
             PREFETCH_BLOCKS=GEMV_PDL_PREFETCH_BLOCKS, TRIGGER_LATE=GEMV_PDL_TRIGGER_LATE, GLU=glu,
             BLOCK_M=1 if M == 1 else (2 if M == 2 else 4), BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y

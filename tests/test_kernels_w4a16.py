@@ -124,6 +124,10 @@ GEMV = [
     (4, 384, 40, 4, 128, False, torch.bfloat16, False, (32, 32, 2, 2, False)),
     (4, 1024, 64, 4, 128, False, torch.float16, False, (64, 32, 1, 1, True)),  # one slice, 32 K-blocks
 ]
+GEMV_SPREAD = [  # M = 1 with the activations spread over the lanes (spread_x); tiles as GEMV
+    (1, 512, 96, 4, 128, False, torch.float16, True, (32, 64, 3, 1, True)),
+    (1, 320, 40, 4, 64, False, torch.bfloat16, False, (16, 64, 2, 1, True)),  # N, K not multiples of the tiles
+]
 DEQUANT = [
     # dequantize + one GEMM; tiles (block_n, block_k)
     (33, 192, 40, 4, 64, True, torch.bfloat16, True, (32, 64)),
@@ -135,6 +139,8 @@ CASES = ([("tiled", *c[:-1], dict(zip(("block_m", "block_n", "block_k", "split_k
          + [("skinny", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "use_dot"), c[-1]))) for c in SKINNY_PATHS]
          + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows"), c[-1])))
             for c in GEMV]
+         + [("gemv", *c[:-1], dict(zip(("block_n", "block_k", "split_k", "num_warps", "reduce_rows"), c[-1]),
+                                   spread_x=True)) for c in GEMV_SPREAD]
          + [("dequant", *c[:-1], dict(zip(("block_n", "block_k"), c[-1]))) for c in DEQUANT])
 
 
@@ -549,7 +555,7 @@ def test_zero_codes_pick_the_narrowest_form():
 # one case per path and bit width: (path, M, K, N, bits, group, act_order, dtype, tiles). No split-K: its fp32
 # atomics add the K-slices in whatever order they arrive, so two runs of one layer may differ in the last bit.
 ZERO_FORMS = [
-    ("gemv", 1, 512, 96, 4, 128, False, torch.float16, dict(block_n=32, block_k=64, num_warps=1)),
+    ("gemv", 1, 512, 96, 4, 128, False, torch.float16, dict(block_n=32, block_k=64, num_warps=1, spread_x=True)),
     ("gemv", 3, 384, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=32, num_warps=2)),
     ("skinny", 3, 256, 40, 4, 64, False, torch.bfloat16, dict(block_n=32, block_k=64)),
     ("skinny", 16, 384, 40, 4, 128, True, torch.float16, dict(block_n=32, block_k=128)),

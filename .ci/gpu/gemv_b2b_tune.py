@@ -43,9 +43,9 @@ def candidates(K: int, N: int) -> list[dict]:
             for split in (4, 8, 16, 32, 64, 128):
                 if split * bk > K or not sms // 2 <= -(-N // bn) * split <= 32 * sms:
                     continue
-                for stages in (2, 3):
+                for stages, spread in ((2, False), (3, False), (2, True), (3, True)):
                     out.append(dict(path="gemv", block_n=bn, block_k=bk, split_k=split, num_warps=1,
-                                    num_stages=stages, reduce_rows=True))
+                                    num_stages=stages, reduce_rows=True, spread_x=spread))
     return out
 
 
@@ -89,7 +89,7 @@ for shape in args.shapes:
         results.sort(key=lambda r: r[0])
         for ms, t in results[:5]:
             print(f"  {shape} {ms * 1e3:6.2f} us  bn={t['block_n']} bk={t['block_k']} split={t['split_k']} "
-                  f"stages={t['num_stages']}")
+                  f"stages={t['num_stages']} spread_x={t.get('spread_x', False)}")
         best_ms, best = results[0]
         print(f"{shape} zeros={zform}: table's entry {cur * 1e3:.2f} us ({current['block_n']}x{current['block_k']} "
               f"split {current['split_k']}), best {best_ms * 1e3:.2f} us ({cur / best_ms:.3f}x)")
