@@ -39,8 +39,8 @@ and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 a
 16-bit dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float
 conversion or fp32 -> fp16 cast: a code OR-ed into the mantissa of a power of two is that power plus the code
 (fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q = 128 + q, `_codes_as_half`), two codes per 32-bit LOP3
-(`_codes_as_half_pairs`), then one packed subtraction and one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the fp32 magic 2^23 and cast
-exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a bf16 model's layers,
+(`_codes_as_half_pairs`), then one packed subtraction and one 16-bit FMA q * s - zs (W rounded once; 8-bit
+codes with bf16 x are made through the fp32 magic 2^23 and cast exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a bf16 model's layers,
 whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only in fp32) W is
 computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
 weights are Hopper's wgmma A operand, which it takes from registers.
@@ -645,7 +645,8 @@ if triton is not None:
                            k_split, split_k, stride_xm, stride_ym, ZMODE: tl.constexpr, HAS_BIAS: tl.constexpr,
                            EVEN: tl.constexpr, REDUCE_ROWS: tl.constexpr, SPREAD_X: tl.constexpr,
                            EMULATE_BF16: tl.constexpr, PDL: tl.constexpr, PREFETCH_BLOCKS: tl.constexpr,
-                           TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           TRIGGER_LATE: tl.constexpr, GLU: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """Decode GEMV (M <= 4, 4-bit codes, contiguous groups, one scale row per K-block), CUDA-core FMAs on
         2-D tiles only (3-D broadcasts cost layout conversions through shared memory). Program (n-tile,
         k-slice) streams words [BLOCK_K / 8, BLOCK_N] over a contiguous range of k_split rows; the eight code
