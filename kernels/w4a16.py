@@ -31,19 +31,19 @@ Canonical layout (K = in_features, N = out_features, G groups, P = 32 // bits co
   g_idx    int32 [K] or None None: contiguous groups of group_size rows (G = ceil(K / group_size), last may be short).
   bias     float [N] or None
 
-Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweight has K * bits / 32 rows); any
-M and N; group_size any positive size (or -1), g_idx any group per row. The Triton kernel uses int32 offsets (each
-tensor below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it
-loads each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes held by the word's thread
-and accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are x's
-16-bit dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float
-conversion or fp32 -> fp16 cast: a code OR-ed into the mantissa of a power of two is that power plus the code
-(fp16 0x6400 | q = 1024 + q, bf16 0x4300 | q = 128 + q, `_codes_as_half`), two codes per 32-bit LOP3
-(`_codes_as_half_pairs`), then one packed subtraction and one 16-bit FMA q * s - zs (W rounded once; 8-bit
-codes with bf16 x are made through the fp32 magic 2^23 and cast exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a bf16 model's layers,
-whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only in fp32) W is
-computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the dequantized
-weights are Hopper's wgmma A operand, which it takes from registers.
+Constraints: bits in {4, 8}; K a multiple of P (8 for 4-bit, 4 for 8-bit; qweight has K * bits / 32 rows); any M and
+N; group_size any positive size (or -1), g_idx any group per row. The Triton kernel uses int32 offsets (each tensor
+below 2^31 elements) and fp16/bf16/fp32 activations (fp32 goes through tf32 tl.dot on GPU). Per K-block it loads
+each word once ([BLOCK_K / P, BLOCK_N]), expands it to [BLOCK_K, BLOCK_N] codes held by the word's thread and
+accumulates tl.dot in fp32; split-K (small M) sums partial tiles with fp32 atomics. When s and zs are x's 16-bit
+dtype (stored so, or symmetric with s in that dtype), W is dequantized in that dtype without int->float conversion
+or fp32 -> fp16 cast: a code OR-ed into the mantissa of a power of two is that power plus the code (fp16 0x6400 | q
+= 1024 + q, bf16 0x4300 | q = 128 + q, `_codes_as_half`), two codes per 32-bit LOP3 (`_codes_as_half_pairs`), then
+one packed subtraction and one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the
+fp32 magic 2^23 and cast exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a
+bf16 model's layers, whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only
+in fp32) W is computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the
+dequantized weights are Hopper's wgmma A operand, which it takes from registers.
 """
 
 from __future__ import annotations
