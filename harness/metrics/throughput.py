@@ -16,7 +16,8 @@ Record (`metrics.throughput`): `points`, one row per batch size with batch_size,
 prefill_tokens (b x P), decode_tokens (b x G), prefill_s / decode_s / e2e_latency_s (median, with _min, _max and
 _runs), prefill_tokens_per_s, decode_tokens_per_s, time_to_first_token_s, time_per_output_token_s,
 peak_memory_bytes, kv_cache_bytes, decode_mode, decode_mode_reason, pdl (programmatic dependent launch of the
-compiled step's kernels), decode_check (and step_profile with
+compiled step's kernels), kv_cache_counter (shared: the cache's layers share one length counter, advanced once a
+step, `decode.share_cache_length`; per_layer: transformers' own), decode_check (and step_profile with
 profile_steps > 0: harness/metrics/step_profile.py); `prefill_points`, the same
 prefill fields; run-wide decode_mode, decode_mode_reason, prefill_mode, kv_cache, weight_memory_bytes,
 memory_kind, timer, warmup, repeats; and LEGACY_KEYS copied from the first point.
