@@ -6,10 +6,4 @@
 #   3  compiled + fused batch-1 decode (split_kv, PDL) of none/gptq/awq with that table             <= 300 s
 source .ci/gpu/env.sh || exit 1
 timeout 150 python3 -m pytest -q tests/test_kernels_w4a16.py 2>&1 | grep -E "passed|failed|^E |^FAILED" | tail -6
-mkdir -p /root/qb
-timeout 200 python3 .ci/gpu/gemv_b2b_tune.py --out /root/qb/w4a16.json 2>&1 | tee $OUT/b2b_tune.log | grep -v Warning
-cp /root/qb/w4a16.json $OUT/w4a16_b2b.json
-bash .ci/gpu/stage_throughput.sh compile ${METHODS:-none,gptq,awq} ${LIMIT:-300} 'bench.throughput.batch_sizes=[1]' \
-  model.fuse_projections=true 'bench.throughput.prefill_lens=[]' model.attn_implementation=split_kv \
-  bench.throughput.pdl=true bench.throughput.profile_steps=10
-tar -C $OUT -czf $OUT/records.tgz h100 && rm -rf $OUT/h100
+bash .ci/gpu/stage_b2b_tune.sh  # steps 2 and 3
