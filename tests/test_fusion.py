@@ -11,7 +11,8 @@ from harness.metrics.decode import StaticDecoder
 from harness.models import describe, random_model
 from methods.base import FusionError, QuantLinear
 from methods.fusion import FusedGLUMLP, FusedPart, fuse_glu, fuse_layers, fuse_projections
-from methods.gptq.linear import kernel_zeros, zeros_of
+from kernels.w4a16 import zero_codes
+from methods.gptq.linear import zeros_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -193,7 +194,7 @@ def test_symmetric_parts_fuse_with_asymmetric_ones(glu):
     gate, up = mlp.gate_proj, mlp.up_proj
     z = torch.randint(0, 16, up.scales.shape, generator=torch.Generator().manual_seed(5))
     z[0, 0] = 3  # surely asymmetric
-    up.register("zeros", kernel_zeros(z, 4))
+    up.register("zeros", zero_codes(z, 4))
     assert zeros_of(gate) is None and zeros_of(up).dtype == torch.uint8
     x = torch.randn(3, 256, generator=torch.Generator().manual_seed(6))
     g, u = gate(x), up(x)

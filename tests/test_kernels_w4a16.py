@@ -378,7 +378,7 @@ def test_planes_path_matches_float64(M, K, N, group, dtype, zeros16, bias, tiles
     # each K-block's x columns regrouped by code plane (checked against the index formula), then one tl.dot per
     # plane with the dequantized plane as wgmma's register operand
     layer, q, rows_group = make_layer16(K, N, 4, group, dtype, False, seed=M + N)
-    if not zeros16:  # zs kept in fp32 (kernel_zeros does so where z * s is inexact in the 16-bit dtype)
+    if not zeros16:  # zs kept in fp32, the pre-multiplied form exact for any zero (layers hold codes instead)
         layer["zeros"] = layer["zeros"].float()
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)

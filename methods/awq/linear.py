@@ -6,7 +6,7 @@ What a layer holds after process_weights_after_loading:
                              checkpoint's [K, N / 8] codes unpacked (AWQ order) and repacked: a lossless permutation
   scales   fp16  [G, N]      unchanged
   zeros    uint8 [G, N] or None  zero-point codes, which the kernel multiplies by the scales in fp32 (exact), so its
-                             q * s - z * s is (None where every zero is 8: methods.gptq.linear.kernel_zeros)
+                             q * s - z * s is (None where every zero is 8: kernels.w4a16.zero_codes)
                              the checkpoint's (q - z) * s
   qzeros   int32 [G, N / 8]  unchanged and unused by the kernel: kept so export writes the checkpoint back bit for bit
 """
@@ -20,7 +20,7 @@ import torch
 from kernels import w4a16
 from methods.awq import format as fmt
 from methods.base import LinearMethodBase, QuantLinear
-from methods.gptq.linear import fusion_parts, kernel_zeros, zeros_of
+from methods.gptq.linear import fill_symmetric_zeros, zeros_of
 from methods.loader import CheckpointError
 
 
@@ -50,11 +50,11 @@ class AWQLinearMethod(LinearMethodBase):
         if not torch.isfinite(layer.scales).all():
             raise CheckpointError("awq: scales hold inf/nan; the checkpoint is corrupt")
         layer.register("qweight", w4a16.pack_int_weights(q.codes, fmt.BITS))
-        layer.register("zeros", kernel_zeros(q.zeros, fmt.BITS))
+        layer.register("zeros", w4a16.zero_codes(q.zeros, fmt.BITS))
         self.repacked = True
 
     def fusion_parts(self, layers: list[QuantLinear]) -> list[dict[str, torch.Tensor]]:
-        return fusion_parts(layers, fmt.BITS)
+        return fill_symmetric_zeros(super().fusion_parts(layers), fmt.BITS)
 
     def checkpoint_tensors(self, layer: QuantLinear) -> dict[str, torch.Tensor]:
         """The layer's tensors in the AutoAWQ GEMM layout (what export writes)."""

@@ -29,20 +29,14 @@ from methods.loader import CheckpointError
 CHECKPOINT_KEYS = ("qweight", "qzeros", "scales", "g_idx")
 
 
-def kernel_zeros(zeros: torch.Tensor, bits: int) -> torch.Tensor | None:
-    """Integer zero points [G, N] -> what the kernel reads: None for a symmetric layer, else uint8/int16 codes."""
-    return w4a16.zero_codes(zeros, bits)
-
-
 def zeros_of(layer: QuantLinear) -> torch.Tensor | None:
     """The zero codes the kernel reads; None for a symmetric layer (a fused one of symmetric parts has none)."""
     return getattr(layer, "zeros", None)
 
 
-def fusion_parts(layers: list[QuantLinear], bits: int) -> list[dict[str, torch.Tensor]]:
-    """The parts' tensors for fusing (`LinearMethodBase.fusion_parts`): where symmetric parts (no zeros) meet
-    asymmetric ones, the symmetric parts get their constant 2^(bits-1) as codes, so the joined zeros line up."""
-    parts = [{k: v.data for k, v in layer.named_parameters(recurse=False)} for layer in layers]
+def fill_symmetric_zeros(parts: list[dict[str, torch.Tensor]], bits: int) -> list[dict[str, torch.Tensor]]:
+    """Fusion parts (`LinearMethodBase.fusion_parts`) where symmetric parts (no zeros) meet asymmetric ones: the
+    symmetric parts get their constant 2^(bits-1) as codes, so the joined zeros line up."""
     codes = [p["zeros"] for p in parts if "zeros" in p]
     if codes and len(codes) < len(parts):
         dtype = torch.int16 if any(c.dtype == torch.int16 for c in codes) else torch.uint8
@@ -84,13 +78,13 @@ class GPTQLinearMethod(LinearMethodBase):
             raise CheckpointError(f"{e}; the tensors do not match the checkpoint's quantization_config") from None
         if not torch.isfinite(layer.scales).all():
             raise CheckpointError("gptq: scales hold inf/nan; the checkpoint is corrupt")
-        layer.register("zeros", kernel_zeros(q.zeros, self.bits))
+        layer.register("zeros", w4a16.zero_codes(q.zeros, self.bits))
         default = fmt.default_g_idx(layer.in_features, self.group_size, device=layer.g_idx.device)
         # Contiguous groups take the kernel's faster path (g_idx=None); act-order passes g_idx.
         self.act_order = not torch.equal(layer.g_idx.data, default)
 
     def fusion_parts(self, layers: list[QuantLinear]) -> list[dict[str, torch.Tensor]]:
-        return fusion_parts(layers, self.bits)
+        return fill_symmetric_zeros(super().fusion_parts(layers), self.bits)
 
     def checkpoint_tensors(self, layer: QuantLinear) -> dict[str, torch.Tensor]:
         """The layer's tensors in the checkpoint layout (what export writes)."""
