@@ -20,7 +20,7 @@ import torch
 from kernels import w4a16
 from methods.awq import format as fmt
 from methods.base import LinearMethodBase, QuantLinear
-from methods.gptq.linear import fill_symmetric_zeros, zeros_of
+from methods.gptq.linear import fill_symmetric_zeros, w4a16_apply
 from methods.loader import CheckpointError
 
 
@@ -73,12 +73,7 @@ class AWQLinearMethod(LinearMethodBase):
     def apply(self, layer: QuantLinear, x: torch.Tensor, glu: bool = False) -> torch.Tensor:
         if not self.repacked:
             raise RuntimeError("awq: process_weights_after_loading has not run on this layer")
-        bias = layer.bias.to(x.dtype) if layer.bias is not None else None
-        if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
-            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, zeros_of(layer), None, bias, self.group_size,
-                                         fmt.BITS, self.backend, glu)
-        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, zeros_of(layer), None, self.group_size, fmt.BITS,
-                                  bias, backend=self.backend, validate=False, glu=glu)
+        return w4a16_apply(layer, x, None, self.group_size, fmt.BITS, self.backend, glu)
 
     def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         return self.apply(layer, x, glu=True)

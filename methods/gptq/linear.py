@@ -34,6 +34,18 @@ def zeros_of(layer: QuantLinear) -> torch.Tensor | None:
     return getattr(layer, "zeros", None)
 
 
+def w4a16_apply(layer: QuantLinear, x: torch.Tensor, g_idx: torch.Tensor | None, group_size: int, bits: int,
+                backend: str, glu: bool) -> torch.Tensor:
+    """y = x W^T (+ bias) of a layer in the W4A16 kernel's layout (GPTQ and AWQ both hold it); under torch.compile
+    one opaque op (no graph break)."""
+    bias = layer.bias.to(x.dtype) if layer.bias is not None else None
+    if torch.compiler.is_compiling():
+        return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, bias, group_size, bits,
+                                     backend, glu)
+    return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, group_size, bits, bias,
+                              backend=backend, validate=False, glu=glu)
+
+
 def fill_symmetric_zeros(parts: list[dict[str, torch.Tensor]], bits: int) -> list[dict[str, torch.Tensor]]:
     """Fusion parts (`LinearMethodBase.fusion_parts`) where symmetric parts (no zeros) meet asymmetric ones: the
     symmetric parts get their constant 2^(bits-1) as codes, so the joined zeros line up."""
@@ -95,12 +107,7 @@ class GPTQLinearMethod(LinearMethodBase):
 
     def apply(self, layer: QuantLinear, x: torch.Tensor, glu: bool = False) -> torch.Tensor:
         g_idx = layer.g_idx if self.act_order else None
-        bias = layer.bias.to(x.dtype) if layer.bias is not None else None
-        if torch.compiler.is_compiling():  # one opaque op for torch.compile (no graph break)
-            return w4a16.w4a16_matmul_op(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, bias, self.group_size,
-                                         self.bits, self.backend, glu)
-        return w4a16.w4a16_matmul(x, layer.qweight, layer.scales, zeros_of(layer), g_idx, self.group_size, self.bits,
-                                  bias, backend=self.backend, validate=False, glu=glu)
+        return w4a16_apply(layer, x, g_idx, self.group_size, self.bits, self.backend, glu)
 
     def apply_glu(self, layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         return self.apply(layer, x, glu=True)
