@@ -10,6 +10,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
                                  [--dtype fp16|bf16|fp32] [--bits 4] [--swap-ab] [--row-scales]
     python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
     python -m kernels.sass planes [--block-m 64] [--block-n 128] [--block-k 128] [--warps 4] [--dtype fp16|bf16|fp32]
+    python -m kernels.sass frag [--block-m 128] [--block-n 128] [--warps 8] [--dtype fp16|bf16] [--zeros none|codes|float]
     python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
@@ -176,6 +177,29 @@ def planes_mix(block_m: int = 64, block_n: int = 128, block_k: int = 128, num_wa
     return ops, sum(ops.values()) / (block_k * block_n / (32 * num_warps))
 
 
+FRAG_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
+                  "y_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
+                  "group_size": "i32", "k_split": "i32", "split_k": "i32", "n_tiles": "i32", "stride_xm": "i32",
+                  "stride_ym": "i32"}
+FRAG_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr", "cnt_ptr", "N", "K", "group_size",
+                  "k_split", "stride_xm", "stride_ym")
+
+
+def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
+             zeros: str = "none") -> tuple[collections.Counter, float, collections.Counter]:
+    """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
+    kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
+    from kernels import w4a16
+
+    zmode, zty = ZEROS[zeros]
+    sig = _typed(FRAG_SIGNATURE, dtype) | {"z_ptr": zty if zeros == "codes" else f"*{dtype}"}
+    ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN_N=True, ASM=True, EMULATE_BF16=False, BLOCK_M=block_m,
+              BLOCK_N=block_n)
+    sass = compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
+    ops = loop_mix(sass)
+    return ops, sum(ops.values()) / (128 * block_n / (32 * num_warps)), opcodes(sass.splitlines())
+
+
 FP8_GEMM_SIGNATURE = {"x_ptr": "*fp8e4nv", "w_ptr": "*fp8e4nv", "y_ptr": "*bf16", "xs_ptr": "*fp32", "ws_ptr": "*fp32",
                       "b_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
                       "stride_ym": "i32", "stride_xsm": "i32", "stride_xsk": "i32", "stride_wsn": "i32",
@@ -199,7 +223,7 @@ def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "fp8"])
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
     ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
@@ -215,7 +239,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pdl", action="store_true", help="gemv: built for programmatic dependent launch")
     ap.add_argument("--spread-x", action="store_true", help="gemv, M = 1: activations spread over the lanes")
     ap.add_argument("--zeros", default="none", choices=sorted(ZEROS),
-                    help="gemv: the layer's zero points (none: symmetric; codes: uint8; float: pre-multiplied fp16)")
+                    help="gemv, frag: the layer's zero points (none: symmetric; codes: uint8; float: pre-multiplied fp16)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -232,6 +256,9 @@ def main(argv=None) -> None:
     if args.kernel == "gemv":
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
                                           pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
+    elif args.kernel == "frag":
+        ops, per_weight, every = frag_mix(args.block_m, args.block_n or 128, args.warps or 8, args.stages,
+                                          args.dtype, args.zeros)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -790,6 +790,131 @@ if triton is not None:
         _store_tile(tl.trans(acc), rm, rn, m_ok, n_ok, b_ptr, y_ptr, stride_ym, pid_k, HAS_BIAS, SPLIT_K,
                     EMULATE_BF16)
 
+    # Fragment order of a 128-row K-block (the frag path): position k = e + 2c + 8h + 16 s_lo + 32 s_hi
+    # (e, h, s_lo in {0, 1}, c, s_hi in 0..3) holds row 8i + j + 4e of the block, i = 4 s_hi + c, j = h + 2 s_lo:
+    #
+    #   packed word i (rows 8i .. 8i+7, nibble r holds row 8i + r, the canonical layout, unchanged)
+    #     >> 4j, & 0x000F000F  ->  one 32-bit register holding nibble j (low half, e = 0) and nibble j + 4 (high
+    #                              half, e = 1): the rows at positions k and k + 1 of the fragment order
+    #
+    # An sm_80/sm_90 MMA's A fragment gives each thread of a quad (c = lane % 4) of row n the pairs
+    # (2c + 8h + 16s, +1), h in {0, 1}, s the k16 step: in fragment order these are the 16 pairs of the 4 words
+    # i = 4 s_hi + c of that row, all in the thread that holds those words, so W^T's A operand is made in the
+    # registers wgmma/mma read it from, two weights per LOP3 and per packed 16-bit FMA, no shuffles. x's columns
+    # are permuted into the same order (`_fragment_order`) so the product is unchanged.
+
+    @triton.jit
+    def _frag_pair_dequant(u, nzz, s, nzs, DT: tl.constexpr, ASM: tl.constexpr, EMULATE_BF16: tl.constexpr):
+        """Word pairs u [.., 2] (int32 word >> 4j, the same register twice) -> W in DT for the codes in bits
+        0..3 (e = 0) and 16..19 (e = 1): (magic + q) - (magic + z) (exact: small integers), times s, minus zs,
+        rounded once. On the GPU per register: one LOP3 ((u & 0x000F000F) | magic: both codes OR-ed into the
+        mantissa of the magic, `_codes_as_half`) and two packed FMAs, in inline PTX since Triton has no 32-bit ->
+        2 x 16-bit bitcast (splitting the register costs PRMTs). Interpreted: the same values on unpacked halves
+        in fp32, rounded once to DT."""
+        if DT == tl.float16:
+            MAGIC: tl.constexpr = 0x64006400  # 1024 + code in each half
+        else:
+            MAGIC: tl.constexpr = 0x43004300  # 128 + code
+        if ASM:
+            if DT == tl.float16:
+                w = tl.inline_asm_elementwise(
+                    "{ .reg .b32 d, one; lop3.b32 d, $1, 0x000F000F, 0x64006400, 0xea; mov.b32 one, 0x3C003C00; "
+                    "fma.rn.f16x2 d, d, one, $3; fma.rn.f16x2 $0, d, $4, $5; }",
+                    "=r,r,r,r,r,r", [u, nzz, s, nzs], dtype=tl.float16, is_pure=True, pack=2)
+            else:
+                w = tl.inline_asm_elementwise(
+                    "{ .reg .b32 d, one; lop3.b32 d, $1, 0x000F000F, 0x43004300, 0xea; mov.b32 one, 0x3F803F80; "
+                    "fma.rn.bf16x2 d, d, one, $3; fma.rn.bf16x2 $0, d, $4, $5; }",
+                    "=r,r,r,r,r,r", [u, nzz, s, nzs], dtype=tl.bfloat16, is_pure=True, pack=2)
+        else:
+            e = tl.arange(0, 2)
+            h = ((((u & 0x000F000F) | MAGIC) >> (16 * e)) & 0xFFFF).to(tl.int16)  # low half at e = 0, high at 1
+            if EMULATE_BF16:  # the interpreter holds bf16 as uint16, without bf16 arithmetic
+                v = h.to(tl.bfloat16, bitcast=True).to(tl.float32)
+            else:
+                v = h.to(DT, bitcast=True).to(tl.float32)
+            d = v + nzz.to(tl.float32)
+            w = tl.fma(d, s.to(tl.float32), nzs.to(tl.float32))
+            if EMULATE_BF16:
+                w = _round_to_bf16(w)
+            else:
+                w = w.to(DT)
+        return w
+
+    @triton.jit
+    def _w4a16_frag_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
+                           k_split, split_k, n_tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                           EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
+        K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
+        BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
+        registers, is one tl.dot, so the pipeliner keeps wgmma asynchronous across K-blocks while the next
+        block is dequantized. Program (tile, k): tile = pid_n + n_tiles * pid_m; K-slice k of k_split rows;
+        split-K reduces in the launch (`kernels.splitk`)."""
+        DT: tl.constexpr = x_ptr.dtype.element_ty
+        if DT == tl.float16:
+            BASE: tl.constexpr = 1024.0  # the magic of `_codes_as_half`
+        else:
+            BASE: tl.constexpr = 128.0
+        tile = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        pid_m = tile // n_tiles
+        pid_n = tile % n_tiles
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_ok = rm < M
+        n_ok = rn < N
+        k_lo = pid_k * k_split
+        k_hi = tl.minimum(K, k_lo + k_split)
+        rw = tl.arange(0, 16)
+        rk = tl.arange(0, 128)
+        w_ptrs = qw_ptr + (k_lo // 8 + rw)[None, :] * N + rn[:, None]
+        x_ptrs = x_ptr + rm[None, :] * stride_xm + (k_lo + rk)[:, None]
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, 128):
+            if EVEN_N:
+                words = tl.load(w_ptrs)
+            else:
+                words = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
+            # the scale row is a plain load (2 bytes a thread: too narrow for the pipeliner's async copies); the
+            # previous K-block's wgmmas run while it arrives (a prefetch carried in registers took a replicated
+            # layout: 15 instructions a weight, spills)
+            g_off = (k0 // group_size) * N + rn
+            s = tl.load(s_ptr + g_off, mask=n_ok, other=0.0)
+            if ZMODE != 2:
+                z = tl.load(z_ptr + g_off, mask=n_ok, other=0)
+            if ZMODE == 0:  # pre-multiplied zs: q * s - zs
+                nzz = tl.full((BLOCK_N,), -BASE, DT)
+                nzs = -(z.to(DT))
+            else:  # (q - z) * s, exact before its one rounding
+                if ZMODE == 1:
+                    zf = z.to(tl.float32)
+                else:
+                    zf = tl.full((BLOCK_N,), 8.0, tl.float32)
+                nzz = (-(zf + BASE)).to(DT)
+                nzs = tl.zeros((BLOCK_N,), DT)
+            w4 = tl.reshape(words, (BLOCK_N, 4, 4))  # [n, s_hi, c]
+            t = tl.join(tl.join(w4, w4 >> 4), tl.join(w4 >> 8, w4 >> 12))  # word >> 4j
+            # t [n, s_hi, c, h, s_lo] (each join adds a last dim: j = h + 2 s_lo); each register twice along e, as
+            # pack=2 hands the asm pairs of consecutive elements
+            shp: tl.constexpr = (BLOCK_N, 4, 4, 2, 2, 2)
+            w = _frag_pair_dequant(tl.broadcast_to(t[:, :, :, :, :, None], shp),
+                                   tl.broadcast_to(nzz[:, None, None, None, None, None], shp),
+                                   tl.broadcast_to(s[:, None, None, None, None, None], shp),
+                                   tl.broadcast_to(nzs[:, None, None, None, None, None], shp),
+                                   DT, ASM, EMULATE_BF16)
+            a = tl.reshape(tl.permute(w, (0, 1, 4, 3, 2, 5)), (BLOCK_N, 128))  # [n, s_hi, s_lo, h, c, e] = k
+            xt = tl.load(x_ptrs, mask=m_ok[None, :], other=0.0)
+            if EMULATE_BF16:
+                acc += tl.dot(a, xt.to(tl.float32))
+            else:
+                acc += tl.dot(a, xt)
+            w_ptrs += 16 * N
+            x_ptrs += 128
+        _splitk_store(tl.trans(acc), rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                      HAS_BIAS, EMULATE_BF16)
+
     @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
                               HAS_GIDX: tl.constexpr, ZMODE: tl.constexpr, EMULATE_BF16: tl.constexpr,
@@ -829,7 +954,7 @@ if os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") not in ("start", "late
     raise ValueError(f"QUANTBENCH_GEMV_PDL_TRIGGER={os.environ['QUANTBENCH_GEMV_PDL_TRIGGER']!r}: use start or late")
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
-PATHS = ("gemv", "skinny", "tiled", "planes", "dequant")
+PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows", "swap_ab", "spread_x")
@@ -866,6 +991,29 @@ def _plane_major(x: torch.Tensor, block_k: int) -> torch.Tensor:
     return x.view(M, K // block_k, block_k // 8, 8).transpose(2, 3).reshape(M, K)
 
 
+def _fragment_order(x: torch.Tensor) -> torch.Tensor:
+    """x [M, K] with each 128-column K-block in fragment order (the frag path; layout above
+    `_frag_pair_dequant`): column k0 + e + 2c + 8h + 16 s_lo + 32 s_hi holds x[:, k0 + 8 (4 s_hi + c) + h + 2 s_lo
+    + 4 e]. One copy of x (M * K * 2 bytes each way)."""
+    M, K = x.shape
+    # source column within the block = 32 s_hi + 8 c + 4 e + 2 s_lo + h: view as [s_hi, c, e, s_lo, h]
+    return x.view(M, K // 128, 4, 4, 2, 2, 2).permute(0, 1, 2, 5, 6, 3, 4).reshape(M, K)
+
+
+def frag_supported(x_dtype, K: int, N: int, scales, zeros, g_idx, group_size: int, bits: int) -> str | None:
+    """None if the frag path serves this layer and activation dtype, else why not."""
+    gs = K if group_size == -1 else group_size
+    if bits != 4 or g_idx is not None:
+        return f"4-bit codes in contiguous groups (bits={bits}, g_idx={'set' if g_idx is not None else None})"
+    if K % 128 or gs % 128:
+        return f"K and the group size multiples of 128 (K={K}, group_size={gs})"
+    if x_dtype not in (torch.float16, torch.bfloat16) or scales.dtype != x_dtype:
+        return f"16-bit x with scales of the same dtype (x {x_dtype}, scales {scales.dtype})"
+    if zeros is not None and zeros.is_floating_point() and zeros.dtype != x_dtype:
+        return f"pre-multiplied zeros in x's dtype (zeros {zeros.dtype})"
+    return None
+
+
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4,
                    zero_codes: bool = False) -> dict:
     """Path and tiles: the tuned table's entry for this GPU if there is one, else heuristics (tuned on an H100):
@@ -875,6 +1023,12 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
     tuned = tuned_config(M, N, K, bits, group_size, has_g_idx, device, zero_codes)
     if tuned is not None:
         return tuned
+    return _heuristic_config(M, N, K, group_size, has_g_idx, device, bits)
+
+
+def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device: torch.device,
+                      bits: int = 4) -> dict:
+    """The untuned choice of `default_config` (also where a tuned entry's path does not take the inputs)."""
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     per = 32 // bits
     if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
@@ -941,6 +1095,11 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
                                                      or gs_ % cfg["block_k"]):
         cfg["path"] = "tiled"  # a tuned planes entry (keyed without x's dtype) for inputs it does not take
+    if path is None and cfg["path"] == "frag" and frag_supported(x.dtype, K, N, scales, zeros, g_idx, group_size,
+                                                                 bits) is not None:
+        # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
+        # the checkpoint's fp16 scales: the untuned choice
+        cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits)
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
@@ -961,7 +1120,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                              f"block_k={cfg['block_k']}: use path='skinny'")
     if cfg["path"] == "skinny" and M > SKINNY_MAX_M:
         raise ValueError(f"w4a16: the skinny path serves M <= {SKINNY_MAX_M} rows, got M={M}; use path='tiled'")
-    names = ("block_m", "block_n", "block_k") if cfg["path"] in ("tiled", "planes") else ("block_n", "block_k")
+    names = ("block_m", "block_n", "block_k") if cfg["path"] in ("tiled", "planes", "frag") else ("block_n", "block_k")
     for name in names:
         if not _pow2(cfg[name]) or cfg[name] < 16:
             raise ValueError(f"w4a16: {name}={cfg[name]} must be a power of two >= 16 (tl.dot tiles)")
@@ -1035,6 +1194,24 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             HAS_BIAS=bias is not None, SPLIT_K=split, EMULATE_BF16=emulate, DEQ16=deq16, BLOCK_M=cfg["block_m"],
             BLOCK_N=cfg["block_n"], BLOCK_K=bk, **launch)
         return y if split == 1 else y.to(x.dtype)
+    if cfg["path"] == "frag":
+        why = frag_supported(x.dtype, K, N, scales, zeros, g_idx, group_size, bits)
+        if why is not None:
+            raise ValueError(f"w4a16: the frag path serves {why}; use path='tiled'")
+        bm, bn = cfg["block_m"], cfg["block_n"]
+        k_split = _cdiv(_cdiv(K, 128), cfg["split_k"]) * 128
+        split = _cdiv(K, k_split)
+        n_tiles = _cdiv(N, bn)
+        tiles = n_tiles * _cdiv(M, bm)
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+        ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
+        xf = _fragment_order(x)
+        _w4a16_frag_kernel[(tiles, split)](
+            xf, qweight.contiguous(), scales.contiguous(), z_arg, bias.contiguous() if bias is not None else y, y,
+            ws, counters, M, N, K, gs, k_split, split, n_tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
+            HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, ASM=not _interpreted(), EMULATE_BF16=emulate,
+            BLOCK_M=bm, BLOCK_N=bn, **launch)
+        return y
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
     if cfg["path"] == "skinny":
         use_dot = cfg.get("use_dot", M > 4)

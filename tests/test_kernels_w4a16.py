@@ -605,3 +605,82 @@ def test_layers_with_zero_codes_take_their_own_tuned_entry_then_the_shapes(tmp_p
     from kernels import tuning
     tuning.load_table.cache_clear()
     assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda, zero_codes=True)["block_n"] == 256  # the shape's
+
+
+def test_fragment_order_puts_each_words_register_pairs_where_the_mma_fragment_reads_them():
+    # column k0 + e + 2c + 8h + 16 s_lo + 32 s_hi of the permuted x holds row 8 (4 s_hi + c) + (h + 2 s_lo) + 4 e:
+    # word i = 4 s_hi + c, nibble j + 4 e with j = h + 2 s_lo (the layout documented above `_frag_pair_dequant`)
+    K = 256
+    x = torch.arange(K, dtype=torch.float32).repeat(3, 1)
+    xf = k._fragment_order(x)
+    for col in range(K):
+        k0, r = divmod(col, 128)
+        e, c, h, s_lo, s_hi = r & 1, (r >> 1) & 3, (r >> 3) & 1, (r >> 4) & 1, r >> 5
+        assert xf[0, col] == 128 * k0 + 8 * (4 * s_hi + c) + h + 2 * s_lo + 4 * e
+    assert sorted(xf[1].tolist()) == x[1].tolist() and torch.equal(xf[2], xf[0])
+
+
+# (M, K, N, dtype, zeros, bias, (block_m, block_n, split_k)): M and N not multiples of the tiles, split-K
+FRAG_CASES = [
+    (20, 256, 48, torch.float16, "none", True, (16, 32, 1)),
+    (40, 384, 64, torch.bfloat16, "codes", False, (32, 32, 2)),
+    (17, 256, 40, torch.float16, "float", True, (16, 32, 2)),
+    (33, 512, 96, torch.bfloat16, "none", False, (32, 64, 3)),
+    (5, 256, 64, torch.float16, "codes", True, (16, 64, 1)),
+]
+
+
+@pytest.mark.parametrize("M,K,N,dtype,zeros,bias,tiles", FRAG_CASES)
+def test_frag_path_matches_float64_and_rounds_w_once(M, K, N, dtype, zeros, bias, tiles):
+    # W = (q - z) * s (codes, symmetric z = 8) or q * s - zs (pre-multiplied), each rounded once to x's dtype,
+    # multiplied by x permuted into fragment order; against float64 and against the torch reference
+    layer, q, rows_group, z = make_layer(K, N, 4, 128, dtype=dtype, seed=M + N)
+    s = layer["scales"].cpu().double()[rows_group]
+    if zeros == "none":
+        layer["zeros"], w64 = None, (q.double() - 8) * s
+    elif zeros == "codes":
+        layer["zeros"], w64 = z.to(torch.uint8).to(DEV), (q.double() - z.double()[rows_group]) * s
+    else:
+        layer["zeros"] = layer["zeros"].to(dtype)
+        w64 = q.double() * s - layer["zeros"].cpu().double()[rows_group]
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
+    bm, bn, split = tiles
+    y = k.w4a16_matmul_triton(x, bias=b, path="frag", block_m=bm, block_n=bn, split_k=split, num_warps=4,
+                              num_stages=2, **layer)
+    assert y.shape == (M, N) and y.dtype == dtype
+    ref = x.cpu().double() @ w64 + (b.cpu().double() if bias else 0)
+    assert rel(y.cpu(), ref) < {torch.float16: 1e-3, torch.bfloat16: 6e-3}[dtype]
+    w_once = (w64.to(dtype).double())  # W rounded once to x's dtype, as the kernel makes it
+    ref_once = x.cpu().double() @ w_once + (b.cpu().double() if bias else 0)
+    assert rel(y.cpu(), ref_once) < {torch.float16: 1e-3, torch.bfloat16: 4e-3}[dtype]
+    assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]
+
+
+def test_frag_path_limits_raise_clear_errors_and_tuned_entries_fall_back():
+    layer, *_ = make_layer(256, 40, 4, 128)
+    x = torch.randn(32, 256).half().to(DEV)
+    with pytest.raises(ValueError, match=r"frag path serves 4-bit codes in contiguous groups .*g_idx=set"):
+        k.w4a16_matmul_triton(x, path="frag", **make_layer(256, 40, 4, 128, act_order=True)[0])
+    with pytest.raises(ValueError, match=r"frag path serves K and the group size multiples of 128 .*group_size=64"):
+        k.w4a16_matmul_triton(x, path="frag", **make_layer(256, 40, 4, 64)[0])
+    with pytest.raises(ValueError, match=r"x torch.bfloat16, scales torch.float16"):
+        k.w4a16_matmul_triton(x.bfloat16(), path="frag", **layer)
+    assert k.frag_supported(torch.float16, 256, 40, layer["scales"], None, None, 128, 4) is None
+    assert "bits=8" in k.frag_supported(torch.float16, 256, 40, layer["scales"], None, None, 128, 8)
+
+
+def test_a_tuned_frag_entry_falls_back_to_the_heuristics_where_it_does_not_apply(monkeypatch):
+    # entries are tuned with fp16 x and fp16 scales; a bf16 model's layer keeps fp16 scales (exact), which the
+    # frag path does not take: it runs the path the heuristics pick instead
+    layer, q, rows_group, _ = make_layer(256, 40, 4, 128)
+    frag = dict(path="frag", block_m=16, block_n=32, block_k=128, split_k=1, num_warps=4, num_stages=2)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: dict(frag))
+    ref = torch.randn(20, 256, generator=torch.Generator().manual_seed(4))
+    for x in (ref.half().to(DEV), ref.bfloat16().to(DEV), ref.to(DEV)):
+        y = k.w4a16_matmul_triton(x, **layer)
+        assert rel(y.cpu(), x.cpu().double() @ dequant64(layer, q, rows_group)) < 1e-2
+    assert k._heuristic_config(20, 40, 256, 128, False, torch.device("cpu"))["path"] != "frag"
+    with pytest.raises(ValueError, match="frag path serves"):  # asked for explicitly: the error stands
+        k.w4a16_matmul_triton(ref.bfloat16().to(DEV), path="frag", **layer)
