@@ -71,6 +71,8 @@ class KernelBenchConf:
     m_values: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096])
     # Backend names to time (None: all of them).
     backends: Optional[list] = None
+    # Layer names to time (qkv, o, gate_up, down; None: all four), e.g. to finish the layers a run stopped before.
+    layers: Optional[list] = None
 
 
 @dataclass

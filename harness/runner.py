@@ -103,7 +103,8 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
             records.write_record(record, cfg["results_dir"])
 
         with phase("kernels"):
-            record["metrics"] = run_benchmark(k["models"], k["m_values"], k["backends"], device, on_layer=partial)
+            record["metrics"] = run_benchmark(k["models"], k["m_values"], k["backends"], device, on_layer=partial,
+                                              layers=k.get("layers"))
         return
     requested = build_method(cfg["method"])
     progress = cfg.get("progress", True)

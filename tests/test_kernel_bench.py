@@ -50,6 +50,11 @@ def test_bad_inputs_fail_before_anything_is_timed(args, match):
         run_benchmark(*args)
 
 
+def test_unknown_layer_names_fail_before_anything_is_timed():
+    with pytest.raises(ValueError, match=r"layers=\['mlp'\]; name some of \['down', 'gate_up', 'o', 'qkv'\]"):
+        run_benchmark(["llama-3-8b"], [1], layers=["mlp"])
+
+
 def test_a_peer_that_cannot_run_is_recorded_with_why():
     from harness.metrics.kernels import Roofline, bench_point, gemlite_backends
 
@@ -68,7 +73,7 @@ def test_each_finished_layer_is_written_before_the_run_ends(tmp_path, monkeypatc
 
     seen = []
 
-    def fake_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None):
+    def fake_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None, layers=None):
         roof = {"hbm_gbps": 3000.0, "bf16_tflops": 700.0, "fp8_tflops": None}
         rows = []
         for layer in ("qkv", "o"):

@@ -230,13 +230,18 @@ def gemlite_backends(group_size: int = 128) -> list[Backend]:
     return [Backend(f"gemlite_a16w4_g{group_size}", build, available)]
 
 
-def run_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None) -> dict:
-    """Every backend (or those named) on every linear shape of `models` for every M: {"roofline", "rows"}.
-    Needs a CUDA GPU; unknown model or backend names fail before anything is timed. `on_layer(metrics so far)`
-    runs after each layer shape (callers write a partial record, so a run stopped by a time limit keeps them)."""
+def run_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None,
+                  layers=None) -> dict:
+    """Every backend (or those named) on every linear shape of `models` (or the `layers` named) for every M:
+    {"roofline", "rows"}. Needs a CUDA GPU; unknown model, layer or backend names fail before anything is timed.
+    `on_layer(metrics so far)` runs after each layer shape (callers write a partial record, so a run stopped by
+    a time limit keeps them)."""
     unknown = [m for m in models if m not in MODEL_SHAPES]
     if unknown:
         raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
+    known_layers = sorted({name for shapes in MODEL_SHAPES.values() for name in shapes})
+    if layers is not None and (not layers or set(layers) - set(known_layers)):
+        raise ValueError(f"kernels: layers={list(layers)}; name some of {known_layers}")
     if not m_values or min(m_values) < 1:
         raise ValueError(f"kernels: m_values={list(m_values)} must be positive token counts")
     backends = torch_backends() + fp8_backends() + w4a16_backends() + gemlite_backends()
@@ -254,6 +259,8 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
     rows = []
     for model in models:
         for layer, (K, N) in MODEL_SHAPES[model].items():
+            if layers is not None and layer not in layers:
+                continue
             for b in backends:
                 for row in bench_point(b, K, N, m_values, device, roof, flush=flush):
                     rows.append({"model": model, "layer": layer, **row})
@@ -281,8 +288,10 @@ def main(argv=None) -> None:
     ap.add_argument("--models", nargs="*", default=list(MODEL_SHAPES))
     ap.add_argument("--m", nargs="*", type=int, default=list(M_VALUES))
     ap.add_argument("--backends", nargs="*", default=None)
+    ap.add_argument("--layers", nargs="*", default=None, help="qkv, o, gate_up, down (default: all)")
     args = ap.parse_args(argv)
-    record = records.new_record({"models": args.models, "m": args.m, "backends": args.backends}, kind="kernels")
+    record = records.new_record({"models": args.models, "m": args.m, "backends": args.backends,
+                                 "layers": args.layers}, kind="kernels")
     record["command"] = " ".join(["python -m harness.metrics.kernels", *sys.argv[1:]])
 
     def write(metrics: dict, status: str):
@@ -291,7 +300,7 @@ def main(argv=None) -> None:
         return records.write_record(record, args.out)
 
     metrics = run_benchmark(args.models, args.m, args.backends, log=lambda msg: print(msg, flush=True),
-                            on_layer=lambda partial: write(partial, "partial"))
+                            on_layer=lambda partial: write(partial, "partial"), layers=args.layers)
     print(f"record: {write(metrics, 'ok')}")
 
 
