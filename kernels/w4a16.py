@@ -976,12 +976,32 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     own entry if there is one, else the shape's), or None (heuristics apply). Table: {gpu name: {tuning_key:
     config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
     path = os.environ.get(TUNING_ENV, TUNED_FILE)
-    keys = [tuning_key(M, N, K, bits, group_size, has_g_idx, True)] if zero_codes else []
-    for key in keys + [tuning_key(M, N, K, bits, group_size, has_g_idx)]:
-        entry = lookup(path, device, key, CONFIG_KEYS, _gpu_name)
+    if zero_codes:
+        entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx, True), CONFIG_KEYS, _gpu_name)
         if entry is not None:
             return entry
-    return None
+    entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx), CONFIG_KEYS, _gpu_name)
+    return _fit_zero_codes(entry, M) if zero_codes and entry is not None else entry
+
+
+# Weights a one-warp M >= 2 gemv program may hold per K-block when the layer reads zero codes: sm_90 SASS (triton
+# 3.6, `python -m kernels.sass gemv --m 2 --zeros codes`) spills from 256 x 64 (89 STL/LDL) and 512 x 32 (925) up,
+# not at 256 x 32; symmetric layers' 512 x 32 does not spill. On the H100 the spilling 512 x 32 entry ran the
+# zero-code Llama-3-70B gate_up at M = 2 at 0.40x fp16 against 2.18x symmetric (seventh session, call 2).
+GEMV_ZERO_CODE_TILE = 256 * 32
+
+
+def _fit_zero_codes(entry: dict, M: int) -> dict:
+    """A shape's tuned entry (timed on a symmetric layer) used for a zero-code layer with no entry of its own: an
+    M >= 2 gemv tile past GEMV_ZERO_CODE_TILE weights a warp takes 32-row K-blocks, then fewer columns."""
+    if entry.get("path") != "gemv" or M < 2:
+        return entry
+    warps = entry.get("num_warps", 1)
+    out = dict(entry)
+    if out["block_n"] * out["block_k"] > GEMV_ZERO_CODE_TILE * warps:
+        out["block_k"] = min(out["block_k"], 32)
+        out["block_n"] = min(out["block_n"], GEMV_ZERO_CODE_TILE * warps // out["block_k"])
+    return out
 
 
 def _plane_major(x: torch.Tensor, block_k: int) -> torch.Tensor:

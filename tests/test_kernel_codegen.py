@@ -33,6 +33,17 @@ def test_gemv_loop_is_one_lop3_and_one_fma_per_weight_and_row(m, block_n, spread
     assert mix["per_weight"] <= limit, mix  # 3.3 / 2.70 / 2.72 / 5.0 with Triton 3.9; the skinny kernel spent ~8
 
 
+@pytest.mark.parametrize("tile,spills", [(("512", "32"), True), (("256", "32"), False)])
+def test_m2_gemv_with_zero_codes_spills_past_the_tile_zero_code_layers_are_held_to(tile, spills):
+    # kernels.w4a16.GEMV_ZERO_CODE_TILE: zero-code layers that borrow a symmetric layer's M = 2 entry are held to
+    # 256 x 32 weights a warp; the symmetric 512 x 32 tile does not spill (test above), with zero codes it does
+    from kernels import w4a16
+
+    mix = _mix("--m", "2", "--block-n", tile[0], "--block-k", tile[1], "--warps", "1", "--zeros", "codes")
+    assert (mix["ops"].get("STL", 0) + mix["ops"].get("LDL", 0) > 0) == spills, mix["ops"]
+    assert (int(tile[0]) * int(tile[1]) > w4a16.GEMV_ZERO_CODE_TILE) == spills
+
+
 def test_gemv_under_pdl_waits_once_with_the_same_loop_and_prefetches_only_when_asked():
     """Programmatic dependent launch (kernels.launch): the gemv waits on the previous kernel once and lets the
     next launch once; the K loop does the same work as under the plain launch (its address arithmetic is

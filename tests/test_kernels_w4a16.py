@@ -614,6 +614,34 @@ def test_layers_with_zero_codes_take_their_own_tuned_entry_then_the_shapes(tmp_p
     assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda, zero_codes=True)["block_n"] == 256  # the shape's
 
 
+def test_zero_code_layers_borrowing_a_wide_m2_gemv_entry_take_a_tile_that_does_not_spill(tmp_path, monkeypatch):
+    # a symmetric layer's M = 2 entry of 512 x 32 spills registers once zero codes are read (sm_90 SASS, checked
+    # in test_kernel_codegen): a zero-code layer without an entry of its own gets 256 x 32 instead
+    import json
+
+    from kernels import tuning
+
+    wide = dict(path="gemv", block_n=512, block_k=32, split_k=8, num_warps=1, num_stages=3, reduce_rows=True)
+    deep = dict(wide, block_n=256, block_k=64)
+    table = {"FAKE GPU": {k.tuning_key(2, 57344, 8192, 4, 128, False): wide,
+                          k.tuning_key(2, 8192, 8192, 4, 128, False): deep,
+                          k.tuning_key(1, 57344, 8192, 4, 128, False): wide}}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv(k.TUNING_ENV, str(path))
+    monkeypatch.setattr(k, "_gpu_name", lambda index: "FAKE GPU")
+    tuning.load_table.cache_clear()
+    cuda = torch.device("cuda", 0)
+    try:
+        assert k.tuned_config(2, 57344, 8192, 4, 128, False, cuda) == wide  # symmetric: as tuned
+        got = k.tuned_config(2, 57344, 8192, 4, 128, False, cuda, zero_codes=True)
+        assert got == dict(wide, block_n=256) and got["block_n"] * got["block_k"] == k.GEMV_ZERO_CODE_TILE
+        assert k.tuned_config(2, 8192, 8192, 4, 128, False, cuda, zero_codes=True) == dict(deep, block_k=32)
+        assert k.tuned_config(1, 57344, 8192, 4, 128, False, cuda, zero_codes=True) == wide  # M = 1: no spill
+    finally:
+        tuning.load_table.cache_clear()
+
+
 def test_fragment_order_puts_each_words_register_pairs_where_the_mma_fragment_reads_them():
     # column k0 + e + 2c + 8h + 16 s_lo + 32 s_hi of the permuted x holds row 8 (4 s_hi + c) + (h + 2 s_lo) + 4 e:
     # word i = 4 s_hi + c, nibble j + 4 e with j = h + 2 s_lo (the layout documented above `_frag_pair_dequant`)
