@@ -98,12 +98,12 @@ def _run(cfg: dict, record: dict, phase: _Phases) -> None:
 
         k = cfg["bench"]["kernels"]
         record["kind"] = "kernels"
-        def partial(metrics: dict) -> None:  # every finished layer is on disk: a killed run keeps them
+        def partial(metrics: dict) -> None:  # every finished backend is on disk: a killed run keeps them
             record.update(status="partial", metrics=metrics)
             records.write_record(record, cfg["results_dir"])
 
         with phase("kernels"):
-            record["metrics"] = run_benchmark(k["models"], k["m_values"], k["backends"], device, on_layer=partial,
+            record["metrics"] = run_benchmark(k["models"], k["m_values"], k["backends"], device, on_progress=partial,
                                               layers=k.get("layers"))
         return
     requested = build_method(cfg["method"])

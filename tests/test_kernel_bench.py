@@ -64,23 +64,23 @@ def test_a_peer_that_cannot_run_is_recorded_with_why():
     assert all(r["status"] == "unavailable" and r["reason"] == "needs a CUDA GPU" for r in rows)
 
 
-def test_each_finished_layer_is_written_before_the_run_ends(tmp_path, monkeypatch):
-    # a run stopped by a time limit keeps every layer it finished: main() rewrites its record (status "partial")
-    # after each layer shape, and "ok" at the end; the report reads partial kernel records too
+def test_each_finished_backend_is_written_before_the_run_ends(tmp_path, monkeypatch):
+    # a run stopped by a time limit keeps every backend it finished: main() rewrites its record (status "partial")
+    # after each backend of each layer shape, and "ok" at the end; the report reads partial kernel records too
     import harness.metrics.kernels as kb
     from harness.plots import kernel_frame
     from harness.records import read_record
 
     seen = []
 
-    def fake_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None, layers=None):
+    def fake_benchmark(models, m_values, backend_names=None, device=None, log=print, on_progress=None, layers=None):
         roof = {"hbm_gbps": 3000.0, "bf16_tflops": 700.0, "fp8_tflops": None}
         rows = []
         for layer in ("qkv", "o"):
             for backend, ms in (("cublas_bfloat16", 0.02), ("triton_w4a16_g128", 0.01)):
                 rows.append({"model": models[0], "layer": layer, "backend": backend, "K": 64, "N": 64, "M": 1,
                              "status": "ok", "median_ms": ms, "bytes": 1e6, "flops": 1e6})
-            on_layer({"roofline": roof, "rows": list(rows), "backends": ["cublas_bfloat16", "triton_w4a16_g128"]})
+            on_progress({"roofline": roof, "rows": list(rows), "backends": ["cublas_bfloat16", "triton_w4a16_g128"]})
             (path,) = tmp_path.glob("*_kernels_*.json")
             seen.append((read_record(path)["status"], len(read_record(path)["metrics"]["rows"])))
         return {"roofline": roof, "rows": rows, "backends": ["cublas_bfloat16", "triton_w4a16_g128"]}

@@ -230,12 +230,13 @@ def gemlite_backends(group_size: int = 128) -> list[Backend]:
     return [Backend(f"gemlite_a16w4_g{group_size}", build, available)]
 
 
-def run_benchmark(models, m_values, backend_names=None, device=None, log=print, on_layer=None,
+def run_benchmark(models, m_values, backend_names=None, device=None, log=print, on_progress=None,
                   layers=None) -> dict:
     """Every backend (or those named) on every linear shape of `models` (or the `layers` named) for every M:
     {"roofline", "rows"}. Needs a CUDA GPU; unknown model, layer or backend names fail before anything is timed.
-    `on_layer(metrics so far)` runs after each layer shape (callers write a partial record, so a run stopped by
-    a time limit keeps them)."""
+    `on_progress(metrics so far)` runs after each backend of each layer shape (callers write a partial record,
+    so a run stopped by a time limit keeps every backend it finished: a layer's rows once waited for its last
+    backend, and a stop inside the slowest peer lost them all, seventh session call 4)."""
     unknown = [m for m in models if m not in MODEL_SHAPES]
     if unknown:
         raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
@@ -270,8 +271,9 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
                     else:
                         log(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
                 torch.cuda.empty_cache()
-            if on_layer is not None:
-                on_layer({"roofline": roof.__dict__, "rows": list(rows), "backends": [b.name for b in backends]})
+                if on_progress is not None:
+                    on_progress({"roofline": roof.__dict__, "rows": list(rows),
+                                 "backends": [b.name for b in backends]})
     return {"roofline": roof.__dict__, "rows": rows, "backends": [b.name for b in backends]}
 
 
@@ -300,7 +302,7 @@ def main(argv=None) -> None:
         return records.write_record(record, args.out)
 
     metrics = run_benchmark(args.models, args.m, args.backends, log=lambda msg: print(msg, flush=True),
-                            on_layer=lambda partial: write(partial, "partial"), layers=args.layers)
+                            on_progress=lambda partial: write(partial, "partial"), layers=args.layers)
     print(f"record: {write(metrics, 'ok')}")
 
 
