@@ -42,7 +42,9 @@ or fp32 -> fp16 cast: a code OR-ed into the mantissa of a power of two is that p
 one packed subtraction and one 16-bit FMA q * s - zs (W rounded once; 8-bit codes with bf16 x are made through the
 fp32 magic 2^23 and cast exactly, then the same bf16 FMA). Otherwise (fp32 x, or s/zs in another dtype than x: a
 bf16 model's layers, whose GPTQ/AWQ scales are fp16, and asymmetric layers, whose zero codes make z * s exact only
-in fp32) W is computed in fp32 from fp32 magic codes and cast. `swap_ab` (tuned) computes y^T = W^T @ x^T so the
+in fp32) W is computed in fp32 from fp32 magic codes and cast. The frag path (`_w4a16_frag_kernel`) permutes x's
+columns instead, so that each register of a word's codes is already a pair of wgmma's A fragment (layout above
+`_frag_pair_dequant`). `swap_ab` (tuned) computes y^T = W^T @ x^T so the
 dequantized weights are Hopper's wgmma A operand, which it takes from registers.
 """
 
@@ -1097,9 +1099,11 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     spread_x: at M = 1 the activations are loaded spread over the lanes),
     skinny (M <= 16: one program holds all rows, split-K; use_dot picks tl.dot over code planes, default
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), planes (4-bit, contiguous
-    groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), or dequant (W dequantized by a
-    Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv path reduces in the same
-    launch through a reusable workspace (`_splitk_workspace`)."""
+    groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), frag (4-bit, K and groups multiples
+    of 128, 16-bit x with scales of its dtype: x permuted into MMA-fragment order so each word's code pairs are
+    wgmma's register A operand, `_w4a16_frag_kernel`; M >= 3), or dequant (W dequantized by a Triton kernel
+    into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv, skinny and frag paths reduces in the
+    same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
     if not x.is_cuda and not _interpreted():
