@@ -55,7 +55,7 @@ TILED_TILES = ((64, 64, 64, 4, 4, False), (64, 128, 64, 4, 4, False), (128, 128,
 PLANES_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8, 3), (64, 256, 8, 3),
                 (128, 256, 8, 3), (64, 64, 4, 4), (32, 128, 4, 4))
 
-# Fragment-order (M >= 3, 4-bit, K and groups multiples of 128, 16-bit x) tiles: (block_m, block_n, num_warps,
+# Fragment-order (M >= 2, 4-bit, K and groups multiples of 128, 16-bit x) tiles: (block_m, block_n, num_warps,
 # num_stages). Built for sm_90 offline (`python -m kernels.sass frag`): 3.3 (16 x 128, 4 warps) to 4.5 (128 x 128,
 # 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks. BLOCK_M 16-64 for
 # decode-sized M (split-K fills the SMs), 128-256 for prefill.
@@ -118,7 +118,7 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                                 num_stages=stages))
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
-    if M >= 3 and bits == 4 and gs % 128 == 0 and K % 128 == 0:
+    if M >= 2 and bits == 4 and gs % 128 == 0 and K % 128 == 0:
         for bm, bn, warps, stages in FRAG_TILES:
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles
                 continue

@@ -495,6 +495,30 @@ def test_tuner_offers_the_planes_path_with_configs_it_accepts():
     assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 4, 132, 64) if c["path"] == "planes"]
 
 
+def test_tuner_offers_the_frag_path_from_m_2_with_configs_it_accepts():
+    # from M = 2 the tuner times fragment-order tiles beside the other paths (4-bit, K and groups multiples of
+    # 128); every distinct tile is a config the frag path runs (a small layer: the same tiles, N and K scaled down)
+    from kernels import w4a16_tune
+
+    layer, q, rows_group, _ = make_layer(256, 96, 4, 128)
+    layer["zeros"] = None
+    x = torch.randn(40, 256).half().to(DEV)
+    ref = x.cpu().double() @ ((q.double() - 8) * layer["scales"].cpu().double()[rows_group])
+    seen = set()
+    for M in (2, 16, 128, 1024):
+        frag = [c for c in w4a16_tune.candidates(M, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
+        assert 3 <= len(frag) <= 16
+        for c in frag:
+            assert c["block_k"] == 128 and (c["block_m"] <= 2 * M or c["block_m"] == 16)
+            tile = (c["block_m"], c["block_n"], c["num_warps"])
+            if tile not in seen:
+                seen.add(tile)
+                y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)
+                assert rel(y.cpu(), ref) < 1e-3, c
+    assert not [c for c in w4a16_tune.candidates(1, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
+    assert not [c for c in w4a16_tune.candidates(16, 4096, 4096, 4, 132, 64) if c["path"] == "frag"]
+
+
 def test_a_tuned_planes_entry_falls_back_to_tiled_where_it_does_not_apply(monkeypatch):
     # tuning keys carry no activation dtype: a planes entry (16-bit x only) must not fail fp32 activations
     layer, q, rows_group, _ = make_layer(256, 40, 4, 128)
