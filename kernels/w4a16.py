@@ -1039,8 +1039,8 @@ def frag_supported(x_dtype, K: int, N: int, scales, zeros, g_idx, group_size: in
 def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device, bits: int = 4,
                    zero_codes: bool = False) -> dict:
     """Path and tiles: the tuned table's entry for this GPU if there is one, else heuristics (tuned on an H100):
-    the skinny kernel for M <= 16, tiled tl.dot kernel (BLOCK_M 64 / 128x128) up to DEQUANT_MIN_M, then
-    dequantize + cuBLAS."""
+    the gemv for M <= 2, the frag kernel for M = 3-256 (sm_90+, 4-bit, 128-row groups), else the skinny kernel
+    for M <= 16, the tiled tl.dot kernel (BLOCK_M 64 / 128x128) up to DEQUANT_MIN_M, then dequantize + cuBLAS."""
     device = torch.device(device)
     tuned = tuned_config(M, N, K, bits, group_size, has_g_idx, device, zero_codes)
     if tuned is not None:
@@ -1048,11 +1048,31 @@ def default_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, dev
     return _heuristic_config(M, N, K, group_size, has_g_idx, device, bits)
 
 
+# Untuned, the frag path serves M in this range on sm_90+: on the H100 it won every M = 4-128 point of the 11
+# Llama shapes and 10 of 11 at M = 256 (seventh session, call 1), with the tiles below.
+FRAG_DEFAULT_M = (3, 256)
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)
+
+
 def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, device: torch.device,
-                      bits: int = 4) -> dict:
-    """The untuned choice of `default_config` (also where a tuned entry's path does not take the inputs)."""
+                      bits: int = 4, frag: bool = True) -> dict:
+    """The untuned choice of `default_config`; frag=False: without the frag path (where a tuned or untuned frag
+    entry does not take the inputs)."""
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     per = 32 // bits
+    gs = K if group_size == -1 else group_size
+    if (frag and FRAG_DEFAULT_M[0] <= M <= FRAG_DEFAULT_M[1] and bits == 4 and not has_g_idx and K % 128 == 0
+            and gs % 128 == 0 and device.type == "cuda" and _capability(device) >= (9, 0)):
+        # the H100's tuned winners: 16 x 256 tiles to M = 16, 32 x 256 to 32, 64 x 128 to 64, 128 x 128 above, four
+        # warps, three stages, split-K (a power of two) to about two programs per SM
+        bm = 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128
+        bn = 256 if bm <= 32 else 128
+        tiles = _cdiv(M, bm) * _cdiv(N, bn)
+        split = max(1, min(1 << max(0, round(math.log2(max(2 * sms / tiles, 1)))), 16, K // 256))
+        return dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=4, num_stages=3)
     if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
             and device.type == "cuda"):
         # One-warp programs, 10-16 per SM, as the tuned H100 entries have them on the Llama-2-7B shapes.
@@ -1123,7 +1143,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                                                                  bits) is not None:
         # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
         # the checkpoint's fp16 scales: the untuned choice
-        cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits)
+        cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,

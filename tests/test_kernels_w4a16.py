@@ -743,3 +743,23 @@ def test_a_tuned_frag_entry_falls_back_to_the_heuristics_where_it_does_not_apply
     assert k._heuristic_config(20, 40, 256, 128, False, torch.device("cpu"))["path"] != "frag"
     with pytest.raises(ValueError, match="frag path serves"):  # asked for explicitly: the error stands
         k.w4a16_matmul_triton(ref.bfloat16().to(DEV), path="frag", **layer)
+
+
+def test_untuned_shapes_take_the_frag_path_on_sm90_for_m_3_to_256(monkeypatch):
+    # the heuristics (shapes the committed table lacks, e.g. other models) follow the H100's tuned winners
+    monkeypatch.setattr(k, "_num_sms", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+    for cap, M, g_idx, group, want in [((9, 0), 16, False, 128, ("frag", 16, 256)),
+                                       ((9, 0), 3, False, 128, ("frag", 16, 256)),
+                                       ((9, 0), 48, False, 128, ("frag", 64, 128)),
+                                       ((9, 0), 256, False, -1, ("frag", 128, 128)),
+                                       ((9, 0), 2, False, 128, ("gemv",)), ((9, 0), 512, False, 128, ("tiled",)),
+                                       ((9, 0), 16, True, 128, ("skinny",)), ((9, 0), 16, False, 64, ("skinny",)),
+                                       ((8, 0), 16, False, 128, ("skinny",))]:
+        monkeypatch.setattr(k, "_capability", lambda device, cap=cap: cap)
+        cfg = k._heuristic_config(M, 5120, 5120, group, g_idx, cuda)
+        assert (cfg["path"], cfg.get("block_m"), cfg.get("block_n"))[:len(want)] == want, (cap, M, cfg)
+        if cfg["path"] == "frag":
+            tiles = -(-M // cfg["block_m"]) * -(-5120 // cfg["block_n"])
+            assert 132 <= tiles * cfg["split_k"] <= 4 * 132 or cfg["split_k"] == 1
+    assert k._heuristic_config(16, 5120, 5120, 128, False, cuda, frag=False)["path"] == "skinny"
