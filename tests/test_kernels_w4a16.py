@@ -679,13 +679,14 @@ def test_fragment_order_puts_each_words_register_pairs_where_the_mma_fragment_re
     assert sorted(xf[1].tolist()) == x[1].tolist() and torch.equal(xf[2], xf[0])
 
 
-# (M, K, N, dtype, zeros, bias, (block_m, block_n, split_k)): M and N not multiples of the tiles, split-K
+# (M, K, N, dtype, zeros, bias, (block_m, block_n, split_k)): M and N (but one M) not multiples of the tiles, split-K
 FRAG_CASES = [
     (20, 256, 48, torch.float16, "none", True, (16, 32, 1)),
     (40, 384, 64, torch.bfloat16, "codes", False, (32, 32, 2)),
     (17, 256, 40, torch.float16, "float", True, (16, 32, 2)),
     (33, 512, 96, torch.bfloat16, "none", False, (32, 64, 3)),
     (5, 256, 64, torch.float16, "codes", True, (16, 64, 1)),
+    (32, 256, 64, torch.bfloat16, "codes", True, (16, 64, 2)),  # M a multiple of BLOCK_M: x loaded unmasked
 ]
 
 
