@@ -679,22 +679,22 @@ def test_fragment_order_puts_each_words_register_pairs_where_the_mma_fragment_re
     assert sorted(xf[1].tolist()) == x[1].tolist() and torch.equal(xf[2], xf[0])
 
 
-# (M, K, N, dtype, zeros, bias, (block_m, block_n, split_k)): M and N (but one M) not multiples of the tiles, split-K
+# (M, K, N, dtype, zeros, bias, (block_m, block_n, split_k), group): M and N (but one M) not multiples of the tiles
 FRAG_CASES = [
-    (20, 256, 48, torch.float16, "none", True, (16, 32, 1)),
-    (40, 384, 64, torch.bfloat16, "codes", False, (32, 32, 2)),
-    (17, 256, 40, torch.float16, "float", True, (16, 32, 2)),
-    (33, 512, 96, torch.bfloat16, "none", False, (32, 64, 3)),
-    (5, 256, 64, torch.float16, "codes", True, (16, 64, 1)),
-    (32, 256, 64, torch.bfloat16, "codes", True, (16, 64, 2)),  # M a multiple of BLOCK_M: x loaded unmasked
+    (20, 256, 48, torch.float16, "none", True, (16, 32, 1), 128),
+    (40, 384, 64, torch.bfloat16, "codes", False, (32, 32, 2), 128),
+    (17, 256, 40, torch.float16, "float", True, (16, 32, 2), 128),
+    (33, 512, 96, torch.bfloat16, "none", False, (32, 64, 3), 256),  # two K-blocks a group
+    (5, 256, 64, torch.float16, "codes", True, (16, 64, 1), -1),  # per-channel scales
+    (32, 256, 64, torch.bfloat16, "codes", True, (16, 64, 2), 128),  # M a multiple of BLOCK_M: x loaded unmasked
 ]
 
 
-@pytest.mark.parametrize("M,K,N,dtype,zeros,bias,tiles", FRAG_CASES)
-def test_frag_path_matches_float64_and_rounds_w_once(M, K, N, dtype, zeros, bias, tiles):
+@pytest.mark.parametrize("M,K,N,dtype,zeros,bias,tiles,group", FRAG_CASES)
+def test_frag_path_matches_float64_and_rounds_w_once(M, K, N, dtype, zeros, bias, tiles, group):
     # W = (q - z) * s (codes, symmetric z = 8) or q * s - zs (pre-multiplied), each rounded once to x's dtype,
     # multiplied by x permuted into fragment order; against float64 and against the torch reference
-    layer, q, rows_group, z = make_layer(K, N, 4, 128, dtype=dtype, seed=M + N)
+    layer, q, rows_group, z = make_layer(K, N, 4, group, dtype=dtype, seed=M + N)
     s = layer["scales"].cpu().double()[rows_group]
     if zeros == "none":
         layer["zeros"], w64 = None, (q.double() - 8) * s
