@@ -948,6 +948,11 @@ def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+def pow2_near(x: float) -> int:
+    """The power of two nearest x in log scale, at least 1 (split-K factors)."""
+    return 1 << max(0, round(math.log2(max(x, 1))))
+
+
 SKINNY_MAX_M = 16  # at or below: the skinny (decode) kernel; above: the tiled kernel or dequantize + cuBLAS
 DEQUANT_MIN_M = 1024  # untuned default: from here dequantize + cuBLAS beats the fused tiled kernel
 # Under PDL the gemv may ask L2 for this many K-blocks of its weight slice before waiting on the previous kernel.
@@ -1025,13 +1030,21 @@ def _fragment_order(x: torch.Tensor) -> torch.Tensor:
     return x.view(M, K // 128, 4, 4, 2, 2, 2).permute(0, 1, 2, 5, 6, 3, 4).reshape(M, K)
 
 
-def frag_supported(x_dtype, K: int, N: int, scales, zeros, g_idx, group_size: int, bits: int) -> str | None:
-    """None if the frag path serves this layer and activation dtype, else why not."""
+def frag_layout_supported(K: int, group_size: int, bits: int, has_g_idx: bool) -> str | None:
+    """None if the frag path serves a layer of this shape and grouping (whatever its dtypes), else why not."""
     gs = K if group_size == -1 else group_size
-    if bits != 4 or g_idx is not None:
-        return f"4-bit codes in contiguous groups (bits={bits}, g_idx={'set' if g_idx is not None else None})"
+    if bits != 4 or has_g_idx:
+        return f"4-bit codes in contiguous groups (bits={bits}, g_idx={'set' if has_g_idx else None})"
     if K % 128 or gs % 128:
         return f"K and the group size multiples of 128 (K={K}, group_size={gs})"
+    return None
+
+
+def frag_supported(x_dtype, K: int, N: int, scales, zeros, g_idx, group_size: int, bits: int) -> str | None:
+    """None if the frag path serves this layer and activation dtype, else why not."""
+    why = frag_layout_supported(K, group_size, bits, g_idx is not None)
+    if why is not None:
+        return why
     if x_dtype not in (torch.float16, torch.bfloat16) or scales.dtype != x_dtype:
         return f"16-bit x with scales of the same dtype (x {x_dtype}, scales {scales.dtype})"
     if zeros is not None and zeros.is_floating_point() and zeros.dtype != x_dtype:
@@ -1067,17 +1080,16 @@ def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, 
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 0  # interpreted: no split-K
     per = 32 // bits
     gs = K if group_size == -1 else group_size
-    if (frag and FRAG_DEFAULT_M[0] <= M <= FRAG_DEFAULT_M[1] and bits == 4 and not has_g_idx and K % 128 == 0
-            and gs % 128 == 0 and device.type == "cuda" and _capability(device) >= (9, 0)):
+    if (frag and FRAG_DEFAULT_M[0] <= M <= FRAG_DEFAULT_M[1] and device.type == "cuda"
+            and frag_layout_supported(K, group_size, bits, has_g_idx) is None and _capability(device) >= (9, 0)):
         # the H100's tuned winners: 16 x 256 tiles to M = 16, 32 x 256 to 32, 64 x 128 to 64, 128 x 128 above, four
         # warps, three stages, split-K (a power of two) to about two programs per SM
         bm = 16 if M <= 16 else 32 if M <= 32 else 64 if M <= 64 else 128
         bn = 256 if bm <= 32 else 128
         tiles = _cdiv(M, bm) * _cdiv(N, bn)
-        split = max(1, min(1 << max(0, round(math.log2(max(2 * sms / tiles, 1)))), 16, K // 256))
+        split = max(1, min(pow2_near(2 * sms / tiles), 16, K // 256))
         return dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=4, num_stages=3)
-    if (M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and (K if group_size == -1 else group_size) % 64 == 0
-            and device.type == "cuda"):
+    if M <= GEMV_DEFAULT_MAX_M and bits == 4 and not has_g_idx and gs % 64 == 0 and device.type == "cuda":
         # One-warp programs, 10-16 per SM, as the tuned H100 entries have them on the Llama-2-7B shapes.
         # M = 1: 512 columns where N is wide, 128 on narrow shapes (o, down), whose 256-column tiles left ~3.5
         # warps per SM and ran at half the bandwidth of the wide ones. M = 2: 32-row tiles (256 columns where N
@@ -1087,7 +1099,7 @@ def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, 
         bn, bk = (512 if N >= 8192 else 128, 64) if M == 1 else (256 if N >= 8192 else 128, 32)
         cfg = dict(path="gemv", block_n=bn, block_k=bk, num_warps=1, num_stages=3, reduce_rows=True)
         target = 14 * sms / _cdiv(N, bn)
-        cfg["split_k"] = max(1, min(64, 1 << max(0, round(math.log2(max(target, 1)))), _cdiv(K, bk)))
+        cfg["split_k"] = max(1, min(64, pow2_near(target), _cdiv(K, bk)))
         return cfg
     if M <= SKINNY_MAX_M:
         cfg = dict(path="skinny", block_n=128, block_k=16 * per, num_warps=4, num_stages=3)

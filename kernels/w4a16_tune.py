@@ -13,7 +13,6 @@ are skipped. The first candidate is the untuned heuristic, so a tuned entry is n
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 
@@ -56,8 +55,8 @@ PLANES_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8
                 (128, 256, 8, 3), (64, 64, 4, 4), (32, 128, 4, 4))
 
 # Fragment-order (M >= 2, 4-bit, K and groups multiples of 128, 16-bit x) tiles: (block_m, block_n, num_warps,
-# num_stages). Built for sm_90 offline (`python -m kernels.sass frag`): 3.3 (16 x 128, 4 warps) to 4.5 (128 x 128,
-# 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks. BLOCK_M 16-64 for
+# num_stages). Built for sm_90 offline (`python -m kernels.sass frag`, triton 3.6): 2.9 (16 x 256, 4 warps) to 5.0
+# (128 x 128, 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks. BLOCK_M 16-64 for
 # decode-sized M (split-K fills the SMs), 128-256 for prefill.
 FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3),
               (64, 128, 4, 3), (64, 128, 4, 4), (64, 256, 8, 3), (128, 128, 8, 3), (128, 128, 8, 4),
@@ -118,15 +117,14 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                                 num_stages=stages))
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
-    if M >= 2 and bits == 4 and gs % 128 == 0 and K % 128 == 0:
+    if M >= 2 and k.frag_layout_supported(K, group_size, bits, False) is None:
         for bm, bn, warps, stages in FRAG_TILES:
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles
                 continue
             tiles = k._cdiv(M, bm) * k._cdiv(N, bn)
             splits = [1]
             if tiles < sms:  # too few tiles for the SMs: also a split whose programs fill them about twice
-                target = 1 << max(0, round(math.log2(max(2 * sms / tiles, 1))))
-                splits.append(min(target, 32, K // 256))
+                splits.append(min(k.pow2_near(2 * sms / tiles), 32, K // 256))
             for split in sorted(set(splits)):
                 out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
                                 num_stages=stages))
