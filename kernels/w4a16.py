@@ -847,7 +847,8 @@ if triton is not None:
     def _w4a16_frag_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, n_tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
                            HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
-                           EMULATE_BF16: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                           EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_N: tl.constexpr):
         """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
         K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
         BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
@@ -869,16 +870,23 @@ if triton is not None:
         n_ok = rn < N
         k_lo = pid_k * k_split
         k_hi = tl.minimum(K, k_lo + k_split)
-        rw = tl.arange(0, 16)
         rk = tl.arange(0, 128)
-        w_ptrs = qw_ptr + (k_lo // 8 + rw)[None, :] * N + rn[:, None]
+        # words staged in shared memory as [s_hi, n_hi][c, n_lo] (n = 8 n_hi + n_lo; word 4 s_hi + c of the K-block):
+        # 32 words a line, 8 c + n_lo, so the 32 lanes of a fragment read 32 banks (an [i, n] tile, n fastest, put
+        # each lane's 4 words i = c + 4 s_hi in one bank: 4-way conflicts on every read, Nsight Compute)
+        rr = tl.arange(0, BLOCK_N // 2)
+        rf = tl.arange(0, 32)
+        w_row = (pid_n * BLOCK_N + 8 * (rr % (BLOCK_N // 8)))[:, None] + (rf % 8)[None, :]
+        w_ptrs = qw_ptr + (k_lo // 8 + 4 * (rr // (BLOCK_N // 8)))[:, None] * N + (rf // 8)[None, :] * N + w_row
+        w_ok = w_row < N
         x_ptrs = x_ptr + rm[None, :] * stride_xm + (k_lo + rk)[:, None]
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         for k0 in range(k_lo, k_hi, 128):
             if EVEN_N:
-                words = tl.load(w_ptrs)
+                wt = tl.load(w_ptrs)
             else:
-                words = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
+                wt = tl.load(w_ptrs, mask=w_ok, other=0)
+            words = tl.reshape(tl.permute(tl.reshape(wt, (4, BLOCK_N // 8, 4, 8)), (1, 3, 0, 2)), (BLOCK_N, 16))
             # the scale row is a plain load (2 bytes a thread: too narrow for the pipeliner's async copies); the
             # previous K-block's wgmmas run while it arrives (a prefetch carried in registers took a replicated
             # layout: 15 instructions a weight, spills)
@@ -911,6 +919,9 @@ if triton is not None:
                 xt = tl.load(x_ptrs)
             else:
                 xt = tl.load(x_ptrs, mask=m_ok[None, :], other=0.0)
+            if PERMUTE_X:  # x in natural order: rows k = 32 s_hi + 8 c + 4 e + 2 s_lo + h into fragment order
+                xt = tl.reshape(tl.permute(tl.reshape(xt, (4, 4, 2, 2, 2, BLOCK_M)), (0, 3, 4, 1, 2, 5)),
+                                (128, BLOCK_M))
             if EMULATE_BF16:
                 acc += tl.dot(a, xt.to(tl.float32))
             else:
@@ -967,7 +978,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab", "spread_x")
+               "reduce_rows", "swap_ab", "spread_x", "permute_x")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -1124,7 +1135,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
-                        spread_x: bool | None = None,
+                        spread_x: bool | None = None, permute_x: bool | None = None,
                         validate: bool = True, glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
     glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
@@ -1136,8 +1147,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), planes (4-bit, contiguous
     groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), frag (4-bit, K and groups multiples
     of 128, 16-bit x with scales of its dtype: x permuted into MMA-fragment order so each word's code pairs are
-    wgmma's register A operand, `_w4a16_frag_kernel`; M >= 3), or dequant (W dequantized by a Triton kernel
-    into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv, skinny and frag paths reduces in the
+    wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x), or dequant
+    (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv, skinny and frag paths reduces in the
     same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
@@ -1165,7 +1176,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                "num_stages": 3}
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x).items():
+                            reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
+                            permute_x=permute_x).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -1264,13 +1276,16 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         tiles = n_tiles * _cdiv(M, bm)
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
         ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
-        xf = _fragment_order(x)
+        # permute_x: x^T [128, BLOCK_M] read in natural order and permuted in registers (one shared-memory round
+        # trip, and the pipeliner then waits on each K-block's wgmma) instead of a copy of x in fragment order, a
+        # second kernel: for decode-sized tiles, where that copy is a few percent of the call
+        permute_x = bool(cfg.get("permute_x", False))
+        xf = x if permute_x else _fragment_order(x)
         _w4a16_frag_kernel[(tiles, split)](
             xf, qweight.contiguous(), scales.contiguous(), z_arg, bias.contiguous() if bias is not None else y, y,
             ws, counters, M, N, K, gs, k_split, split, n_tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, EVEN_M=M % bm == 0, ASM=not _interpreted(),
-            EMULATE_BF16=emulate,
-            BLOCK_M=bm, BLOCK_N=bn, **launch)
+            EMULATE_BF16=emulate, PERMUTE_X=permute_x, BLOCK_M=bm, BLOCK_N=bn, **launch)
         return y
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
     if cfg["path"] == "skinny":

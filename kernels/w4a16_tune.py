@@ -54,13 +54,19 @@ TILED_TILES = ((64, 64, 64, 4, 4, False), (64, 128, 64, 4, 4, False), (128, 128,
 PLANES_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8, 3), (64, 256, 8, 3),
                 (128, 256, 8, 3), (64, 64, 4, 4), (32, 128, 4, 4))
 
-# Fragment-order (M >= 2, 4-bit, K and groups multiples of 128, 16-bit x) tiles: (block_m, block_n, num_warps,
-# num_stages). Built for sm_90 offline (`python -m kernels.sass frag`, triton 3.6): 2.9 (16 x 256, 4 warps) to 5.0
-# (128 x 128, 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks. BLOCK_M 16-64 for
-# decode-sized M (split-K fills the SMs), 128-256 for prefill.
+# Fragment-order (4-bit, K and groups multiples of 128, 16-bit x; any M) tiles: (block_m, block_n, num_warps,
+# num_stages). Built for sm_90 offline (`python -m kernels.sass frag`, triton 3.6): 2.8 (16 x 256, 4 warps) to
+# 5.0 (128 x 128, 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks.
+# BLOCK_M 16-64 for decode-sized M (split-K fills the SMs), 128-256 for prefill.
 FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3),
               (64, 128, 4, 3), (64, 128, 4, 4), (64, 256, 8, 3), (128, 128, 8, 3), (128, 128, 8, 4),
               (128, 256, 8, 3), (256, 128, 8, 3), (128, 128, 4, 3))
+# Also tried for M <= 16, where the bytes in flight decide: at 16 x 256 the pipeliner keeps num_stages - 2 K-blocks
+# of words (16 KB each) in flight beside the one being read, with 247 registers a thread (two CTAs per SM); the
+# 8-warp tile needs 127.
+FRAG_DECODE_TILES = ((16, 256, 4, 4), (16, 256, 4, 5), (16, 256, 8, 4), (16, 128, 4, 5))
+# ... and, at these tiles, with x permuted in the kernel (`permute_x`) rather than copied into fragment order first.
+FRAG_PERMUTE_X_TILES = ((256, 4, 3), (256, 4, 4), (128, 4, 3), (128, 4, 4))
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -117,8 +123,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                                 num_stages=stages))
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
-    if M >= 2 and k.frag_layout_supported(K, group_size, bits, False) is None:
-        for bm, bn, warps, stages in FRAG_TILES:
+    if k.frag_layout_supported(K, group_size, bits, False) is None:
+        for bm, bn, warps, stages in FRAG_TILES + (FRAG_DECODE_TILES if M <= 16 else ()):
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles
                 continue
             tiles = k._cdiv(M, bm) * k._cdiv(N, bn)
@@ -128,6 +134,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             for split in sorted(set(splits)):
                 out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
                                 num_stages=stages))
+                if M <= 16 and bm == 16 and (bn, warps, stages) in FRAG_PERMUTE_X_TILES:
+                    out.append(out[-1] | {"permute_x": True})
     return out
 
 

@@ -495,7 +495,7 @@ def test_tuner_offers_the_planes_path_with_configs_it_accepts():
     assert not [c for c in w4a16_tune.candidates(128, 4096, 4096, 4, 132, 64) if c["path"] == "planes"]
 
 
-def test_tuner_offers_the_frag_path_from_m_2_with_configs_it_accepts():
+def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
     # from M = 2 the tuner times fragment-order tiles beside the other paths (4-bit, K and groups multiples of
     # 128); every distinct tile is a config the frag path runs (a small layer: the same tiles, N and K scaled down)
     from kernels import w4a16_tune
@@ -505,7 +505,7 @@ def test_tuner_offers_the_frag_path_from_m_2_with_configs_it_accepts():
     x = torch.randn(40, 256).half().to(DEV)
     ref = x.cpu().double() @ ((q.double() - 8) * layer["scales"].cpu().double()[rows_group])
     seen = set()
-    for M in (2, 16, 128, 1024):
+    for M in (1, 2, 16, 128, 1024):
         frag = [c for c in w4a16_tune.candidates(M, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
         assert 3 <= len(frag) <= 16
         for c in frag:
@@ -515,7 +515,9 @@ def test_tuner_offers_the_frag_path_from_m_2_with_configs_it_accepts():
                 seen.add(tile)
                 y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)
                 assert rel(y.cpu(), ref) < 1e-3, c
-    assert not [c for c in w4a16_tune.candidates(1, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
+    decode = {(c["block_m"], c["block_n"], c["num_warps"], c["num_stages"])
+              for c in w4a16_tune.candidates(16, 57344, 8192, 4, 132, 128) if c["path"] == "frag"}
+    assert set(w4a16_tune.FRAG_DECODE_TILES) <= decode
     assert not [c for c in w4a16_tune.candidates(16, 4096, 4096, 4, 132, 64) if c["path"] == "frag"]
 
 
@@ -687,6 +689,10 @@ FRAG_CASES = [
     (33, 512, 96, torch.bfloat16, "none", False, (32, 64, 3), 256),  # two K-blocks a group
     (5, 256, 64, torch.float16, "codes", True, (16, 64, 1), -1),  # per-channel scales
     (32, 256, 64, torch.bfloat16, "codes", True, (16, 64, 2), 128),  # M a multiple of BLOCK_M: x loaded unmasked
+    # x permuted in the kernel (permute_x), not copied into fragment order first
+    (1, 256, 48, torch.float16, "none", False, (16, 32, 2, True), 128),
+    (20, 384, 64, torch.bfloat16, "codes", True, (32, 64, 1, True), 128),
+    (32, 256, 64, torch.float16, "float", False, (16, 32, 2, True), 256),
 ]
 
 
@@ -706,9 +712,9 @@ def test_frag_path_matches_float64_and_rounds_w_once(M, K, N, dtype, zeros, bias
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
     b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
-    bm, bn, split = tiles
+    bm, bn, split, *permute_x = tiles
     y = k.w4a16_matmul_triton(x, bias=b, path="frag", block_m=bm, block_n=bn, split_k=split, num_warps=4,
-                              num_stages=2, **layer)
+                              num_stages=2, permute_x=bool(permute_x and permute_x[0]), **layer)
     assert y.shape == (M, N) and y.dtype == dtype
     ref = x.cpu().double() @ w64 + (b.cpu().double() if bias else 0)
     assert rel(y.cpu(), ref) < {torch.float16: 1e-3, torch.bfloat16: 6e-3}[dtype]
