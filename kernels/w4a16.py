@@ -847,8 +847,8 @@ if triton is not None:
     def _w4a16_frag_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
                            k_split, split_k, n_tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
                            HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
-                           EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_N: tl.constexpr):
+                           EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
         K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
         BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
@@ -885,12 +885,16 @@ if triton is not None:
                 words = tl.load(w_ptrs)
             else:
                 words = tl.load(w_ptrs, mask=n_ok[:, None], other=0)
-            # the scale row is a plain load (2 bytes a thread: too narrow for the pipeliner's async copies); the
-            # previous K-block's wgmmas run while it arrives (a prefetch carried in registers took a replicated
-            # layout: 15 instructions a weight, spills)
+            # the scale row: 2 values, 4 bytes a thread, which the pipeliner copies asynchronously (triton 3.6);
+            # uint8 zero codes are read as words of 4 (Z_WORDS) for the same reason: byte loads (1-2 bytes a
+            # thread) stay synchronous, one stall per K-block
             g_off = (k0 // group_size) * N + rn
             s = tl.load(s_ptr + g_off, mask=n_ok, other=0.0)
-            if ZMODE != 2:
+            if ZMODE == 1 and Z_WORDS:  # each column reads the word holding its code: the layout of s, no shuffles
+                zw = tl.load(z_ptr.to(tl.pointer_type(tl.int32)) + (k0 // group_size) * (N // 4) + rn // 4,
+                             mask=n_ok, other=0)
+                z = (zw >> (8 * (rn % 4))) & 0xFF
+            elif ZMODE != 2:
                 z = tl.load(z_ptr + g_off, mask=n_ok, other=0)
             if ZMODE == 0:  # pre-multiplied zs: q * s - zs
                 nzz = tl.full((BLOCK_N,), -BASE, DT)
@@ -1037,6 +1041,15 @@ def _fragment_order(x: torch.Tensor) -> torch.Tensor:
     M, K = x.shape
     # source column within the block = 32 s_hi + 8 c + 4 e + 2 s_lo + h: view as [s_hi, c, e, s_lo, h]
     return x.view(M, K // 128, 4, 4, 2, 2, 2).permute(0, 1, 2, 5, 6, 3, 4).reshape(M, K)
+
+
+def _frag_zero_words(zmode: int, zeros, N: int, block_n: int, num_warps: int) -> bool:
+    """Whether the frag kernel reads uint8 zero codes as the 32-bit words that hold them (Z_WORDS): where N keeps
+    words whole, and where the scale row gives each thread a column of its own (BLOCK_N >= 32 * num_warps);
+    with fewer columns than threads the word reads spill (sm_90 SASS, 128 x 128 / 8 warps: 5.3 -> 25 instructions
+    a weight, triton 3.6)."""
+    return (zmode == 1 and zeros is not None and zeros.dtype == torch.uint8 and N % 4 == 0 and zeros.data_ptr() % 4 == 0
+            and block_n >= 32 * num_warps)
 
 
 def frag_layout_supported(K: int, group_size: int, bits: int, has_g_idx: bool) -> str | None:
@@ -1283,7 +1296,9 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             xf, qweight.contiguous(), scales.contiguous(), z_arg, bias.contiguous() if bias is not None else y, y,
             ws, counters, M, N, K, gs, k_split, split, n_tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, EVEN_M=M % bm == 0, ASM=not _interpreted(),
-            EMULATE_BF16=emulate, PERMUTE_X=permute_x, BLOCK_M=bm, BLOCK_N=bn, **launch)
+            EMULATE_BF16=emulate, PERMUTE_X=permute_x,
+            Z_WORDS=_frag_zero_words(zmode, z_arg, N, bn, cfg["num_warps"]),
+            BLOCK_M=bm, BLOCK_N=bn, **launch)
         return y
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
     if cfg["path"] == "skinny":

@@ -121,7 +121,9 @@ def test_fp8_block_gemm_loop_is_wgmma_plus_one_fma_per_element(tiles):
 
 @pytest.mark.parametrize("args,limit", [(("--block-m", "128", "--block-n", "128", "--warps", "8"), 5.3),
                                         (("--block-m", "16", "--block-n", "128", "--warps", "4"), 3.5),
-                                        (("--block-m", "128", "--zeros", "codes", "--dtype", "bf16"), 5.5)])
+                                        (("--block-m", "128", "--zeros", "codes", "--dtype", "bf16"), 5.5),
+                                        (("--block-m", "16", "--block-n", "256", "--warps", "4", "--zeros", "codes"),
+                                         3.3)])
 def test_frag_loop_makes_two_weights_per_lop3_and_feeds_wgmma_without_shuffles(args, limit):
     # fragment order: each 32-bit word pair (word >> 4j) is one LOP3 (mask + magic) and two packed FMAs for two
     # weights, already in the registers of wgmma's A fragment: no PRMT/STS layout change, no spills
@@ -135,4 +137,4 @@ def test_frag_loop_makes_two_weights_per_lop3_and_feeds_wgmma_without_shuffles(a
     assert ops["LOP3"] / weights <= 0.6  # one per two weights, plus a few address ops
     assert 1.0 <= (ops["HFMA2"] + ops.get("HADD2", 0)) / weights <= 1.05  # two packed FMAs per two weights
     # the instructions a weight grow with BLOCK_M (x's tile: async-copy addresses), spread over BLOCK_M rows
-    assert mix["per_weight"] <= limit, mix  # 5.02 / 3.21 / 5.2 with Triton 3.9
+    assert mix["per_weight"] <= limit, mix  # 5.02 / 3.21 / 5.2 / 2.96 (zero codes read as words) with Triton 3.9

@@ -693,6 +693,9 @@ FRAG_CASES = [
     (1, 256, 48, torch.float16, "none", False, (16, 32, 2, True), 128),
     (20, 384, 64, torch.bfloat16, "codes", True, (32, 64, 1, True), 128),
     (32, 256, 64, torch.float16, "float", False, (16, 32, 2, True), 256),
+    (9, 256, 38, torch.float16, "codes", False, (16, 32, 1), 128),  # N % 4: zero codes read byte by byte
+    (12, 256, 256, torch.float16, "codes", True, (16, 128, 2), 128),  # zero codes read as words (Z_WORDS)
+    (3, 384, 160, torch.bfloat16, "codes", False, (16, 128, 1, True), 128),  # words, N % BLOCK_N, permute_x
 ]
 
 
