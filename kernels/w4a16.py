@@ -1043,13 +1043,15 @@ def _fragment_order(x: torch.Tensor) -> torch.Tensor:
     return x.view(M, K // 128, 4, 4, 2, 2, 2).permute(0, 1, 2, 5, 6, 3, 4).reshape(M, K)
 
 
-def _frag_zero_words(zmode: int, zeros, N: int, block_n: int, num_warps: int) -> bool:
+def _frag_zero_words(zmode: int, zeros, N: int, block_m: int, block_n: int, num_warps: int) -> bool:
     """Whether the frag kernel reads uint8 zero codes as the 32-bit words that hold them (Z_WORDS): where N keeps
-    words whole, and where the scale row gives each thread a column of its own (BLOCK_N >= 32 * num_warps);
-    with fewer columns than threads the word reads spill (sm_90 SASS, 128 x 128 / 8 warps: 5.3 -> 25 instructions
-    a weight, triton 3.6)."""
-    return (zmode == 1 and zeros is not None and zeros.dtype == torch.uint8 and N % 4 == 0 and zeros.data_ptr() % 4 == 0
-            and block_n >= 32 * num_warps)
+    words whole, where the scale row gives each thread a column of its own (BLOCK_N >= 32 * num_warps; with
+    fewer columns than threads the word reads spill, sm_90 SASS: 128 x 128 / 8 warps went from 5.3 to 25
+    instructions a weight, triton 3.6), and for BLOCK_M <= 64, where the byte load's stall is not hidden behind
+    the K-block's wgmmas. H100, eighth session, zero-code layers: Llama-3-70B gate_up M = 16 130 -> 110 us, down
+    M = 64 124 -> 104 us; but down M = 128 (128 x 128 tiles) 158 -> 206 us."""
+    return (zmode == 1 and zeros is not None and zeros.dtype == torch.uint8 and N % 4 == 0
+            and zeros.data_ptr() % 4 == 0 and block_n >= 32 * num_warps and block_m <= 64)
 
 
 def frag_layout_supported(K: int, group_size: int, bits: int, has_g_idx: bool) -> str | None:
@@ -1297,7 +1299,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             ws, counters, M, N, K, gs, k_split, split, n_tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, EVEN_M=M % bm == 0, ASM=not _interpreted(),
             EMULATE_BF16=emulate, PERMUTE_X=permute_x,
-            Z_WORDS=_frag_zero_words(zmode, z_arg, N, bn, cfg["num_warps"]),
+            Z_WORDS=_frag_zero_words(zmode, z_arg, N, bm, bn, cfg["num_warps"]),
             BLOCK_M=bm, BLOCK_N=bn, **launch)
         return y
     scale_row = g_idx is None and gs % cfg["block_k"] == 0
