@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Device machine (carry .whl and .ci/gpu/.sent), about 5 minutes (eighth session, call 6): frag reads uint8 zero
+# Device machine (carry .whl and .ci/gpu/.sent), 2-5 minutes (eighth session, calls 6-7): frag reads uint8 zero
 # codes as the 32-bit words that hold them (Z_WORDS: asynchronous copies, not a synchronous byte load a K-block).
-#   1  the frag and zero-code GPU tests ($OUT/tests.log)                                                 ~40 s
-#   2  the kernel benchmark at M = 1-256 with the committed table: cuBLAS bf16/fp16, our W4A16 symmetric and
+#   1  the GPU tests selected by TESTS_K ($OUT/tests.log)                                                ~40 s
+#   2  the kernel benchmark at M_VALUES with the committed table: cuBLAS bf16/fp16, our W4A16 symmetric and
 #      with zero codes, all 12 layers -> $OUT/records.tar                                                <= 240 s
+#   call 6: defaults; call 7 (as stage_zero_words_large.sh at ed5d8cd): M_VALUES=64,128,256 TESTS_K="frag and codes"
 source .ci/gpu/env.sh || exit 1
-timeout 150 python3 -m pytest -q tests/test_kernels_w4a16.py -k "frag or fragment or zero" > $OUT/tests.log 2>&1
+timeout 150 python3 -m pytest -q tests/test_kernels_w4a16.py -k "${TESTS_K:-frag or fragment or zero}" \
+  > $OUT/tests.log 2>&1
 grep -E "passed|failed|^E |^FAILED" $OUT/tests.log | tail -8
 timeout 240 python3 -m harness bench=kernels gpu=h100 "bench.kernels.models=[llama-3-70b,llama-3-8b,llama-2-7b]" \
-  "bench.kernels.m_values=[1,2,4,8,16,32,64,128,256]" \
+  "bench.kernels.m_values=[${M_VALUES:-1,2,4,8,16,32,64,128,256}]" \
   "bench.kernels.backends=[cublas_bfloat16,cublas_float16,triton_w4a16_g128,triton_w4a16_g128_zp]" \
   results_dir=$OUT/h100 progress=false 2>&1 | tee $OUT/kernels.log | grep -E "record|Error|gate_up .*_zp.*M= *(1|16|128) " | cut -c1-120
 tar -C $OUT -cf $OUT/records.tar h100 && rm -rf $OUT/h100
