@@ -718,7 +718,8 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     if backend == "triton" and not (gpu or _interpreted()):
         raise ValueError("fp8_linear: the Triton FP8 GEMMs need a CUDA GPU with compute capability >= 8.9 "
                          "(or TRITON_INTERPRET=1 on CPU); use backend='torch'")
-    use_triton_quant = backend != "torch" and triton is not None
+    # Triton quantizes x where its kernels can run (CUDA tensors, or the interpreter)
+    use_triton_quant = backend != "torch" and triton is not None and (x.is_cuda or _interpreted())
     x_q, x_scale = _quantize_activation(x, activation_scheme, act_granularity, input_scale, block_size,
                                         use_triton_quant)
     if backend == "scaled_mm":
