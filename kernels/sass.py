@@ -196,7 +196,8 @@ def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_sta
     zmode, zty = ZEROS[zeros]
     sig = _typed(FRAG_SIGNATURE, dtype) | {"z_ptr": zty if zeros == "codes" else f"*{dtype}"}
     ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN_N=True, EVEN_M=even_m, ASM=True, EMULATE_BF16=False,
-              PERMUTE_X=permute_x, Z_WORDS=zeros == "codes" and block_n >= 32 * num_warps and block_m <= 64,
+              PERMUTE_X=permute_x,
+              Z_WORDS=zeros == "codes" and w4a16.frag_zero_words_tile(block_m, block_n, num_warps),
               BLOCK_M=block_m, BLOCK_N=block_n)
     sass = compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
     ops = loop_mix(sass)

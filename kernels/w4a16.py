@@ -1043,15 +1043,20 @@ def _fragment_order(x: torch.Tensor) -> torch.Tensor:
     return x.view(M, K // 128, 4, 4, 2, 2, 2).permute(0, 1, 2, 5, 6, 3, 4).reshape(M, K)
 
 
+def frag_zero_words_tile(block_m: int, block_n: int, num_warps: int) -> bool:
+    """Frag tiles that read uint8 zero codes as the 32-bit words holding them (Z_WORDS): where the scale row gives
+    each thread a column of its own (BLOCK_N >= 32 * num_warps; with fewer columns than threads the word reads
+    spill, sm_90 SASS: 128 x 128 / 8 warps went from 5.3 to 25 instructions a weight, triton 3.6), and for
+    BLOCK_M <= 64, where the byte load's stall is not hidden behind the K-block's wgmmas. H100, eighth session,
+    zero-code layers: Llama-3-70B gate_up M = 16 130 -> 110 us, down M = 64 124 -> 104 us; but down M = 128
+    (128 x 128 tiles) 158 -> 206 us."""
+    return block_n >= 32 * num_warps and block_m <= 64
+
+
 def _frag_zero_words(zmode: int, zeros, N: int, block_m: int, block_n: int, num_warps: int) -> bool:
-    """Whether the frag kernel reads uint8 zero codes as the 32-bit words that hold them (Z_WORDS): where N keeps
-    words whole, where the scale row gives each thread a column of its own (BLOCK_N >= 32 * num_warps; with
-    fewer columns than threads the word reads spill, sm_90 SASS: 128 x 128 / 8 warps went from 5.3 to 25
-    instructions a weight, triton 3.6), and for BLOCK_M <= 64, where the byte load's stall is not hidden behind
-    the K-block's wgmmas. H100, eighth session, zero-code layers: Llama-3-70B gate_up M = 16 130 -> 110 us, down
-    M = 64 124 -> 104 us; but down M = 128 (128 x 128 tiles) 158 -> 206 us."""
+    """Z_WORDS for this layer and tile: uint8 codes, N keeping words whole, a word-aligned tensor, a tile above."""
     return (zmode == 1 and zeros is not None and zeros.dtype == torch.uint8 and N % 4 == 0
-            and zeros.data_ptr() % 4 == 0 and block_n >= 32 * num_warps and block_m <= 64)
+            and zeros.data_ptr() % 4 == 0 and frag_zero_words_tile(block_m, block_n, num_warps))
 
 
 def frag_layout_supported(K: int, group_size: int, bits: int, has_g_idx: bool) -> str | None:
