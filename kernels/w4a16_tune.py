@@ -67,8 +67,8 @@ FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4),
 FRAG_DECODE_TILES = ((16, 256, 4, 4), (16, 256, 4, 5), (16, 256, 8, 4), (16, 128, 4, 5))
 # ... and, at these tiles, with x permuted in the kernel (`permute_x`) rather than copied into fragment order first.
 FRAG_PERMUTE_X_TILES = ((256, 4, 3), (256, 4, 4), (128, 4, 3), (128, 4, 4))
-# ... and, for this tile, split-K even where the tiles outnumber the SMs (below).
-FRAG_TAIL_TILE = (16, 256, 4, 3)
+# Split-K where the tiles outnumber the SMs does not pay: Llama-3-70B gate_up's 224 tiles fill 0.85 of the 264
+# slots (2 CTAs an SM), yet split 2 / 4 / 8 ran 114-124 us against 105 at M = 1-16 (H100, eighth session, call 10).
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -133,10 +133,6 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             splits = [1]
             if tiles < sms:  # too few tiles for the SMs: also a split whose programs fill them about twice
                 splits.append(min(k.pow2_near(2 * sms / tiles), 32, K // 256))
-            if M <= 16 and (bm, bn, warps, stages) == FRAG_TAIL_TILE:
-                # enough tiles but a short last wave: Llama-3-70B gate_up's 224 tiles fill 0.85 of the 264 slots
-                # (2 CTAs an SM, Nsight Compute: SMs active 86% of the time); split 8 makes 6.8 waves of them
-                splits += [sp for sp in (2, 4, 8) if sp <= K // 256]
             for split in sorted(set(splits)):
                 out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
                                 num_stages=stages))
