@@ -9,9 +9,4 @@ source .ci/gpu/env.sh || exit 1
 timeout 150 python3 -m pytest -q tests/test_kernels_w4a16.py -k "${TESTS_K:-frag or fragment or zero}" \
   > $OUT/tests.log 2>&1
 grep -E "passed|failed|^E |^FAILED" $OUT/tests.log | tail -8
-timeout 240 python3 -m harness bench=kernels gpu=h100 "bench.kernels.models=[llama-3-70b,llama-3-8b,llama-2-7b]" \
-  "bench.kernels.m_values=[${M_VALUES:-1,2,4,8,16,32,64,128,256}]" \
-  "bench.kernels.backends=[cublas_bfloat16,cublas_float16,triton_w4a16_g128,triton_w4a16_g128_zp]" \
-  results_dir=$OUT/h100 progress=false 2>&1 | tee $OUT/kernels.log | grep -E "record|Error|gate_up .*_zp.*M= *(1|16|128) " | cut -c1-120
-tar -C $OUT -cf $OUT/records.tar h100 && rm -rf $OUT/h100
-true
+M_VALUES=${M_VALUES:-1,2,4,8,16,32,64,128,256} bash .ci/gpu/w4_bench.sh
