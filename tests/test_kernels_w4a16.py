@@ -496,8 +496,9 @@ def test_tuner_offers_the_planes_path_with_configs_it_accepts():
 
 
 def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
-    # from M = 2 the tuner times fragment-order tiles beside the other paths (4-bit, K and groups multiples of
-    # 128); every distinct tile is a config the frag path runs (a small layer: the same tiles, N and K scaled down)
+    # at every M the tuner times fragment-order tiles beside the other paths (4-bit, K and groups multiples of
+    # 128), the deeper decode tiles up to M = 16; every distinct tile is a config the frag path runs (a small
+    # layer: the same tiles, N and K scaled down)
     from kernels import w4a16_tune
 
     layer, q, rows_group, _ = make_layer(256, 96, 4, 128)
