@@ -11,7 +11,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
     python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
     python -m kernels.sass planes [--block-m 64] [--block-n 128] [--block-k 128] [--warps 4] [--dtype fp16|bf16|fp32]
     python -m kernels.sass frag [--block-m 128] [--block-n 128] [--warps 8] [--dtype fp16|bf16] [--zeros none|codes|float]
-                             [--even-m] [--permute-x]
+                             [--even-m] [--permute-x] [--stream-k]
     python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
@@ -180,14 +180,14 @@ def planes_mix(block_m: int = 64, block_n: int = 128, block_k: int = 128, num_wa
 
 FRAG_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
                   "y_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
-                  "group_size": "i32", "k_split": "i32", "split_k": "i32", "n_tiles": "i32", "stride_xm": "i32",
-                  "stride_ym": "i32"}
+                  "group_size": "i32", "k_split": "i32", "split_k": "i32", "n_tiles": "i32", "tiles": "i32",
+                  "stride_xm": "i32", "stride_ym": "i32"}
 FRAG_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr", "cnt_ptr", "N", "K", "group_size",
                   "k_split", "stride_xm", "stride_ym")
 
 
 def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-             zeros: str = "none", even_m: bool = False, permute_x: bool = False
+             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False
              ) -> tuple[collections.Counter, float, collections.Counter]:
     """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
     kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
@@ -196,7 +196,7 @@ def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_sta
     zmode, zty = ZEROS[zeros]
     sig = _typed(FRAG_SIGNATURE, dtype) | {"z_ptr": zty if zeros == "codes" else f"*{dtype}"}
     ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN_N=True, EVEN_M=even_m, ASM=True, EMULATE_BF16=False,
-              PERMUTE_X=permute_x,
+              PERMUTE_X=permute_x, STREAM_K=stream_k,
               Z_WORDS=zeros == "codes" and w4a16.frag_zero_words_tile(block_m, block_n, num_warps),
               BLOCK_M=block_m, BLOCK_N=block_n)
     sass = compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
@@ -246,6 +246,7 @@ def main(argv=None) -> None:
                     help="gemv, frag: the layer's zero points (none: symmetric; codes: uint8; float: pre-multiplied fp16)")
     ap.add_argument("--even-m", action="store_true", help="frag: M a multiple of BLOCK_M (x loads unmasked)")
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
+    ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -264,7 +265,7 @@ def main(argv=None) -> None:
                                           pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
     elif args.kernel == "frag":
         ops, per_weight, every = frag_mix(args.block_m, args.block_n or 128, args.warps or 8, args.stages,
-                                          args.dtype, args.zeros, args.even_m, args.permute_x)
+                                          args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -86,31 +86,31 @@ if triton is not None:
                      mask=m_ok[:, None] & n_ok[None, :])
 
     @triton.jit
-    def splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                      HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
-        """Every program adds its fp32 partial tile [BLOCK_M, BLOCK_N] of y into the workspace; the last of the
-        split_k programs of an N-tile (an acq_rel counter per tile, indexed by program_id(0)) adds the bias,
-        writes y in its dtype (`store_y`) and zeroes its workspace tile and counter again, so the next call finds
-        them clean (no memset, no cast kernel), ordered by `last_arrival`."""
-        mask = m_ok[:, None] & n_ok[None, :]
-        ws = ws_ptr + rm[:, None] * N + rn[None, :]
-        tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
-        if last_arrival(cnt_ptr, tl.program_id(0), split_k):
-            total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
-            if HAS_BIAS:
-                total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            store_y(total, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16, GLU)
-            tl.store(ws, tl.zeros_like(total), mask=mask)
-
-    @triton.jit
-    def splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                     HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
-        """A split-K kernel's fp32 tile of y: without a split, bias added and stored in y's dtype; split,
-        through `splitk_finish`."""
-        if split_k == 1:
+    def tile_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, index, count,
+                   HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
+        """One of `count` fp32 partial tiles [BLOCK_M, BLOCK_N] of y. count == 1: bias added and stored in y's
+        dtype. Otherwise every partial is added into the workspace; the last to arrive at counter `index` (an
+        acq_rel counter per tile, `last_arrival`) adds the bias, writes y in its dtype (`store_y`) and zeroes
+        its workspace tile and counter again, so the next call finds them clean (no memset, no cast kernel)."""
+        if count == 1:
             if HAS_BIAS:
                 acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             store_y(acc, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16, GLU)
         else:
-            splitk_finish(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k, HAS_BIAS,
-                          EMULATE_BF16, GLU)
+            mask = m_ok[:, None] & n_ok[None, :]
+            ws = ws_ptr + rm[:, None] * N + rn[None, :]
+            tl.atomic_add(ws, acc, mask=mask, sem="relaxed")
+            if last_arrival(cnt_ptr, index, count):
+                total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+                store_y(total, rm, rn, m_ok, n_ok, y_ptr, N, stride_ym, EMULATE_BF16, GLU)
+                tl.store(ws, tl.zeros_like(total), mask=mask)
+
+    @triton.jit
+    def splitk_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                     HAS_BIAS: tl.constexpr, EMULATE_BF16: tl.constexpr, GLU: tl.constexpr = False):
+        """A split-K kernel's fp32 tile of y, one of the split_k partials of the N-tile program_id(0)
+        (`tile_store`)."""
+        tile_store(acc, rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, tl.program_id(0), split_k,
+                   HAS_BIAS, EMULATE_BF16, GLU)

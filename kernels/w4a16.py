@@ -249,6 +249,7 @@ if triton is not None:
     from kernels.launch import prefetch_l2 as _prefetch_l2
     from kernels.splitk import round_to_bf16 as _round_to_bf16
     from kernels.splitk import splitk_store as _splitk_store
+    from kernels.splitk import tile_store as _tile_store
 
     @triton.jit
     def _zero_point(z_ptr, offs, mask, s, ZMODE: tl.constexpr, BITS: tl.constexpr, EMULATE_BF16: tl.constexpr):
@@ -844,32 +845,17 @@ if triton is not None:
         return w
 
     @triton.jit
-    def _w4a16_frag_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
-                           k_split, split_k, n_tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
-                           HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
-                           EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
-        K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
-        BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
-        registers, is one tl.dot, so the pipeliner keeps wgmma asynchronous across K-blocks while the next
-        block is dequantized. Program (tile, k): tile = pid_n + n_tiles * pid_m; K-slice k of k_split rows;
-        split-K reduces in the launch (`kernels.splitk`)."""
+    def _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, k_lo, k_hi, N, group_size, stride_xm,
+                  ZMODE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
+                  EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+        """y^T tile [BLOCK_N, BLOCK_M] (fp32) of the rows k_lo..k_hi of K (multiples of 128): the frag path's K loop
+        (`_w4a16_frag_kernel`)."""
         DT: tl.constexpr = x_ptr.dtype.element_ty
         if DT == tl.float16:
             BASE: tl.constexpr = 1024.0  # the magic of `_codes_as_half`
         else:
             BASE: tl.constexpr = 128.0
-        tile = tl.program_id(0)
-        pid_k = tl.program_id(1)
-        pid_m = tile // n_tiles
-        pid_n = tile % n_tiles
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        m_ok = rm < M
-        n_ok = rn < N
-        k_lo = pid_k * k_split
-        k_hi = tl.minimum(K, k_lo + k_split)
         rk = tl.arange(0, 128)
         rw = tl.arange(0, 16)
         # words [BLOCK_N, 16], n fastest: each warp's async copies read 512 contiguous bytes of a row of qweight.
@@ -930,8 +916,67 @@ if triton is not None:
                 acc += tl.dot(a, xt)
             w_ptrs += 16 * N
             x_ptrs += 128
-        _splitk_store(tl.trans(acc), rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
-                      HAS_BIAS, EMULATE_BF16)
+        return acc
+
+    @triton.jit
+    def _w4a16_frag_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, b_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, group_size,
+                           k_split, split_k, n_tiles, tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
+                           EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr,
+                           STREAM_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
+        K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
+        BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
+        registers, is one tl.dot, so the pipeliner keeps wgmma asynchronous across K-blocks while the next
+        block is dequantized.
+        Split-K (grid (tiles, split_k)): program (t, k) takes K-slice k of k_split rows of tile t = pid_n + n_tiles *
+        pid_m.
+        Stream-K (STREAM_K, grid (G,)): the tiles x K-blocks units are cut into G equal runs, one per program,
+        so every SM gets the same work whatever the number of tiles (no partly filled last wave); a run crosses
+        tile boundaries, and a tile shared by several programs is summed through the workspace
+        (`kernels.splitk.tile_store`). Tiles t = pid_m + m_tiles * pid_n."""
+        if STREAM_K:
+            kb = K // 128
+            m_tiles = tiles // n_tiles
+            G = tl.num_programs(0)
+            total = tiles.to(tl.int64) * kb
+            pid = tl.program_id(0).to(tl.int64)
+            u = pid * total // G
+            end = (pid + 1) * total // G
+            while u < end:
+                tile = (u // kb).to(tl.int32)
+                t0 = tile.to(tl.int64) * kb
+                seg_end = tl.minimum(end, t0 + kb)
+                pid_m = tile % m_tiles  # M fastest: the programs at work share W's tiles (read once from HBM)
+                pid_n = tile // m_tiles
+                rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+                rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+                m_ok = rm < M
+                n_ok = rn < N
+                acc = _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, ((u - t0) * 128).to(tl.int32),
+                                ((seg_end - t0) * 128).to(tl.int32), N, group_size, stride_xm, ZMODE, EVEN_N, EVEN_M,
+                                ASM, EMULATE_BF16, PERMUTE_X, Z_WORDS, BLOCK_M, BLOCK_N)
+                # the programs whose runs meet this tile: program p starts at unit p * total // G
+                first = ((t0 + 1) * G - 1) // total
+                last = ((t0 + kb) * G - 1) // total
+                _tile_store(tl.trans(acc), rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, tile,
+                            (last - first + 1).to(tl.int32), HAS_BIAS, EMULATE_BF16)
+                u = seg_end
+        else:
+            tile = tl.program_id(0)
+            pid_k = tl.program_id(1)
+            pid_m = tile // n_tiles
+            pid_n = tile % n_tiles
+            rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            m_ok = rm < M
+            n_ok = rn < N
+            k_lo = pid_k * k_split
+            acc = _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, k_lo, tl.minimum(K, k_lo + k_split), N,
+                            group_size, stride_xm, ZMODE, EVEN_N, EVEN_M, ASM, EMULATE_BF16, PERMUTE_X, Z_WORDS,
+                            BLOCK_M, BLOCK_N)
+            _splitk_store(tl.trans(acc), rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
+                          HAS_BIAS, EMULATE_BF16)
 
     @triton.jit
     def _w4a16_dequant_kernel(qw_ptr, s_ptr, z_ptr, g_ptr, w_ptr, N, K, group_size, BITS: tl.constexpr,
@@ -980,7 +1025,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab", "spread_x", "permute_x")
+               "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -1154,7 +1199,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
                         spread_x: bool | None = None, permute_x: bool | None = None,
-                        validate: bool = True, glu: bool = False) -> torch.Tensor:
+                        stream_k: int | None = None, validate: bool = True, glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
     glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
     gemv's epilogue (the decode path), after the GEMM on the others (`glu_ref`).
@@ -1165,7 +1210,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     for M > 4, or CUDA-core FMAs, M <= 8), tiled (tl.dot tiles of BLOCK_M rows), planes (4-bit, contiguous
     groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), frag (4-bit, K and groups multiples
     of 128, 16-bit x with scales of its dtype: x permuted into MMA-fragment order so each word's code pairs are
-    wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x), or dequant
+    wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x; stream_k = c:
+    c programs per SM share the tiles' K-blocks equally, instead of split_k), or dequant
     (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv,
     skinny and frag paths reduces in the same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
@@ -1195,7 +1241,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                             num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
                             reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
-                            permute_x=permute_x).items():
+                            permute_x=permute_x, stream_k=stream_k).items():
         if value is not None:
             cfg[name] = value
     if cfg["path"] not in PATHS:
@@ -1292,18 +1338,26 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         split = _cdiv(K, k_split)
         n_tiles = _cdiv(N, bn)
         tiles = n_tiles * _cdiv(M, bm)
+        stream_k = int(cfg.get("stream_k") or 0)
+        if stream_k < 0:
+            raise ValueError(f"w4a16: stream_k={stream_k} must be >= 0 (programs per SM; 0: off)")
+        if stream_k:  # G programs, each a run of the tiles x K-blocks units (no more programs than units)
+            sms = _num_sms(x.device.index or 0) if x.is_cuda else 4
+            grid = (min(stream_k * sms, tiles * (K // 128)),)
+        else:
+            grid = (tiles, split)
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-        ws, counters = _splitk_workspace(x.device, M * N, tiles) if split > 1 else (y, y)
+        ws, counters = _splitk_workspace(x.device, M * N, tiles) if stream_k or split > 1 else (y, y)
         # permute_x: x^T [128, BLOCK_M] read in natural order and permuted in registers (one shared-memory round
         # trip, and the pipeliner then waits on each K-block's wgmma) instead of a copy of x in fragment order, a
         # second kernel: for decode-sized tiles, where that copy is a few percent of the call
         permute_x = bool(cfg.get("permute_x", False))
         xf = x if permute_x else _fragment_order(x)
-        _w4a16_frag_kernel[(tiles, split)](
+        _w4a16_frag_kernel[grid](
             xf, qweight.contiguous(), scales.contiguous(), z_arg, bias.contiguous() if bias is not None else y, y,
-            ws, counters, M, N, K, gs, k_split, split, n_tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
+            ws, counters, M, N, K, gs, k_split, split, n_tiles, tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, EVEN_M=M % bm == 0, ASM=not _interpreted(),
-            EMULATE_BF16=emulate, PERMUTE_X=permute_x,
+            EMULATE_BF16=emulate, PERMUTE_X=permute_x, STREAM_K=stream_k > 0,
             Z_WORDS=_frag_zero_words(zmode, z_arg, N, bm, bn, cfg["num_warps"]),
             BLOCK_M=bm, BLOCK_N=bn, **launch)
         return y

@@ -508,10 +508,13 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
     seen = set()
     for M in (1, 2, 16, 128, 1024):
         frag = [c for c in w4a16_tune.candidates(M, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
-        assert 3 <= len(frag) <= 16
+        per_tile = [c for c in frag if not c.get("stream_k")]
+        assert 3 <= len(per_tile) <= 16
+        # above M = 16 each tile also as a stream-K launch (1 and 2 programs an SM)
+        assert len(frag) == len(per_tile) * (1 + len(w4a16_tune.FRAG_STREAM_K) * (M > 16))
         for c in frag:
             assert c["block_k"] == 128 and (c["block_m"] <= 2 * M or c["block_m"] == 16)
-            tile = (c["block_m"], c["block_n"], c["num_warps"])
+            tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"))
             if tile not in seen:
                 seen.add(tile)
                 y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)
@@ -726,6 +729,47 @@ def test_frag_path_matches_float64_and_rounds_w_once(M, K, N, dtype, zeros, bias
     ref_once = x.cpu().double() @ w_once + (b.cpu().double() if bias else 0)
     assert rel(y.cpu(), ref_once) < {torch.float16: 1e-3, torch.bfloat16: 4e-3}[dtype]
     assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]
+
+
+# stream-K: (M, K, N, dtype, zeros, bias, (block_m, block_n, programs per SM[, permute_x])); the interpreter
+# counts 4 SMs, so G = 4 x programs per SM runs (a GPU has more: then most runs are single K-blocks)
+STREAM_K_CASES = [
+    (40, 512, 96, torch.float16, "none", True, (16, 32, 1)),  # 9 tiles x 4 blocks over 4 runs of 9: runs cross tiles
+    (20, 384, 64, torch.bfloat16, "codes", False, (16, 32, 3)),  # 12 runs of one block: 3 partials a tile
+    (33, 768, 40, torch.float16, "float", True, (32, 32, 2)),  # N % BLOCK_N, M % BLOCK_M
+    (16, 256, 256, torch.float16, "none", False, (16, 32, 1)),  # runs of whole tiles: stored without the workspace
+    (5, 256, 48, torch.float16, "codes", True, (16, 32, 1, True)),  # permute_x
+]
+
+
+@pytest.mark.parametrize("M,K,N,dtype,zeros,bias,tiles", STREAM_K_CASES)
+def test_frag_stream_k_matches_the_one_program_per_tile_launch(M, K, N, dtype, zeros, bias, tiles):
+    # stream-K cuts the tiles' K-blocks into equal runs, one per program, and sums the tiles that runs share
+    # through the workspace: the same y as one program per tile (to the fp32 summation order), against float64,
+    # twice (the workspace and counters are left clean)
+    layer, q, rows_group, z = make_layer(K, N, 4, 128, dtype=dtype, seed=M + N)
+    if zeros == "none":
+        layer["zeros"] = None
+    elif zeros == "codes":
+        layer["zeros"] = z.to(torch.uint8).to(DEV)
+    else:
+        layer["zeros"] = layer["zeros"].to(dtype)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
+    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
+    bm, bn, per_sm, *permute_x = tiles
+    common = dict(bias=b, path="frag", block_m=bm, block_n=bn, num_warps=4, num_stages=2,
+                  permute_x=bool(permute_x and permute_x[0]), **layer)
+    one = k.w4a16_matmul_triton(x, split_k=1, **common)
+    for _ in range(2):
+        y = k.w4a16_matmul_triton(x, stream_k=per_sm, **common)
+        assert y.shape == (M, N) and y.dtype == dtype
+        assert rel(y.cpu(), one.cpu()) < {torch.float16: 1e-3, torch.bfloat16: 6e-3}[dtype]
+        assert rel(y, k.w4a16_matmul_ref(x, bias=b, **layer)) < {torch.float16: 2e-3, torch.bfloat16: 6e-3}[dtype]
+    ws, counters = splitk._WORKSPACES[(x.device.type, x.device.index)]
+    assert not ws.any() and not counters.any()
+    with pytest.raises(ValueError, match=r"stream_k=-1 must be >= 0"):
+        k.w4a16_matmul_triton(x, stream_k=-1, **common)
 
 
 def test_frag_path_limits_raise_clear_errors_and_tuned_entries_fall_back():
