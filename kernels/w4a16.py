@@ -939,7 +939,7 @@ if triton is not None:
             kb = K // 128
             m_tiles = tiles // n_tiles
             G = tl.num_programs(0)
-            total = tiles.to(tl.int64) * kb
+            total = kb.to(tl.int64) * tiles  # (tiles == 1 arrives as a Python int)
             pid = tl.program_id(0).to(tl.int64)
             u = pid * total // G
             end = (pid + 1) * total // G
