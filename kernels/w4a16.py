@@ -805,6 +805,14 @@ if triton is not None:
     # i = 4 s_hi + c of that row, all in the thread that holds those words, so W^T's A operand is made in the
     # registers wgmma/mma read it from, two weights per LOP3 and per packed 16-bit FMA, no shuffles. x's columns
     # are permuted into the same order (`_fragment_order`) so the product is unchanged.
+    #
+    # Each K-block's wgmmas are retired (wait 0) before the next block's A registers are written. Triton 3.6
+    # pipelines register-A wgmmas across iterations (wait <= 7 pending) and leaves ptxas to keep their registers
+    # alive; ptxas reuses them at once (sm_90 SASS: the next block's loads and dequantization write the A
+    # registers of wgmmas still pending), a race upstream knows (triton-lang/triton#9433, fixed after 3.6). On the
+    # H100 (ninth session, `.ci/gpu/frag_check.py`) 128 x 128 / 8 warps / 3 stages gave 0.12 relative error,
+    # 256 x 128 / 8 warps 5e-3 on rows 0-7 of a warp's A fragment, 128 x 128 / 4 warps with split-K NaN, each
+    # differing from run to run; 2 stages and 4-warp tiles mostly hid it.
 
     @triton.jit
     def _frag_pair_dequant(u, nzz, s, nzs, DT: tl.constexpr, ASM: tl.constexpr, EMULATE_BF16: tl.constexpr):
@@ -914,6 +922,9 @@ if triton is not None:
                 acc += tl.dot(a, xt.to(tl.float32))
             else:
                 acc += tl.dot(a, xt)
+            if ASM:  # a use of acc: the K-block's wgmmas retire here, before the next block's A registers exist
+                acc = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [acc], dtype=tl.float32, is_pure=True,
+                                                pack=1)
             w_ptrs += 16 * N
             x_ptrs += 128
         return acc

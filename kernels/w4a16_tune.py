@@ -7,7 +7,8 @@ and which tiles, written as `kernels/tuned/w4a16.json` ({gpu name: {tuning_key: 
 Each candidate is replayed from a CUDA graph (device time, as decode runs under graphs; not the Python launch
 overhead) and timed with CUDA events after warm-up, the L2 cache flushed before every timed run (decode reads
 weights from HBM, not from a warm cache), median of `iters` runs; candidates that fail to compile or launch
-are skipped. The first candidate is the untuned heuristic, so a tuned entry is never slower than it was.
+are skipped, and so is any whose result, checked before and after its timed replays, is off the torch reference
+by MAX_REL_ERR or more. The first candidate is the untuned heuristic, so a tuned entry is never slower than it was.
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ FRAG_PERMUTE_X_TILES = ((256, 4, 3), (256, 4, 4), (128, 4, 3), (128, 4, 4))
 FRAG_STREAM_K = (1, 2)
 # Split-K where the tiles outnumber the SMs does not pay: Llama-3-70B gate_up's 224 tiles fill 0.85 of the 264
 # slots (2 CTAs an SM), yet split 2 / 4 / 8 ran 114-124 us against 105 at M = 1-16 (H100, eighth session, call 10).
+
+
+# A candidate's result against the torch reference (fp32 accumulation, fp16 out): a correct kernel is at ~2e-4 (H100,
+# K = 1024-28672); the races of the ninth session's frag tiles showed 5e-3 to 0.14, and NaN.
+MAX_REL_ERR = 2e-3
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    """||y - ref|| / ||ref|| in fp32 (NaN compares as failing)."""
+    return ((y.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -165,14 +176,16 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
         default = k.default_config(M, N, K, group_size, False, device, bits)
         results = []
         for cfg in [default] + [c for c in candidates(M, N, K, bits, sms, group_size) if c["path"] in paths]:
+            def run():
+                return k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **cfg)
             try:
-                y = k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits, validate=False, **cfg)
-                err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
-                if not err < 5e-3:
+                err = rel_err(run(), ref)
+                if err < MAX_REL_ERR:
+                    ms = graph_time_ms(run, 2, iters, flush)[0]
+                    err = max(err, rel_err(run(), ref))  # again after the replays: a race shows run to run
+                if not err < MAX_REL_ERR:
                     log(f"  rejected (rel err {err:.2e}): {cfg}")
                     continue
-                ms = graph_time_ms(lambda: k.w4a16_matmul_triton(x, qweight, scales, zeros, None, group_size, bits,
-                                                                 validate=False, **cfg), 2, iters, flush)[0]
             except Exception as e:  # a config this GPU/compiler cannot run: skip it
                 log(f"  skipped {cfg}: {type(e).__name__}: {str(e)[:120]}")
                 continue

@@ -818,3 +818,45 @@ def test_untuned_shapes_take_the_frag_path_on_sm90_for_m_3_to_256(monkeypatch):
             tiles = -(-M // cfg["block_m"]) * -(-5120 // cfg["block_n"])
             assert 132 <= tiles * cfg["split_k"] <= 4 * 132 or cfg["split_k"] == 1
     assert k._heuristic_config(16, 5120, 5120, 128, False, cuda, frag=False)["path"] == "skinny"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="runs the tuned table's entries on the GPU they were tuned "
+                                                          "for (races in a kernel show only on the hardware)")
+def test_every_tuned_entry_for_this_gpu_matches_the_reference():
+    # each committed (path, tiles) choice for this GPU, on its own layer shape and M, three times (a race shows run to
+    # run): within the tuner's bound of the torch reference. Symmetric layers, and uint8 zero codes for the "_zp"
+    # entries. The ninth session found racy frag tiles that had passed a single check when they were tuned.
+    import json
+
+    from kernels import w4a16_tune
+
+    table = json.load(open(os.environ.get(k.TUNING_ENV, k.TUNED_FILE)))
+    entries = table.get(torch.cuda.get_device_name())
+    if not entries:
+        pytest.skip(f"no tuned entries for {torch.cuda.get_device_name()}")
+    layers, failed = {}, []
+    for key, cfg in sorted(entries.items()):
+        fields = key.split("_")
+        if fields[2:4] != ["b4", "g128"] or "gidx" in fields:
+            continue
+        N, K, M = int(fields[0][1:]), int(fields[1][1:]), int(fields[-1][1:])
+        zp = "zp" in fields
+        if (N, K) not in layers:
+            layers.clear()
+            torch.cuda.empty_cache()
+            gen = torch.Generator(device="cuda").manual_seed(N + K)
+            codes = torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32, generator=gen)
+            layers[(N, K)] = (k.pack_int_weights(codes, 4), (torch.rand(K // 128, N, device="cuda", generator=gen)
+                                                             * 0.01 + 0.001).half(),
+                              torch.randint(0, 16, (K // 128, N), device="cuda", generator=gen).to(torch.uint8))
+            del codes
+        qweight, scales, z = layers[(N, K)]
+        zeros = z if zp else None
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, 128, 4, validate=False)
+        tiles = {name: v for name, v in cfg.items() if name in k.CONFIG_KEYS}
+        errs = [w4a16_tune.rel_err(k.w4a16_matmul_triton(x, qweight, scales, zeros, None, 128, 4, validate=False,
+                                                         **tiles), ref) for _ in range(3)]
+        if not max(errs) < w4a16_tune.MAX_REL_ERR:  # NaN fails too
+            failed.append(f"{key} {tiles}: rel err {', '.join(f'{e:.1e}' for e in errs)}")
+    assert not failed, "\n".join(failed)
