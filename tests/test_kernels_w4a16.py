@@ -860,3 +860,25 @@ def test_every_tuned_entry_for_this_gpu_matches_the_reference():
         if not max(errs) < w4a16_tune.MAX_REL_ERR:  # NaN fails too
             failed.append(f"{key} {tiles}: rel err {', '.join(f'{e:.1e}' for e in errs)}")
     assert not failed, "\n".join(failed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="checks the untuned choices on the hardware (races in a "
+                                                          "kernel show only there)")
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 1024])
+def test_untuned_shapes_take_heuristic_configs_that_match_the_reference_on_the_gpu(M):
+    # a shape no table has (Qwen-like 5120 x 13824, symmetric and with zero codes): the heuristic path and tiles,
+    # three times each (a race shows run to run)
+    from kernels import w4a16_tune
+
+    K, N = 5120, 13824
+    gen = torch.Generator(device="cuda").manual_seed(M)
+    qweight = k.pack_int_weights(torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32, generator=gen), 4)
+    scales = (torch.rand(K // 128, N, device="cuda", generator=gen) * 0.01 + 0.001).half()
+    codes = torch.randint(0, 16, (K // 128, N), device="cuda", generator=gen).to(torch.uint8)
+    assert k.tuned_config(M, N, K, 4, 128, False, torch.device("cuda")) is None
+    x = torch.randn(M, K, device="cuda", dtype=torch.float16, generator=gen)
+    for zeros in (None, codes):
+        ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, 128, 4, validate=False)
+        errs = [w4a16_tune.rel_err(k.w4a16_matmul_triton(x, qweight, scales, zeros, None, 128, 4, validate=False),
+                                   ref) for _ in range(3)]
+        assert max(errs) < w4a16_tune.MAX_REL_ERR, (zeros is not None, errs)
