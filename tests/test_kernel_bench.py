@@ -66,7 +66,7 @@ def test_a_peer_that_cannot_run_is_recorded_with_why():
 
 def test_each_finished_backend_is_written_before_the_run_ends(tmp_path, monkeypatch):
     # a run stopped by a time limit keeps every backend it finished: main() rewrites its record (status "partial")
-    # after each backend of each layer shape, and "ok" at the end; the report reads partial kernel records too
+    # after each M of each layer shape, and "ok" at the end; the report reads partial kernel records too
     import harness.metrics.kernels as kb
     from harness.plots import kernel_frame
     from harness.records import read_record

@@ -91,43 +91,62 @@ def torch_backends() -> list[Backend]:
     return [_dense(torch.bfloat16), _dense(torch.float16)]
 
 
+# Before a row is timed its op runs for this long (CUDA-graph replays): the SM clock drops under a heavy GEMM and
+# takes a while to come back, and a decode-sized row timed right after one read up to 30% slow (H100, ninth session:
+# Llama-3-70B gate_up at M = 1 took 130.7 us after the previous backend's M = 1024, 100.4 us in the tuner).
+SETTLE_MS = 50.0
+
+
+def _build(backend: Backend, K: int, N: int, device) -> tuple[tuple | None, str | None]:
+    """(backend.build(K, N, device), None), or (None, why it cannot run here)."""
+    why = backend.available(device)
+    if why is not None:
+        return None, why
+    try:
+        return backend.build(K, N, device), None
+    except Exception as e:  # a peer that cannot serve this shape: recorded, not fatal
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _time_row(backend: Backend, built, K: int, N: int, m: int, device, roof: Roofline, warmup: int, iters: int,
+              flush: torch.Tensor | None, settle_ms: float) -> dict:
+    """One (backend, shape, M) row: median ms over `iters` CUDA-graph replays after warm-up and `settle_ms` of the
+    op running, with GB/s, TFLOP/s and roofline fractions; or a row saying why it failed."""
+    run, w_bytes, act_dtype = built
+    x = torch.randn(m, K, device=device, dtype=act_dtype)
+    try:
+        once = cuda_time_ms(lambda: run(x), 1, 1)[0]
+        slow = once > 10  # e.g. tinygemm at M=4096: 100+ ms a call
+        if settle_ms > 0 and not slow:
+            cuda_time_ms(lambda: run(x), min(2000, int(settle_ms / max(once, 1e-3))), 1)
+        med, lo, hi, timer = graph_time_ms(lambda: run(x), 1 if slow else warmup, 5 if slow else iters, flush)
+    except Exception as e:
+        return {"backend": backend.name, "K": K, "N": N, "M": m, "status": "failed",
+                "reason": f"{type(e).__name__}: {e}"}
+    act_bytes = m * K * x.element_size() + m * N * 2
+    bytes_moved = w_bytes + act_bytes
+    flops = 2 * m * N * K
+    gbps = bytes_moved / (med / 1e3) / 1e9
+    tflops = flops / (med / 1e3) / 1e12
+    return {"backend": backend.name, "K": K, "N": N, "M": m, "status": "ok", "median_ms": med,
+            "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
+            "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
+            "roofline_fraction": roofline_fraction(bytes_moved, flops, med, roof.__dict__, backend.matrix_rate),
+            "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer}
+
+
 def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofline, warmup: int = 5,
-                iters: int = 30, flush: torch.Tensor | None = None) -> list[dict]:
+                iters: int = 30, flush: torch.Tensor | None = None, settle_ms: float = SETTLE_MS) -> list[dict]:
     """Time one backend on one (K, N) for every M; returns one row per M (or one row saying why it can't run).
     `flush` (kernels.timing.l2_flush_buffer) is overwritten before each timed run: weights then come from HBM
     even when they would fit in L2 (Llama-3-8B o_proj in fp16 is 32 MB; an H100's L2 is 50 MB). Each call is
     replayed from a CUDA graph (kernels.timing.graph_time_ms): device time, as in graph-captured decode, not
     the host's launch overhead; a row's `timer` says which was used."""
-    why = backend.available(device)
-    if why is not None:
+    built, why = _build(backend, K, N, device)
+    if built is None:
         return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why}
                 for m in m_values]
-    try:
-        run, w_bytes, act_dtype = backend.build(K, N, device)
-    except Exception as e:  # a peer that cannot serve this shape: recorded, not fatal
-        return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable",
-                 "reason": f"{type(e).__name__}: {e}"} for m in m_values]
-    rows = []
-    for m in m_values:
-        x = torch.randn(m, K, device=device, dtype=act_dtype)
-        try:
-            slow = cuda_time_ms(lambda: run(x), 1, 1)[0] > 10  # e.g. tinygemm at M=4096: 100+ ms a call
-            med, lo, hi, timer = graph_time_ms(lambda: run(x), 1 if slow else warmup, 5 if slow else iters, flush)
-        except Exception as e:
-            rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "failed",
-                         "reason": f"{type(e).__name__}: {e}"})
-            continue
-        act_bytes = m * K * x.element_size() + m * N * 2
-        bytes_moved = w_bytes + act_bytes
-        flops = 2 * m * N * K
-        gbps = bytes_moved / (med / 1e3) / 1e9
-        tflops = flops / (med / 1e3) / 1e12
-        rows.append({"backend": backend.name, "K": K, "N": N, "M": m, "status": "ok", "median_ms": med,
-                     "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
-                     "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
-                     "roofline_fraction": roofline_fraction(bytes_moved, flops, med, roof.__dict__, backend.matrix_rate),
-                     "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer})
-    return rows
+    return [_time_row(backend, built, K, N, m, device, roof, warmup, iters, flush, settle_ms) for m in m_values]
 
 
 def fp8_backends() -> list[Backend]:
@@ -234,9 +253,10 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
                   layers=None) -> dict:
     """Every backend (or those named) on every linear shape of `models` (or the `layers` named) for every M:
     {"roofline", "rows"}. Needs a CUDA GPU; unknown model, layer or backend names fail before anything is timed.
-    `on_progress(metrics so far)` runs after each backend of each layer shape (callers write a partial record,
-    so a run stopped by a time limit keeps every backend it finished: a layer's rows once waited for its last
-    backend, and a stop inside the slowest peer lost them all, seventh session call 4)."""
+    Per layer shape every backend is built first, then each M is timed across the backends in turn (`SETTLE_MS`).
+    `on_progress(metrics so far)` runs after each M of each layer shape (callers write a partial record, so a run
+    stopped by a time limit keeps every row it finished: a layer's rows once waited for its last backend, and a
+    stop inside the slowest peer lost them all, seventh session call 4)."""
     unknown = [m for m in models if m not in MODEL_SHAPES]
     if unknown:
         raise ValueError(f"kernels: unknown model shapes {unknown}; known: {sorted(MODEL_SHAPES)}")
@@ -262,18 +282,24 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
         for layer, (K, N) in MODEL_SHAPES[model].items():
             if layers is not None and layer not in layers:
                 continue
-            for b in backends:
-                for row in bench_point(b, K, N, m_values, device, roof, flush=flush):
+            # every backend's weights at once, then each M across the backends: peers are timed one after another
+            # under the same clocks, rather than each backend's light rows after the previous one's heavy ones
+            built = [(b, *_build(b, K, N, device)) for b in backends]
+            for m in m_values:
+                for b, made, why in built:
+                    row = (_time_row(b, made, K, N, m, device, roof, 5, 30, flush, SETTLE_MS) if made is not None
+                           else {"backend": b.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why})
                     rows.append({"model": model, "layer": layer, **row})
                     if row["status"] == "ok":
                         log(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
                             f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s")
                     else:
                         log(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
-                torch.cuda.empty_cache()
                 if on_progress is not None:
                     on_progress({"roofline": roof.__dict__, "rows": list(rows),
                                  "backends": [b.name for b in backends]})
+            del built
+            torch.cuda.empty_cache()
     return {"roofline": roof.__dict__, "rows": rows, "backends": [b.name for b in backends]}
 
 
