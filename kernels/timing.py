@@ -60,3 +60,47 @@ def graph_time_ms(fn: Callable[[], object], warmup: int = 3, iters: int = 30,
         return med, lo, hi, "eager"
     med, lo, hi = cuda_time_ms(graph.replay, 2, iters, flush)
     return med, lo, hi, "cuda_graph"
+
+
+def interleaved_time_ms(fns: list[Callable[[], object]], warmup: int = 3, iters: int = 30,
+                        flush: torch.Tensor | None = None) -> list[tuple[float, float, float, str]]:
+    """`graph_time_ms` for several ops whose times are compared: each op is captured in a CUDA graph (eagerly timed
+    if it cannot be), then every timed iteration replays all of them in turn, so a drift of the GPU's clock during
+    the measurement (power and thermal limits under a heavy GEMM) falls on all of them alike. One
+    (median, min, max, timer) per op."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    replays, timers = [], []
+    for fn in fns:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                fn()
+            graph.replay()
+            torch.cuda.synchronize()
+            replays.append(graph.replay)
+            timers.append("cuda_graph")
+        except Exception:  # not capturable: timed eagerly, in the same rotation
+            torch.cuda.synchronize()
+            replays.append(fn)
+            timers.append("eager")
+    for replay in replays:  # one untimed round after the captures
+        replay()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(iters):
+        for replay, ts in zip(replays, times):
+            if flush is not None:
+                flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            replay()
+            end.record()
+            end.synchronize()
+            ts.append(start.elapsed_time(end))
+    return [(statistics.median(ts), min(ts), max(ts), timer) for ts, timer in zip(times, timers)]

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from kernels.timing import cuda_time_ms, graph_time_ms, l2_flush_buffer
+from kernels.timing import cuda_time_ms, graph_time_ms, interleaved_time_ms, l2_flush_buffer
 
 # (K, N) = (in_features, out_features) of the fused linear layers; qkv and gate_up fused as serving engines do.
 MODEL_SHAPES: dict[str, dict[str, tuple[int, int]]] = {
@@ -91,10 +91,12 @@ def torch_backends() -> list[Backend]:
     return [_dense(torch.bfloat16), _dense(torch.float16)]
 
 
-# Before a row is timed its op runs for this long (CUDA-graph replays): the SM clock drops under a heavy GEMM and
-# takes a while to come back, and a decode-sized row timed right after one read up to 30% slow (H100, ninth session:
-# Llama-3-70B gate_up at M = 1 took 130.7 us after the previous backend's M = 1024, 100.4 us in the tuner).
-SETTLE_MS = 50.0
+# A heavy GEMM lowers the SM clock (power and thermal limits) and a light row timed right after it read up to 30% slow
+# (H100, ninth session: Llama-3-70B gate_up at M = 1 took 130.7 us after the previous backend's M = 1024, 100.4 us
+# in the tuner). So the backends of one (shape, M) are timed together, their iterations interleaved
+# (`kernels.timing.interleaved_time_ms`), after each op has run for SETTLE_MS.
+SETTLE_MS = 20.0
+SLOW_MS = 10.0  # an op slower than this (e.g. tinygemm at M = 4096: 100+ ms a call) is timed on its own, 5 runs
 
 
 def _build(backend: Backend, K: int, N: int, device) -> tuple[tuple | None, str | None]:
@@ -108,21 +110,9 @@ def _build(backend: Backend, K: int, N: int, device) -> tuple[tuple | None, str 
         return None, f"{type(e).__name__}: {e}"
 
 
-def _time_row(backend: Backend, built, K: int, N: int, m: int, device, roof: Roofline, warmup: int, iters: int,
-              flush: torch.Tensor | None, settle_ms: float) -> dict:
-    """One (backend, shape, M) row: median ms over `iters` CUDA-graph replays after warm-up and `settle_ms` of the
-    op running, with GB/s, TFLOP/s and roofline fractions; or a row saying why it failed."""
-    run, w_bytes, act_dtype = built
-    x = torch.randn(m, K, device=device, dtype=act_dtype)
-    try:
-        once = cuda_time_ms(lambda: run(x), 1, 1)[0]
-        slow = once > 10  # e.g. tinygemm at M=4096: 100+ ms a call
-        if settle_ms > 0 and not slow:
-            cuda_time_ms(lambda: run(x), min(2000, int(settle_ms / max(once, 1e-3))), 1)
-        med, lo, hi, timer = graph_time_ms(lambda: run(x), 1 if slow else warmup, 5 if slow else iters, flush)
-    except Exception as e:
-        return {"backend": backend.name, "K": K, "N": N, "M": m, "status": "failed",
-                "reason": f"{type(e).__name__}: {e}"}
+def _row(backend: Backend, K: int, N: int, m: int, w_bytes: int, x: torch.Tensor, roof: Roofline,
+         timed: tuple[float, float, float, str], flush: torch.Tensor | None) -> dict:
+    med, lo, hi, timer = timed
     act_bytes = m * K * x.element_size() + m * N * 2
     bytes_moved = w_bytes + act_bytes
     flops = 2 * m * N * K
@@ -135,18 +125,67 @@ def _time_row(backend: Backend, built, K: int, N: int, m: int, device, roof: Roo
             "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer}
 
 
+def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N: int, m: int, device,
+               roof: Roofline, warmup: int = 5, iters: int = 30, flush: torch.Tensor | None = None,
+               settle_ms: float = SETTLE_MS) -> list[dict]:
+    """One row per backend for this (K, N, M): built = [(backend, backend.build(...) or None, why not)]. The ops
+    that run are timed together (`interleaved_time_ms`); a row says why a backend could not run or failed."""
+    rows: dict[int, dict] = {}
+    ready = []  # (index, backend, run, w_bytes, x, ms of one call)
+    for i, (b, made, why) in enumerate(built):
+        if made is None:
+            rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why}
+            continue
+        run, w_bytes, act_dtype = made
+        x = torch.randn(m, K, device=device, dtype=act_dtype)
+        try:
+            once = cuda_time_ms(lambda: run(x), 1, 1)[0]
+        except Exception as e:
+            rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
+                       "reason": f"{type(e).__name__}: {e}"}
+            continue
+        ready.append((i, b, run, w_bytes, x, once))
+    fast = [r for r in ready if r[5] <= SLOW_MS]
+    for i, b, run, w_bytes, x, once in ready:
+        try:
+            if once > SLOW_MS:
+                rows[i] = _row(b, K, N, m, w_bytes, x, roof, graph_time_ms(lambda: run(x), 1, 5, flush), flush)
+            elif settle_ms > 0:
+                cuda_time_ms(lambda: run(x), min(2000, int(settle_ms / max(once, 1e-3))), 1)
+        except Exception as e:
+            rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
+                       "reason": f"{type(e).__name__}: {e}"}
+    fast = [r for r in fast if r[0] not in rows]
+    if fast:
+        try:
+            timed = interleaved_time_ms([(lambda run=run, x=x: run(x)) for _, _, run, _, x, _ in fast], warmup,
+                                        iters, flush)
+        except Exception:  # one op breaks the rotation: each on its own, so the others still get rows
+            timed = []
+            for _, b, run, _, x, _ in fast:
+                try:
+                    timed.append(graph_time_ms(lambda: run(x), warmup, iters, flush))
+                except Exception as e:
+                    timed.append(e)
+        for (i, b, run, w_bytes, x, _), t in zip(fast, timed):
+            rows[i] = (_row(b, K, N, m, w_bytes, x, roof, t, flush) if not isinstance(t, Exception) else
+                       {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
+                        "reason": f"{type(t).__name__}: {t}"})
+    return [rows[i] for i in range(len(built))]
+
+
 def bench_point(backend: Backend, K: int, N: int, m_values, device, roof: Roofline, warmup: int = 5,
-                iters: int = 30, flush: torch.Tensor | None = None, settle_ms: float = SETTLE_MS) -> list[dict]:
+                iters: int = 30, flush: torch.Tensor | None = None) -> list[dict]:
     """Time one backend on one (K, N) for every M; returns one row per M (or one row saying why it can't run).
     `flush` (kernels.timing.l2_flush_buffer) is overwritten before each timed run: weights then come from HBM
     even when they would fit in L2 (Llama-3-8B o_proj in fp16 is 32 MB; an H100's L2 is 50 MB). Each call is
     replayed from a CUDA graph (kernels.timing.graph_time_ms): device time, as in graph-captured decode, not
     the host's launch overhead; a row's `timer` says which was used."""
-    built, why = _build(backend, K, N, device)
-    if built is None:
+    made, why = _build(backend, K, N, device)
+    if made is None:
         return [{"backend": backend.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why}
                 for m in m_values]
-    return [_time_row(backend, built, K, N, m, device, roof, warmup, iters, flush, settle_ms) for m in m_values]
+    return [time_peers([(backend, made, None)], K, N, m, device, roof, warmup, iters, flush)[0] for m in m_values]
 
 
 def fp8_backends() -> list[Backend]:
@@ -253,7 +292,8 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
                   layers=None) -> dict:
     """Every backend (or those named) on every linear shape of `models` (or the `layers` named) for every M:
     {"roofline", "rows"}. Needs a CUDA GPU; unknown model, layer or backend names fail before anything is timed.
-    Per layer shape every backend is built first, then each M is timed across the backends in turn (`SETTLE_MS`).
+    Per layer shape every backend is built first, then each M is timed across the backends together
+    (`time_peers`: their timed runs interleaved, so a drifting clock falls on all of them alike).
     `on_progress(metrics so far)` runs after each M of each layer shape (callers write a partial record, so a run
     stopped by a time limit keeps every row it finished: a layer's rows once waited for its last backend, and a
     stop inside the slowest peer lost them all, seventh session call 4)."""
@@ -286,9 +326,7 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
             # under the same clocks, rather than each backend's light rows after the previous one's heavy ones
             built = [(b, *_build(b, K, N, device)) for b in backends]
             for m in m_values:
-                for b, made, why in built:
-                    row = (_time_row(b, made, K, N, m, device, roof, 5, 30, flush, SETTLE_MS) if made is not None
-                           else {"backend": b.name, "K": K, "N": N, "M": m, "status": "unavailable", "reason": why})
+                for b, row in zip(backends, time_peers(built, K, N, m, device, roof, flush=flush)):
                     rows.append({"model": model, "layer": layer, **row})
                     if row["status"] == "ok":
                         log(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
