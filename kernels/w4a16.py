@@ -938,8 +938,8 @@ if triton is not None:
         """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
         K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
         BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
-        registers, is one tl.dot, so the pipeliner keeps wgmma asynchronous across K-blocks while the next
-        block is dequantized.
+        registers, is one tl.dot; its wgmmas retire before the next block's A registers are written (above),
+        while the next blocks' words and x stream in.
         Split-K (grid (tiles, split_k)): program (t, k) takes K-slice k of k_split rows of tile t = pid_n + n_tiles *
         pid_m.
         Stream-K (STREAM_K, grid (G,)): the tiles x K-blocks units are cut into G equal runs, one per program,

@@ -57,7 +57,8 @@ PLANES_TILES = ((64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 4, 3), (128, 128, 8
 
 # Fragment-order (4-bit, K and groups multiples of 128, 16-bit x; any M) tiles: (block_m, block_n, num_warps,
 # num_stages). Built for sm_90 offline (`python -m kernels.sass frag`, triton 3.6): 2.8 (16 x 256, 4 warps) to
-# 5.0 (128 x 128, 8 warps) instructions per weight and BLOCK_M rows, wgmma kept asynchronous across K-blocks.
+# 5.0 (128 x 128, 8 warps) instructions per weight and BLOCK_M rows (before each K-block's wgmmas were made to
+# retire within the block, `kernels/w4a16.py`).
 # BLOCK_M 16-64 for decode-sized M (split-K fills the SMs), 128-256 for prefill.
 FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4), (32, 128, 4, 3), (32, 256, 4, 3),
               (64, 128, 4, 3), (64, 128, 4, 4), (64, 256, 8, 3), (128, 128, 8, 3), (128, 128, 8, 4),
