@@ -95,3 +95,27 @@ def test_each_finished_backend_is_written_before_the_run_ends(tmp_path, monkeypa
     frame = kernel_frame([partial])
     assert sorted(frame["layer"].unique()) == ["o", "qkv"] and (frame.loc[frame.backend != "cublas_bfloat16",
                                                                            "speedup"] == 2.0).all()
+
+
+def test_each_m_is_timed_across_the_backends_together(monkeypatch):
+    # peers are compared under the same clocks: per layer shape every backend is built once, then each M is handed
+    # to time_peers with all of them (their timed replays interleaved), not one backend's M values after another's
+    import harness.metrics.kernels as kb
+
+    calls, builds = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kb, "measure_roofline", lambda device: kb.Roofline(1.0, 1.0, None))
+    monkeypatch.setattr(kb, "l2_flush_buffer", lambda device: None)
+    monkeypatch.setattr(kb, "_build", lambda b, K, N, device: (builds.append(b.name), (None, None))[1])
+
+    def fake_peers(built, K, N, m, device, roof, **kw):
+        calls.append((K, N, m, [b.name for b, _, _ in built]))
+        return [{"backend": b.name, "K": K, "N": N, "M": m, "status": "failed", "reason": "fake"} for b, _, _ in built]
+
+    monkeypatch.setattr(kb, "time_peers", fake_peers)
+    out = kb.run_benchmark(["llama-3-8b"], [1, 16], ["cublas_bfloat16", "cublas_float16"], device="cuda",
+                           layers=["o"], log=lambda *a: None)
+    names = ["cublas_bfloat16", "cublas_float16"]
+    assert builds == names
+    assert calls == [(4096, 4096, 1, names), (4096, 4096, 16, names)]
+    assert [(r["backend"], r["M"]) for r in out["rows"]] == [(n, m) for m in (1, 16) for n in names]
