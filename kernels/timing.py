@@ -15,6 +15,18 @@ def l2_flush_buffer(device) -> torch.Tensor:
     return torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device)
 
 
+def _timed_ms(fn: Callable[[], object], flush: torch.Tensor | None) -> float:
+    """One CUDA-event-timed fn(), `flush` overwritten first, outside the timed region."""
+    if flush is not None:
+        flush.zero_()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
 def cuda_time_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50,
                  flush: torch.Tensor | None = None) -> tuple[float, float, float]:
     """(median, min, max) ms of fn() over `iters` CUDA-event-timed runs after `warmup` runs; `flush` (if given)
@@ -22,16 +34,7 @@ def cuda_time_ms(fn: Callable[[], object], warmup: int = 10, iters: int = 50,
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        if flush is not None:
-            flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+    times = [_timed_ms(fn, flush) for _ in range(iters)]
     return statistics.median(times), min(times), max(times)
 
 
@@ -41,25 +44,7 @@ def graph_time_ms(fn: Callable[[], object], warmup: int = 3, iters: int = 30,
     overhead (Python + Triton's launcher cost tens of microseconds, more than a whole decode GEMM on small
     shapes), which is how serving engines run decode. An op that cannot be captured (a host sync, say) is timed
     eagerly instead and timer says "eager"."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # compile, autotune and allocate outside the capture
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            fn()
-        graph.replay()
-        torch.cuda.synchronize()
-    except Exception:  # not capturable: fall back to eager timing
-        torch.cuda.synchronize()
-        med, lo, hi = cuda_time_ms(fn, 1, iters, flush)
-        return med, lo, hi, "eager"
-    med, lo, hi = cuda_time_ms(graph.replay, 2, iters, flush)
-    return med, lo, hi, "cuda_graph"
+    return interleaved_time_ms([fn], warmup, iters, flush)[0]
 
 
 def interleaved_time_ms(fns: list[Callable[[], object]], warmup: int = 3, iters: int = 30,
@@ -70,7 +55,7 @@ def interleaved_time_ms(fns: list[Callable[[], object]], warmup: int = 3, iters:
     (median, min, max, timer) per op."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(stream):  # compile, autotune and allocate outside the captures
         for fn in fns:
             for _ in range(warmup):
                 fn()
@@ -90,17 +75,12 @@ def interleaved_time_ms(fns: list[Callable[[], object]], warmup: int = 3, iters:
             torch.cuda.synchronize()
             replays.append(fn)
             timers.append("eager")
-    for replay in replays:  # one untimed round after the captures
-        replay()
+    for _ in range(2):  # untimed rounds after the captures
+        for replay in replays:
+            replay()
+    torch.cuda.synchronize()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(iters):
         for replay, ts in zip(replays, times):
-            if flush is not None:
-                flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            replay()
-            end.record()
-            end.synchronize()
-            ts.append(start.elapsed_time(end))
+            ts.append(_timed_ms(replay, flush))
     return [(statistics.median(ts), min(ts), max(ts), timer) for ts, timer in zip(times, timers)]
