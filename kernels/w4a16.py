@@ -1037,6 +1037,7 @@ PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")
+VARIANT_KEYS = ("use_dot", "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")  # each path's own flags
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -1249,12 +1250,14 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
                "num_stages": 3}
-    for name, value in dict(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
-                            num_warps=num_warps, num_stages=num_stages, use_dot=use_dot,
-                            reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
-                            permute_x=permute_x, stream_k=stream_k).items():
-        if value is not None:
-            cfg[name] = value
+    explicit = {name: value for name, value in dict(
+        block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps,
+        num_stages=num_stages, use_dot=use_dot, reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
+        permute_x=permute_x, stream_k=stream_k).items() if value is not None}
+    if explicit.keys() & {"block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages"}:
+        for flag in VARIANT_KEYS:  # a tuned entry's variants belong to its tiles, not to tiles the caller names
+            cfg.pop(flag, None)
+    cfg.update(explicit)
     if cfg["path"] not in PATHS:
         raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
     if cfg["path"] == "gemv":

@@ -119,3 +119,43 @@ def test_each_m_is_timed_across_the_backends_together(monkeypatch):
     assert builds == names
     assert calls == [(4096, 4096, 1, names), (4096, 4096, 16, names)]
     assert [(r["backend"], r["M"]) for r in out["rows"]] == [(n, m) for m in (1, 16) for n in names]
+
+
+def test_time_peers_times_the_fast_ops_together_and_the_slow_ones_after(monkeypatch):
+    # rows come back in the backends' order, whatever happened to each: timed together (fast), timed alone after
+    # the others (slow, so a heavy op never runs just before the fast ones are timed), unavailable, failed
+    import harness.metrics.kernels as kb
+
+    events = []
+
+    def op(tag, ms):
+        def run(x):
+            if tag == "broken":
+                raise RuntimeError("no kernel for this shape")
+            return tag, ms
+        return run, 1000, torch.float32
+
+    def fake_cuda_time(fn, warmup, iters, flush=None):
+        return fn()[1], 0.0, 0.0
+
+    def fake_interleaved(fns, warmup, iters, flush):
+        events.append(("together", [fn()[0] for fn in fns]))
+        return [(1.0, 1.0, 1.0, "cuda_graph") for _ in fns]
+
+    def fake_graph(fn, warmup, iters, flush):
+        events.append(("alone", fn()[0]))
+        return 50.0, 50.0, 50.0, "cuda_graph"
+
+    monkeypatch.setattr(kb, "cuda_time_ms", fake_cuda_time)
+    monkeypatch.setattr(kb, "interleaved_time_ms", fake_interleaved)
+    monkeypatch.setattr(kb, "graph_time_ms", fake_graph)
+    names = ["slow", "fast", "absent", "broken", "fast2"]
+    built = [(kb.Backend("slow", None), op("slow", 20.0), None), (kb.Backend("fast", None), op("fast", 0.1), None),
+             (kb.Backend("absent", None), None, "needs a CUDA GPU"),
+             (kb.Backend("broken", None), op("broken", 0.1), None), (kb.Backend("fast2", None), op("fast2", 0.2), None)]
+    rows = kb.time_peers(built, 64, 64, 4, torch.device("cpu"), kb.Roofline(1.0, 1.0, None), settle_ms=0)
+    assert [r["backend"] for r in rows] == names
+    assert [r["status"] for r in rows] == ["ok", "ok", "unavailable", "failed", "ok"]
+    assert rows[0]["median_ms"] == 50.0 and rows[1]["median_ms"] == 1.0
+    assert "no kernel for this shape" in rows[3]["reason"] and rows[2]["reason"] == "needs a CUDA GPU"
+    assert events == [("together", ["fast", "fast2"]), ("alone", "slow")]
