@@ -1363,8 +1363,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
         ws, counters = _splitk_workspace(x.device, M * N, tiles) if stream_k or split > 1 else (y, y)
         # permute_x: x^T [128, BLOCK_M] read in natural order and permuted in registers (one shared-memory round
-        # trip, and the pipeliner then waits on each K-block's wgmma) instead of a copy of x in fragment order, a
-        # second kernel: for decode-sized tiles, where that copy is a few percent of the call
+        # trip a K-block) instead of a copy of x in fragment order, a second kernel: for decode-sized tiles, where
+        # that copy is a few percent of the call
         permute_x = bool(cfg.get("permute_x", False))
         xf = x if permute_x else _fragment_order(x)
         _w4a16_frag_kernel[grid](
