@@ -87,6 +87,15 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return ((y.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
+def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(qweight, fp16 scales) of a symmetric layer with random codes and scales in [0.001, 0.011): what the tuner
+    times and checks, and what the GPU checks of tuned entries and the device probes run."""
+    codes = torch.randint(0, 2**bits, (K, N), device=device, dtype=torch.int32, generator=generator)
+    scales = torch.rand(k._num_groups(K, group_size), N, device=device, generator=generator) * 0.01 + 0.001
+    return k.pack_int_weights(codes, bits), scales.half()
+
+
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
     """Configs worth timing for this M (the heuristic default is timed first, by tune_shape)."""
     per = 32 // bits
@@ -164,9 +173,7 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
 def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int = 128, iters: int = 15,
                log=print, paths=k.PATHS) -> dict[str, dict]:
     """Best config per M-bucket for one (K, N) with random codes, fp16 activations."""
-    G = k._num_groups(K, group_size)
-    qweight = k.pack_int_weights(torch.randint(0, 2**bits, (K, N), device=device, dtype=torch.int32), bits)
-    scales = (torch.rand(G, N, device=device) * 0.01 + 0.001).half()
+    qweight, scales = random_layer(K, N, device, bits, group_size)
     zeros = None  # symmetric (a sym GPTQ layer): the kernel reads no zeros
     flush = l2_flush_buffer(device)
     sms = k._num_sms(torch.device(device).index or 0)

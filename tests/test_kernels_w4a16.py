@@ -846,11 +846,8 @@ def test_every_tuned_entry_for_this_gpu_matches_the_reference():
             layers.clear()
             torch.cuda.empty_cache()
             gen = torch.Generator(device="cuda").manual_seed(N + K)
-            codes = torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32, generator=gen)
-            layers[(N, K)] = (k.pack_int_weights(codes, 4), (torch.rand(K // 128, N, device="cuda", generator=gen)
-                                                             * 0.01 + 0.001).half(),
+            layers[(N, K)] = (*w4a16_tune.random_layer(K, N, "cuda", generator=gen),
                               torch.randint(0, 16, (K // 128, N), device="cuda", generator=gen).to(torch.uint8))
-            del codes
         qweight, scales, z = layers[(N, K)]
         zeros = z if zp else None
         x = torch.randn(M, K, device="cuda", dtype=torch.float16)
@@ -873,8 +870,7 @@ def test_untuned_shapes_take_heuristic_configs_that_match_the_reference_on_the_g
 
     K, N = 5120, 13824
     gen = torch.Generator(device="cuda").manual_seed(M)
-    qweight = k.pack_int_weights(torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32, generator=gen), 4)
-    scales = (torch.rand(K // 128, N, device="cuda", generator=gen) * 0.01 + 0.001).half()
+    qweight, scales = w4a16_tune.random_layer(K, N, "cuda", generator=gen)
     codes = torch.randint(0, 16, (K // 128, N), device="cuda", generator=gen).to(torch.uint8)
     assert k.tuned_config(M, N, K, 4, 128, False, torch.device("cuda")) is None
     x = torch.randn(M, K, device="cuda", dtype=torch.float16, generator=gen)

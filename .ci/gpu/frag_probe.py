@@ -12,6 +12,7 @@ import torch
 
 from kernels import w4a16 as k
 from kernels.timing import graph_time_ms, l2_flush_buffer
+from kernels.w4a16_tune import random_layer, rel_err
 
 args = sys.argv[1:]
 timed = args[0] == "--time"
@@ -19,8 +20,7 @@ args = args[1:] if timed else args
 no_copy = args[0] == "--no-copy"
 args = args[1:] if no_copy else args
 K, N = (int(v) for v in args[0].split("x"))
-qweight = k.pack_int_weights(torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32), 4)
-scales = (torch.rand(K // 128, N, device="cuda") * 0.01 + 0.001).half()
+qweight, scales = random_layer(K, N, "cuda")
 flush = l2_flush_buffer("cuda")
 fragment_order = k._fragment_order
 for spec in args[1:]:
@@ -30,7 +30,7 @@ for spec in args[1:]:
                permute_x=bool(px and px[0]))
     y = k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, validate=False, **cfg)
     ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)
-    err = ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+    err = rel_err(y, ref)
     line = f"K={K} N={N} {spec}: rel err {err:.1e}"
     if no_copy:  # from here on x is read unpermuted: the kernel's time alone, not its result
         k._fragment_order = lambda x: x

@@ -9,7 +9,7 @@ import torch
 
 from kernels import splitk
 from kernels import w4a16 as k
-from kernels.w4a16_tune import MAX_REL_ERR, rel_err
+from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
 runs = int(sys.argv[1])
 layers = {}
@@ -20,11 +20,7 @@ for spec in sys.argv[2:]:
     if (K, N) not in layers:
         layers.clear()
         torch.cuda.empty_cache()
-        gen = torch.Generator(device="cuda").manual_seed(K + N)
-        q = torch.randint(0, 16, (K, N), device="cuda", dtype=torch.int32, generator=gen)
-        layers[(K, N)] = (k.pack_int_weights(q, 4), (torch.rand(K // 128, N, device="cuda", generator=gen) * 0.01
-                                                     + 0.001).half())
-        del q
+        layers[(K, N)] = random_layer(K, N, "cuda", generator=torch.Generator(device="cuda").manual_seed(K + N))
     qweight, scales = layers[(K, N)]
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)

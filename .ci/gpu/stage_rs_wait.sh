@@ -18,9 +18,6 @@ fi
 if [ -n "${M_VALUES:-}" ]; then
   bash .ci/gpu/w4_bench.sh
 else
-  SHAPES="8192x57344 28672x8192 8192x10240 8192x8192 4096x28672 14336x4096 4096x6144 4096x4096 4096x22016 11008x4096 4096x12288"
-  timeout ${TUNE_TIMEOUT:-260} python3 -m kernels.w4a16_tune $OUT/w4a16.json --merge kernels/tuned/w4a16.json \
-    --paths frag --m ${TUNE_M:-1 2 4 8 16} --shapes $SHAPES 2>&1 | tee $OUT/tune_decode.log \
-    | grep -E "best|wrote|Error" | cut -c1-220
+  TUNE_M=${TUNE_M:-1 2 4 8 16} NO_BENCH=1 bash .ci/gpu/w4_bench.sh
 fi
 true
