@@ -69,9 +69,10 @@ FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4),
 FRAG_DECODE_TILES = ((16, 256, 4, 4), (16, 256, 4, 5), (16, 256, 8, 4), (16, 128, 4, 5))
 # ... and, at these tiles, with x permuted in the kernel (`permute_x`) rather than copied into fragment order first.
 FRAG_PERMUTE_X_TILES = ((256, 4, 3), (256, 4, 4), (128, 4, 3), (128, 4, 4))
-# Stream-K launches (programs per SM) tried beside them for M > 16, where one program per tile leaves the last wave
+# Stream-K launches (programs per SM) tried beside them at every M, where one program per tile leaves the last wave
 # partly filled: Llama-3-70B qkv at M = 256 is 80 tiles of 256 x 128 on 132 SMs (0.61 of a wave), its gate_up 448
-# (3.39 waves: the fourth runs 39% full).
+# (3.39 waves: the fourth runs 39% full). At decode, Llama-3-70B gate_up is 224 tiles of 16 x 256 for 264 CTA
+# slots (2 an SM): 92 SMs run two tiles, 40 run one.
 FRAG_STREAM_K = (1, 2)
 # Split-K where the tiles outnumber the SMs does not pay: Llama-3-70B gate_up's 224 tiles fill 0.85 of the 264
 # slots (2 CTAs an SM), yet split 2 / 4 / 8 ran 114-124 us against 105 at M = 1-16 (H100, eighth session, call 10).
@@ -158,15 +159,17 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             splits = [1]
             if tiles < sms:  # too few tiles for the SMs: also a split whose programs fill them about twice
                 splits.append(min(k.pow2_near(2 * sms / tiles), 32, K // 256))
+            permute = (False, True) if M <= 16 and bm == 16 and (bn, warps, stages) in FRAG_PERMUTE_X_TILES else (False,)
             for split in sorted(set(splits)):
-                out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
-                                num_stages=stages))
-                if M <= 16 and bm == 16 and (bn, warps, stages) in FRAG_PERMUTE_X_TILES:
-                    out.append(out[-1] | {"permute_x": True})
-            if M > 16:  # stream-K: every SM the same share of the K-blocks, whatever the tile count
-                for per_sm in FRAG_STREAM_K:
+                for px in permute:
+                    out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,
+                                    num_stages=stages) | ({"permute_x": True} if px else {}))
+            # stream-K: every SM the same share of the K-blocks, whatever the tile count; up to M = 16 only the
+            # launch that keeps every program resident (two 4-warp decode CTAs an SM, one of 8 warps)
+            for per_sm in FRAG_STREAM_K if M > 16 else (8 // warps,):
+                for px in permute:
                     out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=1, num_warps=warps,
-                                    num_stages=stages, stream_k=per_sm))
+                                    num_stages=stages, stream_k=per_sm) | ({"permute_x": True} if px else {}))
     return out
 
 

@@ -510,8 +510,12 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
         frag = [c for c in w4a16_tune.candidates(M, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
         per_tile = [c for c in frag if not c.get("stream_k")]
         assert 3 <= len(per_tile) <= 16
-        # above M = 16 each tile also as a stream-K launch (1 and 2 programs an SM)
-        assert len(frag) == len(per_tile) * (1 + len(w4a16_tune.FRAG_STREAM_K) * (M > 16))
+        # each tile (and x permutation) also as a stream-K launch: 1 and 2 programs an SM above M = 16, below
+        # as many as stay resident (two 4-warp decode CTAs an SM, one of 8 warps)
+        one = [c for c in per_tile if c["split_k"] == 1]
+        per_sm = {c["num_warps"]: w4a16_tune.FRAG_STREAM_K if M > 16 else (8 // c["num_warps"],) for c in one}
+        assert sorted(sorted(c.items()) for c in frag if c.get("stream_k")) == \
+            sorted(sorted((c | {"stream_k": s}).items()) for c in one for s in per_sm[c["num_warps"]])
         for c in frag:
             assert c["block_k"] == 128 and (c["block_m"] <= 2 * M or c["block_m"] == 16)
             tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"))
