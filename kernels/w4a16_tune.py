@@ -67,8 +67,11 @@ FRAG_TILES = ((16, 128, 4, 3), (16, 128, 4, 4), (16, 256, 4, 3), (16, 64, 4, 4),
 # of words (16 KB each) in flight beside the one being read, with 247 registers a thread (two CTAs per SM); the
 # 8-warp tile needs 127.
 FRAG_DECODE_TILES = ((16, 256, 4, 4), (16, 256, 4, 5), (16, 256, 8, 4), (16, 128, 4, 5))
-# ... and, at these tiles, with x permuted in the kernel (`permute_x`) rather than copied into fragment order first.
+# ... and, at these tiles, with x permuted in the kernel (`permute_x`) rather than copied into fragment order first;
+# above M = 16 at the 32- and 64-row tiles up to FRAG_PERMUTE_X_MAX_M, where the copy's own launch is a visible part
+# of a 4096 x 4096 layer's ~20 us (Llama-3-8B o at M = 64: 21.7 us, cuBLAS fp16 21.8; ninth session).
 FRAG_PERMUTE_X_TILES = ((256, 4, 3), (256, 4, 4), (128, 4, 3), (128, 4, 4))
+FRAG_PERMUTE_X_MAX_M = 128
 # Stream-K launches (programs per SM) tried beside them at every M, where one program per tile leaves the last wave
 # partly filled: Llama-3-70B qkv at M = 256 is 80 tiles of 256 x 128 on 132 SMs (0.61 of a wave), its gate_up 448
 # (3.39 waves: the fourth runs 39% full). At decode, Llama-3-70B gate_up is 224 tiles of 16 x 256 for 264 CTA
@@ -159,7 +162,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             splits = [1]
             if tiles < sms:  # too few tiles for the SMs: also a split whose programs fill them about twice
                 splits.append(min(k.pow2_near(2 * sms / tiles), 32, K // 256))
-            permute = (False, True) if M <= 16 and bm == 16 and (bn, warps, stages) in FRAG_PERMUTE_X_TILES else (False,)
+            permute = (False, True) if ((M <= 16 and bm == 16 and (bn, warps, stages) in FRAG_PERMUTE_X_TILES)
+                                        or (16 < M <= FRAG_PERMUTE_X_MAX_M and bm in (32, 64))) else (False,)
             for split in sorted(set(splits)):
                 for px in permute:
                     out.append(dict(path="frag", block_m=bm, block_n=bn, block_k=128, split_k=split, num_warps=warps,

@@ -506,10 +506,13 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
     x = torch.randn(40, 256).half().to(DEV)
     ref = x.cpu().double() @ ((q.double() - 8) * layer["scales"].cpu().double()[rows_group])
     seen = set()
-    for M in (1, 2, 16, 128, 1024):
+    for M in (1, 2, 16, 64, 128, 1024):
         frag = [c for c in w4a16_tune.candidates(M, 57344, 8192, 4, 132, 128) if c["path"] == "frag"]
+        # x permuted in the kernel: the decode tiles up to M = 16, the 32- and 64-row tiles up to 128
+        assert {c["block_m"] for c in frag if c.get("permute_x")} == \
+            ({16} if M <= 16 else {32, 64} & {c["block_m"] for c in frag} if M <= 128 else set())
         per_tile = [c for c in frag if not c.get("stream_k")]
-        assert 3 <= len(per_tile) <= 16
+        assert 3 <= len(per_tile) <= 20
         # each tile (and x permutation) also as a stream-K launch: 1 and 2 programs an SM above M = 16, below
         # as many as stay resident (two 4-warp decode CTAs an SM, one of 8 warps)
         one = [c for c in per_tile if c["split_k"] == 1]
@@ -518,7 +521,7 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
             sorted(sorted((c | {"stream_k": s}).items()) for c in one for s in per_sm[c["num_warps"]])
         for c in frag:
             assert c["block_k"] == 128 and (c["block_m"] <= 2 * M or c["block_m"] == 16)
-            tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"))
+            tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"), c.get("permute_x"))
             if tile not in seen:
                 seen.add(tile)
                 y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)
