@@ -3,6 +3,7 @@ preset, the record it leaves and its input errors)."""
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -159,3 +160,22 @@ def test_time_peers_times_the_fast_ops_together_and_the_slow_ones_after(monkeypa
     assert rows[0]["median_ms"] == 50.0 and rows[1]["median_ms"] == 1.0
     assert "no kernel for this shape" in rows[3]["reason"] and rows[2]["reason"] == "needs a CUDA GPU"
     assert events == [("together", ["fast", "fast2"]), ("alone", "slow")]
+
+
+def test_speedups_against_a_disturbed_baseline_are_left_out():
+    # a baseline point whose slowest timed run took > 3x its fastest (another process, a clock drop) would make
+    # every peer look 10x faster: the report leaves those speedups out, and keeps the others
+    from harness.plots import kernel_frame
+
+    rows = []
+    for M, spread in ((1, 1.1), (8, 14.0)):
+        rows += [{"model": "m", "layer": "o", "backend": "cublas_bfloat16", "K": 64, "N": 64, "M": M, "status": "ok",
+                  "median_ms": 0.2, "min_ms": 0.2 / spread, "max_ms": 0.2 * 1.2},
+                 {"model": "m", "layer": "o", "backend": "triton_w4a16_g128", "K": 64, "N": 64, "M": M,
+                  "status": "ok", "median_ms": 0.1, "min_ms": 0.1, "max_ms": 0.1}]
+    rec = {"kind": "kernels", "status": "ok", "created_at": "2026-11-28T00:00:00", "run_id": "r", "env": {},
+           "metrics": {"rows": rows}}
+    frame = kernel_frame([rec]).set_index(["backend", "M"])
+    assert frame.loc[("triton_w4a16_g128", 1), "speedup"] == 2.0
+    assert pd.isna(frame.loc[("triton_w4a16_g128", 8), "speedup"])
+    assert frame.loc[("triton_w4a16_g128", 8), "median_ms"] == 0.1  # the measurement itself stays
