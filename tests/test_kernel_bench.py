@@ -179,3 +179,60 @@ def test_speedups_against_a_disturbed_baseline_are_left_out():
     assert frame.loc[("triton_w4a16_g128", 1), "speedup"] == 2.0
     assert pd.isna(frame.loc[("triton_w4a16_g128", 8), "speedup"])
     assert frame.loc[("triton_w4a16_g128", 8), "median_ms"] == 0.1  # the measurement itself stays
+
+
+class _FakeNvml:
+    """pynvml's calls the sampler makes: an SM clock that drops from 1980 to 1500 MHz on the fourth reading."""
+    NVML_CLOCK_SM = 1
+
+    def __init__(self):
+        self.reads = 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("gpu", index)
+
+    def nvmlDeviceGetClockInfo(self, handle, kind):
+        assert kind == self.NVML_CLOCK_SM
+        self.reads += 1
+        return 1980 if self.reads <= 3 else 1500
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 650_000  # milliwatts
+
+
+def test_gpu_sampler_summarises_clock_and_power_while_a_block_runs(monkeypatch):
+    # NVML is polled on a thread while the timed block runs; the summary gives the clock's median/min/max and the
+    # power in watts, and the row carries it; off CUDA, or without pynvml, there is no summary and no row field
+    import sys
+    import time
+
+    from harness.metrics import gpu_state
+
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with gpu_state.GpuSampler(torch.device("cuda", 0), period_s=0.001) as gpu:
+        while fake.reads < 8:
+            time.sleep(0.001)
+    s = gpu.summary()
+    assert s["samples"] == fake.reads >= 9  # the polls and one reading as the block ends
+    assert s["sm_clock_mhz"]["max"] == 1980 and s["sm_clock_mhz"]["min"] == 1500
+    assert s["sm_clock_mhz"]["median"] == 1500 and s["power_w"] == {"median": 650.0, "max": 650.0}
+    with gpu_state.GpuSampler(torch.device("cpu")) as off:
+        pass
+    assert off.summary() is None
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: import fails
+    with gpu_state.GpuSampler(torch.device("cuda", 0)) as none:
+        pass
+    assert none.summary() is None
+
+    import harness.metrics.kernels as kb
+
+    backend = kb.Backend("b", lambda K, N, device: None)
+    row = kb._row(backend, 64, 64, 1, 1000, torch.zeros(1, 64), kb.Roofline(1.0, 1.0, None), (0.1, 0.1, 0.1, "graph"),
+                  None, s)
+    assert row["gpu_state"] == s
+    assert "gpu_state" not in kb._row(backend, 64, 64, 1, 1000, torch.zeros(1, 64), kb.Roofline(1.0, 1.0, None),
+                                      (0.1, 0.1, 0.1, "graph"), None, None)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from harness.metrics.gpu_state import GpuSampler
 from kernels.timing import cuda_time_ms, graph_time_ms, interleaved_time_ms, l2_flush_buffer
 
 # (K, N) = (in_features, out_features) of the fused linear layers; qkv and gate_up fused as serving engines do.
@@ -111,7 +112,8 @@ def _build(backend: Backend, K: int, N: int, device) -> tuple[tuple | None, str 
 
 
 def _row(backend: Backend, K: int, N: int, m: int, w_bytes: int, x: torch.Tensor, roof: Roofline,
-         timed: tuple[float, float, float, str], flush: torch.Tensor | None) -> dict:
+         timed: tuple[float, float, float, str], flush: torch.Tensor | None, gpu_state: dict | None = None) -> dict:
+    """gpu_state: the SM clock and power sampled while it was timed (`GpuSampler.summary`), when NVML answers."""
     med, lo, hi, timer = timed
     act_bytes = m * K * x.element_size() + m * N * 2
     bytes_moved = w_bytes + act_bytes
@@ -122,7 +124,8 @@ def _row(backend: Backend, K: int, N: int, m: int, w_bytes: int, x: torch.Tensor
             "min_ms": lo, "max_ms": hi, "bytes": bytes_moved, "flops": flops, "gbps": gbps,
             "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
             "roofline_fraction": roofline_fraction(bytes_moved, flops, med, roof.__dict__, backend.matrix_rate),
-            "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer}
+            "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer} | (
+                {"gpu_state": gpu_state} if gpu_state else {})
 
 
 def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N: int, m: int, device,
@@ -158,24 +161,27 @@ def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N:
             rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
                        "reason": f"{type(e).__name__}: {e}"}
     if fast:
-        try:
-            timed = interleaved_time_ms([(lambda run=run, x=x: run(x)) for _, _, run, _, x, _ in fast], warmup,
-                                        iters, flush)
-        except Exception:  # one op breaks the rotation: each on its own, so the others still get rows
-            timed = []
-            for _, b, run, _, x, _ in fast:
-                try:
-                    timed.append(graph_time_ms(lambda: run(x), warmup, iters, flush))
-                except Exception as e:
-                    timed.append(e)
+        with GpuSampler(device) as gpu:  # the clock and power the peers were timed at (shared: interleaved)
+            try:
+                timed = interleaved_time_ms([(lambda run=run, x=x: run(x)) for _, _, run, _, x, _ in fast], warmup,
+                                            iters, flush)
+            except Exception:  # one op breaks the rotation: each on its own, so the others still get rows
+                timed = []
+                for _, b, run, _, x, _ in fast:
+                    try:
+                        timed.append(graph_time_ms(lambda: run(x), warmup, iters, flush))
+                    except Exception as e:
+                        timed.append(e)
         for (i, b, run, w_bytes, x, _), t in zip(fast, timed):
-            rows[i] = (_row(b, K, N, m, w_bytes, x, roof, t, flush) if not isinstance(t, Exception) else
-                       {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
-                        "reason": f"{type(t).__name__}: {t}"})
+            rows[i] = (_row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary()) if not isinstance(t, Exception)
+                       else {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
+                             "reason": f"{type(t).__name__}: {t}"})
     for i, b, run, w_bytes, x, once in ready:  # the slow ones after the others, so they heat none of them
         if once > SLOW_MS:
             try:
-                rows[i] = _row(b, K, N, m, w_bytes, x, roof, graph_time_ms(lambda: run(x), 1, 5, flush), flush)
+                with GpuSampler(device) as gpu:
+                    t = graph_time_ms(lambda: run(x), 1, 5, flush)
+                rows[i] = _row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary())
             except Exception as e:
                 rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
                            "reason": f"{type(e).__name__}: {e}"}
@@ -337,8 +343,10 @@ def run_benchmark(models, m_values, backend_names=None, device=None, log=print, 
                 for b, row in zip(backends, time_peers(built, K, N, m, device, roof, flush=flush)):
                     rows.append({"model": model, "layer": layer, **row})
                     if row["status"] == "ok":
+                        clock = (row.get("gpu_state") or {}).get("sm_clock_mhz", {}).get("median")
                         log(f"{model:12s} {layer:8s} {b.name:22s} M={row['M']:5d} {row['median_ms']:.4f} ms "
-                            f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s")
+                            f"{row['gbps']:.0f} GB/s {row['tflops']:.1f} TFLOP/s"
+                            + (f" {clock:.0f} MHz" if clock else ""))
                     else:
                         log(f"{model} {layer} {b.name} M={row['M']}: {row['status']} {row['reason']}")
                 if on_progress is not None:
