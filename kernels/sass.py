@@ -11,7 +11,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
     python -m kernels.sass skinny [--block-n 128] [--block-k 128] [--split-k 2] [--dtype fp16|bf16]
     python -m kernels.sass planes [--block-m 64] [--block-n 128] [--block-k 128] [--warps 4] [--dtype fp16|bf16|fp32]
     python -m kernels.sass frag [--block-m 128] [--block-n 128] [--warps 8] [--dtype fp16|bf16] [--zeros none|codes|float]
-                             [--even-m] [--permute-x] [--stream-k]
+                             [--even-m] [--permute-x] [--stream-k] [--hazards]
     python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row] [--chain]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
@@ -70,6 +70,68 @@ def loop_mix(sass: str) -> collections.Counter:
             start, end = labels[m.group(1)], i
     return opcodes(lines[start:end + 1])
 
+
+
+# An instruction's guard, opcode and first operand (its destination for the instructions that write registers).
+_INSTR = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)\s+(\S+?)[ ,;]")
+# A register-A wgmma: HGMMA.<shape>... Racc, Ra, gdesc[...] (shared-memory A has gdesc as its second operand).
+_HGMMA_RS = re.compile(r"HGMMA\.(\d+)x(\d+)x(\d+)\S*\s+R\d+,\s+R(\d+),")
+_DEPBAR = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+0x([0-9a-f]+)")
+_NO_DEST = ("ST", "RED", "ATOM", "BAR", "BRA", "EXIT", "WARPGROUP", "DEPBAR", "LDGDEPBAR", "LDGSTS", "SYNCS", "NOP",
+            "MEMBAR", "FENCE", "CCTL", "ERRBAR", "RET", "CALL", "YIELD", "BSSY", "BSYNC", "WARPSYNC", "UTMA", "ARRIVES")
+
+
+def _written(opcode: str, mods: str, dest: str) -> set[int]:
+    """Registers an instruction writes (R<n>; its .64 / .128 / .WIDE forms write 2 / 4 / 2 consecutive ones)."""
+    if opcode.startswith(_NO_DEST) or opcode == "HGMMA" or not re.fullmatch(r"R\d+", dest):
+        return set()
+    width = 4 if ".128" in mods else 2 if (".64" in mods or ".WIDE" in mods) else 1
+    base = int(dest[1:])
+    return set(range(base, base + width))
+
+
+def wgmma_a_hazards(sass: str) -> list[str]:
+    """Writes to the register A operand of a wgmma still in flight, in every loop of `sass` that issues register-A
+    wgmmas: the race of triton 3.6's pipelined RS wgmma (triton-lang/triton#9433, `kernels/w4a16.py`). PTX leaves
+    those registers to the program until a wgmma.wait_group retires the wgmma; sm_90 SASS shows the wait as
+    WARPGROUP.DEPBAR.LE gsb0, N (at most N groups left in flight), a group ending at the HGMMA marked gsb0. Each
+    loop body is walked twice, so groups still in flight at its back edge meet the next iteration's writes.
+    Returns one line per hazard (empty: none)."""
+    lines = sass.splitlines()
+    labels = {ln.strip().rstrip(":"): i for i, ln in enumerate(lines) if ln.strip().startswith(".L_x")}
+    out = []
+    for i, ln in enumerate(lines):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", ln)
+        if not m or labels.get(m.group(1), i) >= i:
+            continue
+        body = lines[labels[m.group(1)]:i + 1]
+        if not any(_HGMMA_RS.search(b) for b in body):
+            continue
+        groups: list[tuple[set[int], str]] = []  # committed groups in flight: (A registers, first wgmma line)
+        current: set[int] = set()
+        for walk in (0, 1):
+            for b in body:
+                h = _HGMMA_RS.search(b)
+                if h:  # the A fragment of an m64nNk16 16-bit wgmma: 4 registers a thread
+                    a = int(h.group(4))
+                    current |= set(range(a, a + 4))
+                    if "gsb0" in b:
+                        groups.append((current, b.strip()))
+                        current = set()
+                    continue
+                d = _DEPBAR.search(b)
+                if d:
+                    keep = int(d.group(1), 16)
+                    groups = groups[len(groups) - keep:] if keep else []
+                    continue
+                ins = _INSTR.search(b)
+                if not ins:
+                    continue
+                hit = _written(ins.group(1), ins.group(2), ins.group(3)) & set().union(*(g for g, _ in groups),
+                                                                                       current)
+                if hit and walk == 1:
+                    out.append(f"{b.strip()}  writes R{min(hit)}, an A register of a wgmma in flight")
+    return list(dict.fromkeys(out))
 
 GEMV_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
                   "y_ptr": "*fp16", "ws_ptr": "*fp32", "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
@@ -186,11 +248,9 @@ FRAG_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
                   "k_split", "stride_xm", "stride_ym")
 
 
-def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False
-             ) -> tuple[collections.Counter, float, collections.Counter]:
-    """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
-    kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
+def frag_sass(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
+              zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False) -> str:
+    """sm_90 SASS of the fragment-order W4A16 kernel (`_w4a16_frag_kernel`) for one tile and variant."""
     from kernels import w4a16
 
     zmode, zty = ZEROS[zeros]
@@ -199,7 +259,15 @@ def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_sta
               PERMUTE_X=permute_x, STREAM_K=stream_k,
               Z_WORDS=zeros == "codes" and w4a16.frag_zero_words_tile(block_m, block_n, num_warps),
               BLOCK_M=block_m, BLOCK_N=block_n)
-    sass = compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
+    return compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
+
+
+def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
+             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False
+             ) -> tuple[collections.Counter, float, collections.Counter]:
+    """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
+    kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
+    sass = frag_sass(block_m, block_n, num_warps, num_stages, dtype, zeros, even_m, permute_x, stream_k)
     ops = loop_mix(sass)
     return ops, sum(ops.values()) / (128 * block_n / (32 * num_warps)), opcodes(sass.splitlines())
 
@@ -250,6 +318,8 @@ def main(argv=None) -> None:
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
+    ap.add_argument("--hazards", action="store_true",
+                    help="frag: list writes to the A registers of wgmmas in flight (`wgmma_a_hazards`); exit 1 if any")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
@@ -265,6 +335,11 @@ def main(argv=None) -> None:
     if args.kernel == "gemv":
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
                                           pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
+    elif args.kernel == "frag" and args.hazards:
+        found = wgmma_a_hazards(frag_sass(args.block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
+                                          args.zeros, args.even_m, args.permute_x, args.stream_k))
+        print(f"{len(found)} writes to A registers of wgmmas in flight" + "".join(f"\n  {h}" for h in found[:20]))
+        raise SystemExit(1 if found else 0)
     elif args.kernel == "frag":
         ops, per_weight, every = frag_mix(args.block_m, args.block_n or 128, args.warps or 8, args.stages,
                                           args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
