@@ -11,6 +11,8 @@ Triton frag kernel must do, `kernels/w4a16.py`); 1 leaves them running beside it
                                                              # `kernels.sass.wgmma_a_hazards`
     python3 .ci/gpu/gluon_rs_probe.py run N K BM [BN WARPS]  # GPU: against torch (many runs), then both depths
                                                              # graph-timed in one process
+    python3 .ci/gpu/gluon_rs_probe.py layout                 # CPU: the frag A operand made in its registers
+    python3 .ci/gpu/gluon_rs_probe.py check-a                # GPU: that A operand against torch
 
 On the CPU with triton 3.6 (128 x 128, 8 warps): depth 1 compiles to WARPGROUP.DEPBAR.LE gsb0, 0x1 after each
 block's wgmmas, the two blocks' A in distinct registers (R88-R119, R120-R151), and no hazards."""
@@ -62,6 +64,56 @@ def rs_kernel(w_ptr, x_ptr, y_ptr, K, WAIT_DEPTH: gl.constexpr, BN: gl.constexpr
     gl.store(y_ptr + yn[:, None] * BM + ym[None, :], acc)
 
 
+@triton.constexpr_function
+def words_layout(a):
+    """Layout of a K-block's packed words [BN, 16] (word i of row n holds rows 8i..8i+7 of W) whose nibbles, joined
+    and permuted as the Triton frag kernel does (`kernels/w4a16.py`, fragment order), land in the registers of the
+    wgmma A operand `a` (a linear layout of [BN, 128]) with no data movement: A's bases with the k bits of e (1),
+    h (8) and s_lo (16) dropped (copies in registers that the joins make) and those of c (2, 4) and s_hi (32, 64)
+    turned into word bits 1, 2, 4, 8 (word i = 4 s_hi + c)."""
+    to_word = {0: 0, 2: 1, 4: 2, 32: 4, 64: 8}
+
+    def conv(bases, in_registers):
+        out = []
+        for n, k in bases:
+            if k in (1, 8, 16):
+                assert in_registers, "e, h and s_lo must be register bits of the A layout"
+                continue
+            out.append([n, to_word[k]])
+        return out
+
+    return gl.DistributedLinearLayout(reg_bases=conv(a.reg_bases, True), lane_bases=conv(a.lane_bases, False),
+                                      warp_bases=conv(a.warp_bases, False), block_bases=[], shape=[a.shape[0], 16])
+
+
+@gluon.jit
+def frag_a_kernel(qw_ptr, s_ptr, out_ptr, N, BN: gl.constexpr, BM: gl.constexpr, num_warps: gl.constexpr):
+    """One K-block's W^T [BN, 128] in fragment order, made in the A operand's registers: words loaded in
+    `words_layout`, codes joined into half pairs (one LOP3 a register), permuted and reshaped to [BN, 128], and a
+    conversion to the A layout that must be trivial (assert_trivial), then scaled ((magic + q - 1032) * s, one
+    HFMA2 a register: symmetric codes)."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                  instr_shape=[16, BM, 16])
+    a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    wl: gl.constexpr = words_layout(gl.to_linear_layout(a_l, [BN, 128]))
+    rn = gl.arange(0, BN, layout=gl.SliceLayout(1, wl))
+    rw = gl.arange(0, 16, layout=gl.SliceLayout(0, wl))
+    words = gl.load(qw_ptr + rw[None, :] * N + rn[:, None])
+    w4 = gl.reshape(words, (BN, 4, 4))  # [n, s_hi, c]
+    t = gl.join(gl.join(w4, w4 >> 4), gl.join(w4 >> 8, w4 >> 12))  # [n, s_hi, c, h, s_lo]: word >> 4j, j = h + 2 s_lo
+    h = gl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r,r", [gl.join(t, t)],
+                                  dtype=gl.float16, is_pure=True, pack=2)  # [.., e]: nibbles j and j + 4 as halves
+    a = gl.convert_layout(gl.reshape(gl.permute(h, (0, 1, 4, 3, 2, 5)), (BN, 128)), a_l, assert_trivial=True)
+    rs = gl.arange(0, BN, layout=gl.SliceLayout(1, a_l))
+    s = gl.broadcast(gl.expand_dims(gl.load(s_ptr + rs), 1), a)[0]
+    nzz = gl.full([BN, 128], -1032.0, gl.float16, a_l)  # -(1024 + 8): the magic and the symmetric zero
+    a = gl.inline_asm_elementwise("{ .reg .b32 d, one; mov.b32 one, 0x3C003C00; fma.rn.f16x2 d, $1, one, $2; "
+                                  "mul.rn.f16x2 $0, d, $3; }", "=r,r,r,r", [a, nzz, s], dtype=gl.float16,
+                                  is_pure=True, pack=2)
+    rk = gl.arange(0, 128, layout=gl.SliceLayout(0, a_l))
+    gl.store(out_ptr + rs[:, None] * 128 + rk[None, :], a)
+
+
 def sass(depth: int, bn: int, bm: int, warps: int) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -78,7 +130,51 @@ def sass(depth: int, bn: int, bm: int, warps: int) -> str:
         return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
 
 
+def frag_a_sass(bn: int, bm: int, warps: int) -> tuple[str, str]:
+    """(TTGIR, SASS) of `frag_a_kernel` for sm_90; compiling at all means the conversion to A was trivial."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    ce = {"BN": bn, "BM": bm, "num_warps": warps}
+    src = GluonASTSource(fn=frag_a_kernel, signature={"qw_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16",
+                                                      "N": "i32"} | {k: "constexpr" for k in ce}, constexprs=ce)
+    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(c.asm["cubin"])
+        f.flush()
+        return c.asm["ttgir"], subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True,
+                                              check=True).stdout
+
+
 def main(argv) -> None:
+    if argv[0] == "layout":  # CPU: the A operand made from words in its own registers, for each tile
+        from kernels.sass import opcodes
+
+        for bn, bm, warps in ((128, 128, 8), (128, 128, 4), (64, 128, 4), (256, 128, 8), (128, 256, 8),
+                              (128, 16, 4)):
+            ttgir, text = frag_a_sass(bn, bm, warps)
+            ops = opcodes(text.splitlines())
+            regs = bn * 128 // 2 // (32 * warps)  # 32-bit A registers a thread
+            print(f"{bn} x {bm} / {warps} warps: trivial conversion, {ttgir.count('local_alloc')} shared-memory "
+                  f"buffers, {ops['SHFL']} SHFL; per A register {ops['LOP3'] / regs:.2f} LOP3, "
+                  f"{ops['HFMA2'] / regs:.2f} HFMA2, {ops['HMUL2'] / regs:.2f} HMUL2")
+        return
+    if argv[0] == "check-a":  # GPU: the A operand against torch, fragment order
+        import torch
+
+        from kernels import w4a16
+
+        N = 4096
+        codes = torch.randint(0, 16, (128, N), device="cuda", dtype=torch.int32)
+        qw = w4a16.pack_int_weights(codes, 4)
+        s = (torch.rand(N, device="cuda") * 0.01 + 0.001).half()
+        ref = w4a16._fragment_order(((codes.float() - 8) * s.float()).t().contiguous().half())
+        for bn, bm, warps in ((128, 128, 8), (128, 128, 4), (64, 128, 4), (256, 128, 8)):
+            out = torch.empty(bn, 128, device="cuda", dtype=torch.float16)
+            frag_a_kernel[(1,)](qw, s, out, N, BN=bn, BM=bm, num_warps=warps)
+            print(f"{bn} x {bm} / {warps} warps: A = fragment-ordered W^T: {torch.equal(out, ref[:bn])}")
+        return
     if argv[0] == "sass":
         from kernels.sass import wgmma_a_hazards
 
