@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device machine (carry .whl and .ci/gpu/.sent; .whl must hold nvidia-ml-py, `bash .ci/gpu/wheels.sh`), prepared
 # in the tenth session as the first call of the next, ~6 minutes:
-#   1  the Gluon register-A probe: wait depth 0 against 1 (one block's wgmmas left running while the next block's A
+#   1  the Gluon probes: the frag A operand made in its registers against torch (check-a), then the register-A
+#      wgmma loop at wait depth 0 against 1 (one block's wgmmas left running while the next block's A
 #      is made), correctness over 50 runs each, graph-timed, on three shapes ($OUT/gluon_probe.log). Its gain
 #      bounds what a Gluon frag kernel could win at M = 128-1024.
 #   2  the block-FP8 timing question: the kernel benchmark's FP8 rows on Llama-3-70B at M = 1024 and 4096, now
@@ -9,7 +10,8 @@
 #      -> $OUT/records.tar, $OUT/fp8_probe.log
 source .ci/gpu/env.sh || exit 1
 python3 -c "import pynvml" || echo "pynvml missing: run bash .ci/gpu/wheels.sh and carry .whl"
-{ for shape in "57344 8192 128" "57344 8192 256" "8192 8192 128"; do
+{ timeout 90 python3 .ci/gpu/gluon_rs_probe.py check-a 2>&1 | grep -v Warning | tail -5
+  for shape in "57344 8192 128" "57344 8192 256" "8192 8192 128"; do
     timeout 90 python3 .ci/gpu/gluon_rs_probe.py run $shape 2>&1 | grep -v Warning | tail -3
   done; } | tee $OUT/gluon_probe.log
 timeout 150 python3 -m harness bench=kernels gpu=h100 "bench.kernels.models=[llama-3-70b]" \
