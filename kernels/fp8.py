@@ -150,11 +150,6 @@ def scaled_mm(x_q, w_q, x_scale, w_scale, bias=None, out_dtype=torch.bfloat16, f
 
 
 if triton is not None:
-    # CHAIN's floor for a block scale: a zero scale (a checkpoint's all-zero block) would make the ratio of two
-    # blocks' scales 0/0; 1e-20 keeps them finite (accumulator magnitudes stay far below fp32's 3e38), and our
-    # quantizers never go below MIN_AMAX / 448 ~ 2e-15.
-    SCALE_MIN = tl.constexpr(1e-20)
-
     from kernels.launch import pdl_wait as _pdl_wait
     from kernels.splitk import splitk_store
 
@@ -321,13 +316,9 @@ if triton is not None:
                          stride_xm, stride_wn, stride_ym, stride_xsm, stride_xsk, stride_wsn, stride_wsk,
                          HAS_BIAS: tl.constexpr, BLOCK_SCALED: tl.constexpr, EVEN_K: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                         SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr, INTERP_K_STEPS: tl.constexpr,
-                         CHAIN: tl.constexpr):
+                         SCALE_BN: tl.constexpr, GROUP_M: tl.constexpr, INTERP_K_STEPS: tl.constexpr):
         # BLOCK_SCALED: y[m, n] = sum_kb (x_q[m, kb] . w_q[n, kb]) * xs[m, kb] * ws[n // SCALE_BN, kb] with
         # BLOCK_K the scale block; else y = (x_q . w_q) * xs[m] * ws[n] (stride 0 broadcasts a per-tensor scale).
-        # CHAIN (block-scaled): the accumulator is held in units of the current K block's scale s_kb[m, n] =
-        # xs[m, kb] * ws[n, kb], rescaled by s_kb-1 / s_kb before block kb's wgmmas accumulate into it; one fp32 tile
-        # a thread instead of two (the accumulator and each block's product), so 128 x 256 / 8 warps fits.
         # Programs walk GROUP_M row tiles down a column of N tiles before moving right (L2 reuse of w tiles).
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
@@ -354,9 +345,6 @@ if triton is not None:
         else:
             ws_ptrs = ws_ptr + (rn_in // SCALE_BN) * stride_wsn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        if BLOCK_SCALED and CHAIN:  # the scales of the block before (the first block's: a ratio of 1)
-            pxs = tl.maximum(tl.load(xs_ptrs), SCALE_MIN)
-            pws = tl.maximum(tl.load(ws_ptrs), SCALE_MIN)
         # Interpreted, the trip count is a constant: triton 3.6's interpreter cannot range() over a runtime
         # scalar with numpy >= 2.4 (int() of a 1-element array).
         for kb in range(0, INTERP_K_STEPS if INTERP_K_STEPS > 0 else tl.cdiv(K, BLOCK_K)):
@@ -367,17 +355,7 @@ if triton is not None:
                 k_ok = rk < K - kb * BLOCK_K
                 a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
                 b = tl.load(b_ptrs, mask=k_ok[:, None], other=0.0)
-            if BLOCK_SCALED and CHAIN:
-                xs = tl.maximum(tl.load(xs_ptrs + kb * stride_xsk), SCALE_MIN)
-                ws = tl.maximum(tl.load(ws_ptrs + kb * stride_wsk), SCALE_MIN)
-                if WS_SCALAR:
-                    acc = acc * ((pxs / xs) * (pws / ws))[:, None]
-                else:
-                    acc = acc * ((pxs / xs)[:, None] * (pws / ws)[None, :])
-                acc = tl.dot(a, b, acc)
-                pxs = xs
-                pws = ws
-            elif BLOCK_SCALED:
+            if BLOCK_SCALED:
                 # one multiply per row (scalar weight scale), then one FMA per accumulator element
                 xs = tl.load(xs_ptrs + kb * stride_xsk)
                 if WS_SCALAR:
@@ -393,11 +371,6 @@ if triton is not None:
             xs = tl.load(xs_ptrs)
             ws = tl.load(ws_ptrs)
             acc = acc * xs[:, None] * ws[None, :]
-        elif CHAIN:  # back from the last block's units
-            if WS_SCALAR:
-                acc = acc * (pxs * pws)[:, None]
-            else:
-                acc = acc * (pxs[:, None] * pws[None, :])
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn_in).to(tl.float32)[None, :]
         y_ptrs = y_ptr + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
@@ -471,7 +444,7 @@ def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = No
 # tflops): only CONFIG_KEYS reach the kernel.
 TUNING_ENV = "QUANTBENCH_FP8_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
-CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages", "CHAIN")
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
 
 def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> str:
@@ -522,7 +495,6 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
     # Block-scaled, BLOCK_K is the scale block (one K step per scale); per-tensor/per-row it is a tile choice.
     tile_k = cfg.pop("BLOCK_K", block_k)
     block_k = block_k if block_scaled else tile_k
-    chain = bool(cfg.pop("CHAIN", False)) and block_scaled
     if _interpreted():
         cfg.pop("num_stages", None)
     x_q, w_q = x_q.contiguous(), w_q.contiguous()
@@ -532,7 +504,7 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
         x_q, w_q, y, xs, ws, bias if bias is not None else y, M, N, K,
         x_q.stride(0), w_q.stride(0), y.stride(0), xs.stride(0), xs.stride(1), ws.stride(0), ws.stride(1),
         HAS_BIAS=bias is not None, BLOCK_SCALED=block_scaled, EVEN_K=K % block_k == 0, BLOCK_K=block_k,
-        SCALE_BN=scale_bn, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, CHAIN=chain, **cfg)
+        SCALE_BN=scale_bn, INTERP_K_STEPS=triton.cdiv(K, block_k) if _interpreted() else 0, **cfg)
     return y
 
 

@@ -43,13 +43,7 @@ ROW_TILES = {
     None: ((128, 256, 8, 3), (128, 256, 8, 4), (128, 128, 8, 3), (128, 128, 8, 4), (256, 128, 8, 3),
            (128, 128, 4, 4), (64, 256, 8, 4)),
 }
-# Block-scaled with the chained accumulator (CHAIN: one fp32 tile a thread, rescaled by the ratio of consecutive
-# blocks' scales), M > 128: tiles of twice the MMA work per K-block, over which the wait on each block's wgmmas
-# is spread. sm_90 SASS (triton 3.6, `python -m kernels.sass fp8 --chain`), no spills: 256 x 128 / 8 warps runs
-# 139 FMULs and 8 QGMMAs a K-block (128 x 128 / 8 warps without CHAIN: 64 FFMAs, 4 QGMMAs); 128 x 256 takes two
-# FMULs an element (its two weight-scale columns).
-CHAIN_TILES = ((256, 128, 8, 3), (256, 128, 8, 4), (128, 256, 8, 3), (128, 128, 8, 4), (128, 128, 4, 3))
-GROUP_MS = (8, 32)  # L2 swizzle widths tried on the best-guess large-M tiles (M > 128)
+GROUP_MS = (8, 32)  # L2 swizzle widths tried on the two best-guess large-M tiles (M > 128)
 
 
 def _tiles(table: dict, M: int) -> tuple:
@@ -64,21 +58,16 @@ def smem_bytes(cfg: dict, block_k: int) -> int:
 def candidates(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> list[dict]:
     """Configs worth timing for this M (tune_shape times the heuristic default first): at most ~20."""
     block_scaled = block_size is not None
-    tiles = [(t, False) for t in _tiles(BLOCK_TILES if block_scaled else ROW_TILES, M)]
-    if block_scaled and M > 128:
-        tiles += [(t, True) for t in CHAIN_TILES]
     out = []
-    for (bm, bn, warps, stages), chain in tiles:
+    for bm, bn, warps, stages in _tiles(BLOCK_TILES if block_scaled else ROW_TILES, M):
         if bm > max(16, 2 * M) or bn > max(16, 2 * N):
             continue
         for bk in ((block_size[1],) if block_scaled else (128, 64) if M <= 16 else (128,)):
-            groups = GROUP_MS if M > 128 and (bm, bn) in ((64, 128), (128, 128), (128, 256), (256, 128)) else (8,)
+            groups = GROUP_MS if M > 128 and (bm, bn) in ((64, 128), (128, 128), (128, 256)) else (8,)
             for gm in groups:
                 cfg = dict(BLOCK_M=bm, BLOCK_N=bn, GROUP_M=gm, num_warps=warps, num_stages=stages)
                 if not block_scaled:
                     cfg["BLOCK_K"] = bk
-                if chain:
-                    cfg["CHAIN"] = True
                 if smem_bytes(cfg, bk) <= SMEM_BYTES:
                     out.append(cfg)
     return out

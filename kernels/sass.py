@@ -12,7 +12,7 @@ GPU time is spent. The counts depend on the Triton version (CI's, not the GPU ma
     python -m kernels.sass planes [--block-m 64] [--block-n 128] [--block-k 128] [--warps 4] [--dtype fp16|bf16|fp32]
     python -m kernels.sass frag [--block-m 128] [--block-n 128] [--warps 8] [--dtype fp16|bf16] [--zeros none|codes|float]
                              [--even-m] [--permute-x] [--stream-k] [--hazards]
-    python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row] [--chain]
+    python -m kernels.sass fp8 [--block-m 64] [--block-n 128] [--warps 4] [--stages 4] [--per-row]
 
 Per weight: the loop's instructions per thread over the weights a thread dequantizes per iteration
 (BLOCK_K * BLOCK_N / threads); the tiled kernel dequantizes each weight once per BLOCK_M rows.
@@ -281,14 +281,13 @@ FP8_GEMM_DIVISIBLE = ("x_ptr", "w_ptr", "y_ptr", "xs_ptr", "ws_ptr", "b_ptr", "N
 
 
 def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_stages: int = 4,
-                 block_scaled: bool = True, block_k: int = 128, chain: bool = False
-                 ) -> tuple[collections.Counter, collections.Counter]:
+                 block_scaled: bool = True, block_k: int = 128) -> tuple[collections.Counter, collections.Counter]:
     """(K-loop opcode counts, whole-kernel opcode counts) of the FP8 GEMM (bf16 out, even K, 128x128 scale blocks
     when block_scaled). Hopper's FP8 wgmma disassembles as QGMMA; STL/LDL are register spills."""
     from kernels import fp8
 
     ce = dict(HAS_BIAS=False, BLOCK_SCALED=block_scaled, EVEN_K=True, BLOCK_M=block_m, BLOCK_N=block_n,
-              BLOCK_K=block_k, SCALE_BN=128 if block_scaled else 1, GROUP_M=8, INTERP_K_STEPS=0, CHAIN=chain)
+              BLOCK_K=block_k, SCALE_BN=128 if block_scaled else 1, GROUP_M=8, INTERP_K_STEPS=0)
     sass = compile_sass(fp8._fp8_gemm_kernel, FP8_GEMM_SIGNATURE, ce, FP8_GEMM_DIVISIBLE, num_warps, num_stages)
     return loop_mix(sass), opcodes(sass.splitlines())
 
@@ -300,7 +299,6 @@ def main(argv=None) -> None:
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
     ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
-    ap.add_argument("--chain", action="store_true", help="fp8: block-scaled with the chained accumulator (CHAIN)")
     ap.add_argument("--block-n", type=int, default=None, help="default: 256 gemv, 128 tiled/skinny")
     ap.add_argument("--block-k", type=int, default=None, help="default: 64 gemv/tiled, 128 skinny")
     ap.add_argument("--warps", type=int, default=None, help="default: 1 gemv, 4 tiled/skinny")
@@ -325,7 +323,7 @@ def main(argv=None) -> None:
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,
-                                   not args.per_row, chain=args.chain)
+                                   not args.per_row)
         out = {"loop": dict(loop), "spills": every["STL"] + every["LDL"], "qgmma": every["QGMMA"]}
         print(json.dumps(out) if args.json else f"loop {sum(loop.values())} instructions, QGMMA {loop['QGMMA']}, "
               f"FFMA {loop['FFMA']}, FMUL {loop['FMUL']}, BAR {loop['BAR']}, spills {out['spills']}")

@@ -311,13 +311,11 @@ def test_scaled_mm_matches_emulation(x_token, w_channel, static, fast):
 @pytest.mark.parametrize("tiles", [dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4),
                                    dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=32, num_warps=8, num_stages=3),
                                    dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=8, num_warps=4, num_stages=4),
-                                   dict(BLOCK_M=64, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3),
-                                   dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3, CHAIN=True),
-                                   dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4, CHAIN=True)])
+                                   dict(BLOCK_M=64, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3)])
 def test_block_gemm_tuned_tiles_match_reference_at_uneven_edges(M, N, K, tiles):
     # M, N, K not multiples of the tiles or of the 128x128 scale block (edge rows/columns wrap, the last K block
     # is masked); BLOCK_N 64 / 128 take the scalar weight-scale path, 256 the per-column one; several M tiles
-    # exercise the GROUP_M swizzle; CHAIN accumulates in units of each block's scale (both weight-scale paths).
+    # exercise the GROUP_M swizzle.
     torch.manual_seed(M + N)
     x, w = torch.randn(M, K, device=DEV), torch.randn(N, K, device=DEV)
     b = torch.randn(N, device=DEV)
@@ -325,27 +323,6 @@ def test_block_gemm_tuned_tiles_match_reference_at_uneven_edges(M, N, K, tiles):
     xq, xs = k.quantize_fp8_per_token_group(x, 128)
     ref = k.fp8_linear_ref(xq.double(), xs.double(), wq.double(), ws.double(), b.double(), torch.float64, (128, 128))
     y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), bias=b, out_dtype=torch.float32, config=tiles)
-    assert rel(y, ref) < _tol()
-
-
-@needs_triton
-@pytest.mark.parametrize("bn", [64, 256])
-def test_block_gemm_chain_keeps_scales_that_differ_by_orders_of_magnitude_and_zero_blocks(bn):
-    # CHAIN rescales the accumulator by the ratio of consecutive blocks' scales: blocks of x and w whose scales
-    # differ by 1e-6..1e6, an all-zero block of x (the quantizer's floor scale) and a weight block whose stored
-    # scale is 0 (a checkpoint's all-zero block) must still give the float64 result, and no inf/NaN
-    torch.manual_seed(bn)
-    M, N, K = 40, 256, 768
-    x = torch.randn(M, K, device=DEV) * torch.logspace(-6, 6, K // 128, device=DEV).repeat_interleave(128)
-    x[:, 256:384] = 0
-    w = torch.randn(N, K, device=DEV) * torch.logspace(4, -4, K // 128, device=DEV).repeat_interleave(128)
-    wq, ws = k.quantize_fp8_block(w, (128, 128))
-    xq, xs = k.quantize_fp8_per_token_group(x, 128)
-    ws[1, 4] = 0.0
-    ref = k.fp8_linear_ref(xq.double(), xs.double(), wq.double(), ws.double(), None, torch.float64, (128, 128))
-    cfg = dict(BLOCK_M=16, BLOCK_N=bn, GROUP_M=8, num_warps=4, num_stages=3, CHAIN=True)
-    y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), out_dtype=torch.float32, config=cfg)
-    assert torch.isfinite(y).all()
     assert rel(y, ref) < _tol()
 
 
@@ -454,7 +431,7 @@ def test_tuner_candidates_are_valid_for_llama_shapes():
         for M in (1, 16, 128, 1024, 4096):
             for block in ((128, 128), None):
                 cands = fp8_tune.candidates(M, N, K, block)
-                assert 4 <= len(cands) <= 24, (M, N, K, block, len(cands))
+                assert 4 <= len(cands) <= 20, (M, N, K, block, len(cands))
                 assert len({json.dumps(c, sort_keys=True) for c in cands}) == len(cands)  # no duplicates
                 for cfg in cands + [k.default_gemm_config(M, block is not None)]:
                     assert set(cfg) <= set(k.CONFIG_KEYS) and set(cfg) - {"BLOCK_K"} <= params
@@ -463,13 +440,9 @@ def test_tuner_candidates_are_valid_for_llama_shapes():
                         assert k._pow2(cfg[key]) and cfg[key] >= 16
                     assert bk in (64, 128) and cfg["num_warps"] in (4, 8) and cfg["num_stages"] >= 2
                     assert fp8_tune.smem_bytes(cfg, bk) <= fp8_tune.SMEM_BYTES
-                    if block:  # accumulator + one K block's product per thread stay in registers (CHAIN: the
-                        # accumulator only, as per-row)
-                        per_thread = 128 if cfg.get("CHAIN") else 64
-                        assert cfg["BLOCK_M"] * cfg["BLOCK_N"] <= per_thread * 32 * cfg["num_warps"], cfg
+                    if block:  # accumulator + one K block's product per thread stay in registers
+                        assert cfg["BLOCK_M"] * cfg["BLOCK_N"] <= 64 * 32 * cfg["num_warps"], cfg
                         assert "BLOCK_K" not in cfg  # the scale block is the K step
-                    else:
-                        assert "CHAIN" not in cfg
 
 
 def test_gemv_tuner_candidates_cover_the_llama_shapes():
