@@ -51,7 +51,7 @@ def compile_sass(fn, signature: dict[str, str], constexprs: dict, divisible_by_1
         return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
 
 
-_OPCODE = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)")  # an instruction's opcode
+_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)")  # an instruction's opcode
 
 
 def opcodes(lines) -> collections.Counter:
@@ -72,51 +72,64 @@ def loop_mix(sass: str) -> collections.Counter:
 
 
 
-# An instruction's guard, opcode and first operand (its destination for the instructions that write registers).
-_INSTR = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)\s+(\S+?)[ ,;]")
-# A register-A wgmma: HGMMA.<shape>... Racc, Ra, gdesc[...] (shared-memory A has gdesc as its second operand).
-_HGMMA_RS = re.compile(r"HGMMA\.(\d+)x(\d+)x(\d+)\S*\s+R\d+,\s+R(\d+),")
+# An instruction's opcode, modifiers and operands (after its guard).
+_INSTR = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)\s+([^;]*);")
+# A wgmma: HGMMA.<m>x<n>x<k>... Racc, A, ... with A a register (register-A) or gdesc[...] (A in shared memory).
+_HGMMA = re.compile(r"HGMMA\.\d+x\d+x\d+\S*\s+R\d+,\s+(R(\d+)|gdesc)")
 _DEPBAR = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+0x([0-9a-f]+)")
-_NO_DEST = ("ST", "RED", "ATOM", "BAR", "BRA", "EXIT", "WARPGROUP", "DEPBAR", "LDGDEPBAR", "LDGSTS", "SYNCS", "NOP",
-            "MEMBAR", "FENCE", "CCTL", "ERRBAR", "RET", "CALL", "YIELD", "BSSY", "BSYNC", "WARPSYNC", "UTMA", "ARRIVES")
+# Opcodes whose register operands are all read (stores, reductions without a result, barriers, branches, fences).
+_NO_DEST = ("ST", "RED", "BAR", "BRA", "EXIT", "WARPGROUP", "DEPBAR", "LDGDEPBAR", "LDGSTS", "NOP", "MEMBAR",
+            "FENCE", "CCTL", "ERRBAR", "RET", "CALL", "YIELD", "BSSY", "BSYNC", "WARPSYNC", "UTMA", "ARRIVES")
 
 
-def _written(opcode: str, mods: str, dest: str) -> set[int]:
-    """Registers an instruction writes (R<n>; its .64 / .128 / .WIDE forms write 2 / 4 / 2 consecutive ones)."""
-    if opcode.startswith(_NO_DEST) or opcode == "HGMMA" or not re.fullmatch(r"R\d+", dest):
-        return set()
-    width = 4 if ".128" in mods else 2 if (".64" in mods or ".WIDE" in mods) else 1
-    base = int(dest[1:])
-    return set(range(base, base + width))
+def _written(opcode: str, mods: str, operands: str) -> set[int]:
+    """Registers an instruction writes: its first register operand after any predicate destinations (SHFL.IDX PT,
+    R5, ...; LOP3.LUT P0, R5, ...), 2 consecutive ones for .64 / .WIDE and 4 for .128 forms (LDSM.x4 / CS2R are
+    not widened: the A registers a thread holds are 4-aligned)."""
+    if opcode.startswith(_NO_DEST) or opcode == "HGMMA" or "SETP" in opcode or opcode in ("PLOP3", "R2P"):
+        return set()  # (ISETP / FSETP / PLOP3 / R2P write predicates only)
+    for op in (o.strip() for o in operands.split(",")):
+        if re.fullmatch(r"!?U?P(T|\d+)", op):
+            continue
+        if not re.fullmatch(r"R\d+", op):
+            return set()
+        width = 4 if ".128" in mods else 2 if (".64" in mods or ".WIDE" in mods) else 1
+        return set(range(int(op[1:]), int(op[1:]) + width))
+    return set()
 
 
-def wgmma_a_hazards(sass: str) -> list[str]:
+def wgmma_a_hazards(sass: str, stats: dict | None = None) -> list[str]:
     """Writes to the register A operand of a wgmma still in flight, in every loop of `sass` that issues register-A
     wgmmas: the race of triton 3.6's pipelined RS wgmma (triton-lang/triton#9433, `kernels/w4a16.py`). PTX leaves
     those registers to the program until a wgmma.wait_group retires the wgmma; sm_90 SASS shows the wait as
     WARPGROUP.DEPBAR.LE gsb0, N (at most N groups left in flight), a group ending at the HGMMA marked gsb0. Each
     loop body is walked twice, so groups still in flight at its back edge meet the next iteration's writes.
-    Returns one line per hazard (empty: none)."""
+    Limits: code outside loops (prologue, epilogue) is not walked; a body is read as straight-line code (a wait
+    under a forward branch counts as taken). Returns one line per hazard (empty: none); `stats` gets the loops and
+    register-A wgmmas examined, so an empty answer can be told from nothing found to check."""
     lines = sass.splitlines()
     labels = {ln.strip().rstrip(":"): i for i, ln in enumerate(lines) if ln.strip().startswith(".L_x")}
-    out = []
+    out, loops, wgmmas = [], 0, 0
     for i, ln in enumerate(lines):
         m = re.search(r"BRA `\((\.L_x_\d+)\)", ln)
         if not m or labels.get(m.group(1), i) >= i:
             continue
         body = lines[labels[m.group(1)]:i + 1]
-        if not any(_HGMMA_RS.search(b) for b in body):
+        if not any((h := _HGMMA.search(b)) and h.group(2) for b in body):
             continue
-        groups: list[tuple[set[int], str]] = []  # committed groups in flight: (A registers, first wgmma line)
+        loops += 1
+        groups: list[set[int]] = []  # committed groups in flight: their A registers
         current: set[int] = set()
         for walk in (0, 1):
             for b in body:
-                h = _HGMMA_RS.search(b)
-                if h:  # the A fragment of an m64nNk16 16-bit wgmma: 4 registers a thread
-                    a = int(h.group(4))
-                    current |= set(range(a, a + 4))
+                h = _HGMMA.search(b)
+                if h:
+                    if h.group(2):  # the A fragment of an m64nNk16 16-bit wgmma: 4 registers a thread
+                        a = int(h.group(2))
+                        current |= set(range(a, a + 4))
+                        wgmmas += walk == 0
                     if "gsb0" in b:
-                        groups.append((current, b.strip()))
+                        groups.append(current)
                         current = set()
                     continue
                 d = _DEPBAR.search(b)
@@ -127,10 +140,11 @@ def wgmma_a_hazards(sass: str) -> list[str]:
                 ins = _INSTR.search(b)
                 if not ins:
                     continue
-                hit = _written(ins.group(1), ins.group(2), ins.group(3)) & set().union(*(g for g, _ in groups),
-                                                                                       current)
+                hit = _written(*ins.groups()) & set().union(*groups, current)
                 if hit and walk == 1:
                     out.append(f"{b.strip()}  writes R{min(hit)}, an A register of a wgmma in flight")
+    if stats is not None:
+        stats.update(loops=loops, register_a_wgmmas=wgmmas)
     return list(dict.fromkeys(out))
 
 GEMV_SIGNATURE = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "b_ptr": "*fp16",
@@ -334,10 +348,12 @@ def main(argv=None) -> None:
         ops, per_weight, every = gemv_mix(args.m, args.block_n or 256, args.block_k or 64, warps, args.stages,
                                           pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
     elif args.kernel == "frag" and args.hazards:
+        stats = {}
         found = wgmma_a_hazards(frag_sass(args.block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
-                                          args.zeros, args.even_m, args.permute_x, args.stream_k))
-        print(f"{len(found)} writes to A registers of wgmmas in flight" + "".join(f"\n  {h}" for h in found[:20]))
-        raise SystemExit(1 if found else 0)
+                                          args.zeros, args.even_m, args.permute_x, args.stream_k), stats)
+        print(f"{len(found)} writes to A registers of wgmmas in flight ({stats['loops']} loops, "
+              f"{stats['register_a_wgmmas']} register-A wgmmas examined)" + "".join(f"\n  {h}" for h in found[:20]))
+        raise SystemExit(1 if found or not stats["register_a_wgmmas"] else 0)
     elif args.kernel == "frag":
         ops, per_weight, every = frag_mix(args.block_m, args.block_n or 128, args.warps or 8, args.stages,
                                           args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
