@@ -521,7 +521,7 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
             sorted(sorted((c | {"stream_k": s}).items()) for c in one for s in per_sm[c["num_warps"]])
         for c in frag:
             assert c["block_k"] == 128 and (c["block_m"] <= 2 * M or c["block_m"] == 16)
-            tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"), c.get("permute_x"))
+            tile = (c["block_m"], c["block_n"], c["num_warps"], c.get("stream_k"), c.get("permute_x"), c["split_k"] > 1)
             if tile not in seen:
                 seen.add(tile)
                 y = k.w4a16_matmul_triton(x, **{**c, "split_k": min(c["split_k"], 2)}, **layer)

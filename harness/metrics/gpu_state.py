@@ -1,81 +1,107 @@
-"""SM clock and board power while kernels are timed, sampled through NVML (`pynvml`, from the nvidia-ml-py
-package in the `gpu` extra). The kernel benchmark stores them beside each timing, so a point timed at a lowered
-clock says so: the same block-FP8 kernel took 4.36 ms in the tuner, 4.76 ms alone and 5.65 ms interleaved with
-cuBLAS and `_scaled_mm` (H100, tenth session), and nothing in those records said why. Without pynvml, or off
-CUDA, sampling is off and `summary()` is None."""
+"""SM clock and board power while kernels are timed, read through NVML (`pynvml`, from the nvidia-ml-py package in
+the `gpu` extra). The kernel benchmark stores them beside each timing, so a point timed at a lowered clock says
+so: the same block-FP8 kernel took 4.36 ms in the tuner, 4.76 ms alone and 5.65 ms interleaved with cuBLAS and
+`_scaled_mm` (H100, tenth session), and nothing in those records said why. Without pynvml, or off CUDA, sampling
+is off and `summary()` is None.
+
+The window is the whole `with` block: for a benchmark point that is its warm-up, graph capture and timed replays
+together, so on a point of a few milliseconds the clock samples describe more than the timed replays. Power is the
+energy counter's difference over the window (NVML's power reading is a one-second average on recent GPUs)."""
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
+import time
 
 import torch
 
-PERIOD_S = 0.01  # one sample per 10 ms: an H100 adjusts its clock on a scale of milliseconds to tens of them
+PERIOD_S = 0.01  # one clock reading per 10 ms: an H100 moves its clock on a scale of milliseconds to tens of them
 
 
-def _nvml_handle(device: torch.device):
-    """(pynvml, handle) for a CUDA device, or None where NVML cannot be reached."""
-    if device.type != "cuda":
-        return None
+@functools.cache
+def _nvml():
+    """The pynvml module, initialised once per process, or None where NVML cannot be reached."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        try:  # NVML numbers devices physically; CUDA_VISIBLE_DEVICES may renumber them for CUDA
-            index = torch.cuda._get_nvml_device_index(device)
-        except Exception:
-            index = device.index or 0
-        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        return pynvml
+    except Exception:
+        return None
+
+
+def _handle(device: torch.device):
+    """(pynvml, handle) for a CUDA device, or None. NVML numbers devices physically; torch maps its index through
+    CUDA_VISIBLE_DEVICES; where it cannot, sampling is off rather than reading another GPU."""
+    nvml = _nvml() if device.type == "cuda" else None
+    if nvml is None:
+        return None
+    try:
+        return nvml, nvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(device))
     except Exception:
         return None
 
 
 class GpuSampler:
-    """Context manager: a thread samples the SM clock (MHz) and power (W) every `period_s` while the block runs;
-    `summary()` gives their median/min/max, None if NVML is unavailable or nothing was sampled."""
+    """Context manager: a thread reads the SM clock (MHz) every `period_s` while the block runs, and the energy
+    counter at its start and end; `summary()` gives the clock's median/min/max and the mean power (W), None if NVML
+    is unavailable or nothing was read. A failing reading stops only that reading."""
 
     def __init__(self, device: torch.device, period_s: float = PERIOD_S):
         self.period_s = period_s
         self.clock_mhz: list[float] = []
-        self.power_w: list[float] = []
-        self._nvml = _nvml_handle(torch.device(device))
+        self.power_w: float | None = None
+        self._nvml = _handle(torch.device(device))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._energy0: tuple[float, int] | None = None
 
-    def _sample(self) -> None:
+    def _clock(self) -> None:
         nvml, handle = self._nvml
         try:
             self.clock_mhz.append(float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
-            self.power_w.append(nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)  # NVML reports milliwatts
-        except Exception:  # a GPU or driver without one of the readings: stop, keeping what was read
+        except Exception:
             self._stop.set()
+
+    def _energy(self) -> tuple[float, int] | None:
+        nvml, handle = self._nvml
+        try:
+            return time.perf_counter(), nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # millijoules
+        except Exception:
+            return None
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._sample()
+            self._clock()
             self._stop.wait(self.period_s)
 
     def __enter__(self) -> GpuSampler:
         if self._nvml is not None:
+            self._energy0 = self._energy()
             self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._sample()  # at least one reading, taken as the timed work ends
-            self._stop.clear()
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=1.0)  # a hung NVML call leaves a daemon thread behind, not a hung benchmark
+        if not self._thread.is_alive():
+            self._clock()  # one reading as the timed work ends
+        end = self._energy()
+        if self._energy0 and end and end[0] > self._energy0[0]:
+            self.power_w = (end[1] - self._energy0[1]) / 1000.0 / (end[0] - self._energy0[0])
 
     def summary(self) -> dict | None:
-        if not self.clock_mhz:
+        if not self.clock_mhz and self.power_w is None:
             return None
-        n = min(len(self.clock_mhz), len(self.power_w))
-        out = {"samples": len(self.clock_mhz),
-               "sm_clock_mhz": {"median": statistics.median(self.clock_mhz), "min": min(self.clock_mhz),
-                                "max": max(self.clock_mhz)}}
-        if n:
-            out["power_w"] = {"median": round(statistics.median(self.power_w), 1), "max": round(max(self.power_w), 1)}
+        out = {"samples": len(self.clock_mhz)}
+        if self.clock_mhz:
+            out["sm_clock_mhz"] = {"median": statistics.median(self.clock_mhz), "min": min(self.clock_mhz),
+                                   "max": max(self.clock_mhz)}
+        if self.power_w is not None:
+            out["power_w"] = round(self.power_w, 1)
         return out
