@@ -9,12 +9,15 @@ x tiles stream through a ring of 4 shared-memory slots by cp.async, three blocks
 loaded into registers a block pair ahead.
 
     python3 .ci/gpu/gluon_frag_probe.py sass [BM BN WARPS]   # CPU: waits, hazards, spills, loop instructions
-    python3 .ci/gpu/gluon_frag_probe.py run [BM BN WARPS]    # GPU: against w4a16_matmul_ref on Llama shapes, then
-                                                              # graph-timed beside the Triton frag path and cuBLAS
+    python3 .ci/gpu/gluon_frag_probe.py run [BM BN WARPS [M ...]]  # GPU: against w4a16_matmul_ref on Llama shapes
+                                                              # (M = 128-1024 by default), graph-timed beside the
+                                                              # tuned W4A16 and cuBLAS fp16
 
 Built with triton 3.6 on the CPU: 128 x 128 / 8 warps (the default) waits with DEPBAR.LE gsb0, 0x1, has no
 A-register hazard among its 16 register-A wgmmas, no spills, 128 KB of shared memory and 502 loop instructions for
-two K-blocks (the Triton frag kernel: 267 for one). 4-warp and larger tiles spill (and the 128 x 128 / 4-warp one
+two K-blocks (the Triton frag kernel: 267 for one). The decode tiles (BM = 16-32 tokens, 128 rows / 4 warps or
+256 / 8) compile without spills at ~2.9 instructions a weight, like the Triton decode tiles. 4-warp tiles with 64+
+tokens and larger tiles spill (and the 128 x 128 / 4-warp one
 falls back to waiting on each block); 256-row x tiles need 256 KB for the 4-slot ring, past the H100's 227 KB."""
 
 import os
@@ -132,6 +135,7 @@ def compiled(bm: int, bn: int, warps: int):
 
 def main(argv) -> None:
     bm, bn, warps = (int(v) for v in (argv[1:4] or (128, 128, 8)))
+    m_values = [int(v) for v in argv[4:]] or [128, 256, 512, 1024]
     if argv[0] == "sass":
         from kernels.sass import loop_mix, opcodes, wgmma_a_hazards
 
@@ -161,7 +165,7 @@ def main(argv) -> None:
     flush = l2_flush_buffer(torch.device("cuda"))
     for K, N in ((8192, 57344), (8192, 8192), (4096, 4096)):
         qweight, scales = random_layer(K, N, "cuda")
-        for M in (128, 256, 512, 1024):
+        for M in m_values:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             ref = w4a16.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)
             xf = w4a16._fragment_order(x)

@@ -16,6 +16,7 @@ python3 -c "import pynvml" || echo "pynvml missing: run bash .ci/gpu/wheels.sh a
     timeout 90 python3 .ci/gpu/gluon_rs_probe.py run $shape 2>&1 | grep -v Warning | tail -3
   done
   timeout 150 python3 .ci/gpu/gluon_frag_probe.py run 128 128 8 2>&1 | grep -v Warning | tail -14
+  timeout 90 python3 .ci/gpu/gluon_frag_probe.py run 16 256 8 1 16 2>&1 | grep -v Warning | tail -8
   } | tee $OUT/gluon_probe.log
 timeout 150 python3 -m harness bench=kernels gpu=h100 "bench.kernels.models=[llama-3-70b]" \
   "bench.kernels.m_values=[1024,4096]" \
