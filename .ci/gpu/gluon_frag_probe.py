@@ -104,6 +104,7 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
         gl.thread_barrier()
         acc = warpgroup_mma(a_e, xs.index(e % 4).permute((1, 0)), acc, is_async=True)
         acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired: its slot is free
+        gl.thread_barrier()  # ... in both warpgroups (each reads the whole x tile) before it is overwritten
         _issue_x(x_ptr, xs, e + 3, nb, rm, xk, m_ok, stride_xm)
         a_o = _dequant(wo, so, BN, a_l)
         wo, so = _words(qw_ptr, s_ptr, e + 3, nb, N, rn_w, rw, rn_a)
@@ -112,6 +113,7 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
         gl.thread_barrier()
         acc = warpgroup_mma(a_o, xs.index((e + 1) % 4).permute((1, 0)), acc, is_async=True)
         acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
+        gl.thread_barrier()
         _issue_x(x_ptr, xs, e + 4, nb, rm, xk, m_ok, stride_xm)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     cp.wait_group(0)

@@ -50,14 +50,18 @@ def rs_kernel(w_ptr, x_ptr, y_ptr, K, WAIT_DEPTH: gl.constexpr, BN: gl.constexpr
         a_even = gl.load(w_ptr + rn[:, None] * K + (k + rk)[None, :]) * 2.0
         xs.index(0).store(gl.load(x_ptr + (k + xk)[:, None] * BM + xm[None, :]))
         fence_async_shared()
+        gl.thread_barrier()  # every warp's part of the tile is written before either warpgroup's wgmma reads it
         acc = warpgroup_mma(a_even, xs.index(0), acc, is_async=True)
         # the odd block's wgmmas (previous iteration) retire here; a_odd stays alive until they have
         acc, a_odd = warpgroup_mma_wait(num_outstanding=WAIT_DEPTH, deps=(acc, a_odd))
+        gl.thread_barrier()  # ... in both warpgroups, before slot 1 is overwritten
         a_odd = gl.load(w_ptr + rn[:, None] * K + (k + 128 + rk)[None, :]) * 2.0
         xs.index(1).store(gl.load(x_ptr + (k + 128 + xk)[:, None] * BM + xm[None, :]))
         fence_async_shared()
+        gl.thread_barrier()
         acc = warpgroup_mma(a_odd, xs.index(1), acc, is_async=True)
         acc, a_even = warpgroup_mma_wait(num_outstanding=WAIT_DEPTH, deps=(acc, a_even))
+        gl.thread_barrier()  # both warpgroups' even-block wgmmas retired before slot 0 is overwritten
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
     ym = gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
     yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
