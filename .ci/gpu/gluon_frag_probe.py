@@ -5,8 +5,8 @@ y^T tile [BN, BM] = W^T [BN, K] @ x^T [K, BM] as in `kernels/w4a16.py`'s frag pa
 Triton 3.6 cannot express there: two K-blocks an iteration, each block's A dequantized in the wgmma A registers
 (`gluon_rs_probe.words_layout`) while the other block's wgmmas run, `warpgroup_mma_wait(1, deps=(acc, a))`
 keeping the running wgmma's A alive (the register-A race of the ninth session, `kernels.sass.wgmma_a_hazards`).
-x tiles stream through a ring of 4 shared-memory slots by cp.async, three blocks ahead; packed words and scales are
-loaded into registers a block pair ahead.
+x tiles stream through a ring of 4 shared-memory slots by cp.async, three blocks ahead (past the last block the copies
+are masked: zero-fill into free slots); packed words and scales are loaded into registers a block pair ahead.
 
     python3 .ci/gpu/gluon_frag_probe.py sass [BM BN WARPS]   # CPU: waits, hazards, spills, loop instructions
     python3 .ci/gpu/gluon_frag_probe.py run [BM BN WARPS [M ...]]  # GPU: against w4a16_matmul_ref on Llama shapes
@@ -115,11 +115,20 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
         acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
         gl.thread_barrier()
         _issue_x(x_ptr, xs, e + 4, nb, rm, xk, m_ok, stride_xm)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    acc, a_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_o))  # a_o alive until its wgmmas retire
     cp.wait_group(0)
     ym = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
     yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     gl.store(y_ptr + ym[None, :] * stride_ym + yn[:, None], acc.to(gl.float16), mask=(ym < M)[None, :])
+
+
+def disassemble(cubin: bytes) -> str:
+    """SASS text of a cubin (nvdisasm shipped with Triton)."""
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
 
 
 def compiled(bm: int, bn: int, warps: int):
@@ -137,16 +146,12 @@ def compiled(bm: int, bn: int, warps: int):
 
 def main(argv) -> None:
     bm, bn, warps = (int(v) for v in (argv[1:4] or (128, 128, 8)))
-    m_values = [int(v) for v in argv[4:]] or [128, 256, 512, 1024]
+    m_values = [int(v) for v in argv[4:]] or [128, 200, 256, 512, 1024]  # 200: a partial M tile
     if argv[0] == "sass":
         from kernels.sass import loop_mix, opcodes, wgmma_a_hazards
 
         c = compiled(bm, bn, warps)
-        nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(c.asm["cubin"])
-            f.flush()
-            text = subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+        text = disassemble(c.asm["cubin"])
         stats = {}
         hazards = wgmma_a_hazards(text, stats)
         ops, loop = opcodes(text.splitlines()), loop_mix(text)
@@ -162,7 +167,8 @@ def main(argv) -> None:
 
     from kernels import w4a16
     from kernels.timing import interleaved_time_ms, l2_flush_buffer
-    from kernels.w4a16_tune import random_layer, rel_err
+    from kernels.sass import wgmma_a_hazards
+    from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
     flush = l2_flush_buffer(torch.device("cuda"))
     for K, N in ((8192, 57344), (8192, 8192), (4096, 4096)):
@@ -174,21 +180,27 @@ def main(argv) -> None:
             y = torch.empty(M, N, device="cuda", dtype=torch.float16)
 
             def ours():
-                gluon_frag_kernel[(triton.cdiv(M, bm), N // bn)](xf, qweight, scales, y, M, N, K, xf.stride(0),
-                                                                 y.stride(0), BN=bn, BM=bm, num_warps=warps)
+                return gluon_frag_kernel[(triton.cdiv(M, bm), N // bn)](
+                    xf, qweight, scales, y, M, N, K, xf.stride(0), y.stride(0), BN=bn, BM=bm, num_warps=warps)
 
             errs = []
             for _ in range(20):
                 y.zero_()
-                ours()
+                kernel = ours()
                 errs.append(rel_err(y, ref))
+            worst = float(torch.tensor(errs).max())  # NaN stays NaN (Python's max would skip it)
+            stats = {}
+            hazards = wgmma_a_hazards(disassemble(kernel.asm["cubin"]), stats)  # the binary that ran
             wf = torch.randn(K, N, device="cuda", dtype=torch.float16)
-            peers = [ours, lambda: w4a16.w4a16_matmul(x, qweight, scales, None, None, 128, 4, validate=False),
-                     lambda: x @ wf]  # ours, the committed table's W4A16 choice, cuBLAS fp16
-            times = interleaved_time_ms(peers, 3, 20, flush)
-            print(f"K={K} N={N} M={M}: rel err max {max(errs):.1e} (20 runs); gluon {times[0][0] * 1e3:.1f} us, "
-                  f"tuned W4A16 {times[1][0] * 1e3:.1f} us, cuBLAS fp16 {times[2][0] * 1e3:.1f} us", flush=True)
-
+            peers = [ours, lambda: (w4a16._fragment_order(x), ours()),  # ours alone; with the copy of x it needs
+                     lambda: w4a16.w4a16_matmul(x, qweight, scales, None, None, 128, 4, validate=False),
+                     lambda: x @ wf]  # the committed table's W4A16 choice, cuBLAS fp16
+            t = interleaved_time_ms(peers, 3, 20, flush)
+            print(f"K={K} N={N} M={M}: {'PASS' if worst < MAX_REL_ERR else 'FAIL'} rel err max {worst:.1e} (20 runs), "
+                  f"{len(hazards)} A-register hazards in the run binary ({stats['register_a_wgmmas']} wgmmas); "
+                  f"gluon {t[0][0] * 1e3:.1f} us ({t[1][0] * 1e3:.1f} with the x copy), tuned W4A16 "
+                  f"{t[2][0] * 1e3:.1f} us, cuBLAS fp16 {t[3][0] * 1e3:.1f} us; timers {[r[3] for r in t]}",
+                  flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

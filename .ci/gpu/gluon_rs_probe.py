@@ -62,7 +62,7 @@ def rs_kernel(w_ptr, x_ptr, y_ptr, K, WAIT_DEPTH: gl.constexpr, BN: gl.constexpr
         acc = warpgroup_mma(a_odd, xs.index(1), acc, is_async=True)
         acc, a_even = warpgroup_mma_wait(num_outstanding=WAIT_DEPTH, deps=(acc, a_even))
         gl.thread_barrier()  # both warpgroups' even-block wgmmas retired before slot 0 is overwritten
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+    acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))  # a_odd alive until its wgmmas retire
     ym = gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
     yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
     gl.store(y_ptr + yn[:, None] * BM + ym[None, :], acc)
@@ -118,6 +118,14 @@ def frag_a_kernel(qw_ptr, s_ptr, out_ptr, N, BN: gl.constexpr, BM: gl.constexpr,
     gl.store(out_ptr + rs[:, None] * 128 + rk[None, :], a)
 
 
+def _disassemble(cubin: bytes) -> str:
+    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
 def sass(depth: int, bn: int, bm: int, warps: int) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -127,11 +135,7 @@ def sass(depth: int, bn: int, bm: int, warps: int) -> str:
     src = GluonASTSource(fn=rs_kernel, signature=sig | {k: "constexpr" for k in ce}, constexprs=ce,
                          attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(c.asm["cubin"])
-        f.flush()
-        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+    return _disassemble(c.asm["cubin"])
 
 
 def frag_a_sass(bn: int, bm: int, warps: int) -> tuple[str, str]:
@@ -143,12 +147,7 @@ def frag_a_sass(bn: int, bm: int, warps: int) -> tuple[str, str]:
     src = GluonASTSource(fn=frag_a_kernel, signature={"qw_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16",
                                                       "N": "i32"} | {k: "constexpr" for k in ce}, constexprs=ce)
     c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(c.asm["cubin"])
-        f.flush()
-        return c.asm["ttgir"], subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True,
-                                              check=True).stdout
+    return c.asm["ttgir"], _disassemble(c.asm["cubin"])
 
 
 def main(argv) -> None:
@@ -190,11 +189,12 @@ def main(argv) -> None:
         return
     import torch
 
+    from kernels.sass import wgmma_a_hazards
     from kernels.timing import graph_time_ms, l2_flush_buffer
 
     vals = [int(v) for v in argv[1:6]]
     N, K, bm = vals[:3]
-    bn, warps = vals[3:5] or (128, 8)
+    bn, warps = (vals[3:5] + [128, 8][len(vals[3:5]):])
     w = torch.randn(N, K, device="cuda", dtype=torch.float16)
     x = torch.randn(K, bm, device="cuda", dtype=torch.float16)
     ref = (2 * w.float()) @ x.float()
@@ -203,16 +203,20 @@ def main(argv) -> None:
         y = torch.empty(N, bm, device="cuda", dtype=torch.float32)
 
         def run():
-            rs_kernel[(N // bn,)](w, x, y, K, WAIT_DEPTH=depth, BN=bn, BM=bm, num_warps=warps)
+            return rs_kernel[(N // bn,)](w, x, y, K, WAIT_DEPTH=depth, BN=bn, BM=bm, num_warps=warps)
 
         errs = []
         for _ in range(50):
             y.zero_()
-            run()
+            kernel = run()
             errs.append(((y - ref).norm() / ref.norm()).item())
-        ms = graph_time_ms(run, 3, 30, flush)[0]
-        print(f"depth {depth}: rel err max {max(errs):.1e} over 50 runs; {ms * 1e3:.1f} us "
-              f"({2 * N * K * bm / ms / 1e9:.0f} TFLOP/s)")
+        worst = float(torch.tensor(errs).max())  # NaN stays NaN
+        stats = {}
+        hazards = wgmma_a_hazards(_disassemble(kernel.asm["cubin"]), stats)  # the binary that ran
+        ms, _, _, timer = graph_time_ms(run, 3, 30, flush)
+        print(f"depth {depth}: {'PASS' if worst < 1e-3 else 'FAIL'} rel err max {worst:.1e} over 50 runs, "
+              f"{len(hazards)} A-register hazards ({stats['register_a_wgmmas']} wgmmas); {ms * 1e3:.1f} us "
+              f"({2 * N * K * bm / ms / 1e9:.0f} TFLOP/s, {timer})")
 
 
 if __name__ == "__main__":
