@@ -29,26 +29,42 @@ import subprocess
 import tempfile
 
 
-def compile_sass(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), num_warps: int = 4,
-                 num_stages: int = 3, arch: int = 90) -> str:
-    """SASS text of `fn` built for sm_`arch`. signature: argument -> Triton type ("*fp16", "i32", ...);
-    constexprs: constexpr argument -> value; divisible_by_16: arguments the launcher would specialise as
-    multiples of 16 (pointers, leading dimensions), which decides vectorised loads."""
+def build(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), num_warps: int = 4,
+          num_stages: int = 3, arch: int = 90):
+    """`fn` compiled for sm_`arch` without a GPU: triton.compile's kernel (asm["ttgir"], asm["cubin"], metadata).
+    signature: argument -> Triton type ("*fp16", "i32", ...); constexprs: constexpr argument -> value;
+    divisible_by_16: arguments the launcher would specialise as multiples of 16 (pointers, leading dimensions),
+    which decides vectorised loads. Gluon kernels (triton.experimental.gluon) build the same way."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    if getattr(fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource as ASTSource
 
     names = list(fn.arg_names)
     sig = dict(signature) | {k: "constexpr" for k in constexprs}
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible_by_16}
     src = ASTSource(fn=fn, signature=sig, constexprs=dict(constexprs), attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True})
+
+
+def disassemble(cubin: bytes) -> str:
+    """SASS text of a cubin (the nvdisasm Triton ships)."""
+    import triton
+
     nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
+        f.write(cubin)
         f.flush()
         return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def compile_sass(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), num_warps: int = 4,
+                 num_stages: int = 3, arch: int = 90) -> str:
+    """SASS text of `fn` built for sm_`arch` (`build`)."""
+    return disassemble(build(fn, signature, constexprs, divisible_by_16, num_warps, num_stages, arch).asm["cubin"])
 
 
 _OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)")  # an instruction's opcode

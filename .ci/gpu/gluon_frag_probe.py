@@ -22,9 +22,7 @@ falls back to waiting on each block); 256-row x tiles need 256 KB for the 4-slot
 
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 import triton
 from triton.experimental import gluon
@@ -122,33 +120,20 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
     gl.store(y_ptr + ym[None, :] * stride_ym + yn[:, None], acc.to(gl.float16), mask=(ym < M)[None, :])
 
 
-def disassemble(cubin: bytes) -> str:
-    """SASS text of a cubin (nvdisasm shipped with Triton)."""
-    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
-
-
 def compiled(bm: int, bn: int, warps: int):
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
+    from kernels.sass import build
 
     sig = {"x_ptr": "*fp16", "qw_ptr": "*i32", "s_ptr": "*fp16", "y_ptr": "*fp16", "M": "i32", "N": "i32",
            "K": "i32", "stride_xm": "i32", "stride_ym": "i32"}
-    ce = {"BN": bn, "BM": bm, "num_warps": warps}
-    div = [0, 1, 2, 3, 5, 6, 7, 8]
-    src = GluonASTSource(fn=gluon_frag_kernel, signature=sig | {k: "constexpr" for k in ce}, constexprs=ce,
-                         attrs={(i,): [["tt.divisibility", 16]] for i in div})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    return build(gluon_frag_kernel, sig, {"BN": bn, "BM": bm, "num_warps": warps},
+                 ("x_ptr", "qw_ptr", "s_ptr", "y_ptr", "N", "K", "stride_xm", "stride_ym"), warps)
 
 
 def main(argv) -> None:
     bm, bn, warps = (int(v) for v in (argv[1:4] or (128, 128, 8)))
     m_values = [int(v) for v in argv[4:]] or [128, 200, 256, 512, 1024]  # 200: a partial M tile
     if argv[0] == "sass":
-        from kernels.sass import loop_mix, opcodes, wgmma_a_hazards
+        from kernels.sass import disassemble, loop_mix, opcodes, wgmma_a_hazards
 
         c = compiled(bm, bn, warps)
         text = disassemble(c.asm["cubin"])
@@ -167,7 +152,7 @@ def main(argv) -> None:
 
     from kernels import w4a16
     from kernels.timing import interleaved_time_ms, l2_flush_buffer
-    from kernels.sass import wgmma_a_hazards
+    from kernels.sass import disassemble, wgmma_a_hazards
     from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
     flush = l2_flush_buffer(torch.device("cuda"))

@@ -17,11 +17,8 @@ Triton frag kernel must do, `kernels/w4a16.py`); 1 leaves them running beside it
 On the CPU with triton 3.6 (128 x 128, 8 warps): depth 1 compiles to WARPGROUP.DEPBAR.LE gsb0, 0x1 after each
 block's wgmmas, the two blocks' A in distinct registers (R88-R119, R120-R151), and no hazards."""
 
-import os
 import re
-import subprocess
 import sys
-import tempfile
 
 import triton
 from triton.experimental import gluon
@@ -118,36 +115,21 @@ def frag_a_kernel(qw_ptr, s_ptr, out_ptr, N, BN: gl.constexpr, BM: gl.constexpr,
     gl.store(out_ptr + rs[:, None] * 128 + rk[None, :], a)
 
 
-def _disassemble(cubin: bytes) -> str:
-    nvdisasm = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        return subprocess.run([nvdisasm, "-c", f.name], capture_output=True, text=True, check=True).stdout
-
-
 def sass(depth: int, bn: int, bm: int, warps: int) -> str:
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
+    from kernels.sass import build, disassemble
 
-    sig = {"w_ptr": "*fp16", "x_ptr": "*fp16", "y_ptr": "*fp32", "K": "i32"}
-    ce = {"WAIT_DEPTH": depth, "BN": bn, "BM": bm, "num_warps": warps}
-    src = GluonASTSource(fn=rs_kernel, signature=sig | {k: "constexpr" for k in ce}, constexprs=ce,
-                         attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
-    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    return _disassemble(c.asm["cubin"])
+    return disassemble(build(rs_kernel, {"w_ptr": "*fp16", "x_ptr": "*fp16", "y_ptr": "*fp32", "K": "i32"},
+                             {"WAIT_DEPTH": depth, "BN": bn, "BM": bm, "num_warps": warps},
+                             ("w_ptr", "x_ptr", "y_ptr", "K"), warps).asm["cubin"])
 
 
 def frag_a_sass(bn: int, bm: int, warps: int) -> tuple[str, str]:
     """(TTGIR, SASS) of `frag_a_kernel` for sm_90; compiling at all means the conversion to A was trivial."""
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
+    from kernels.sass import build, disassemble
 
-    ce = {"BN": bn, "BM": bm, "num_warps": warps}
-    src = GluonASTSource(fn=frag_a_kernel, signature={"qw_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16",
-                                                      "N": "i32"} | {k: "constexpr" for k in ce}, constexprs=ce)
-    c = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    return c.asm["ttgir"], _disassemble(c.asm["cubin"])
+    c = build(frag_a_kernel, {"qw_ptr": "*i32", "s_ptr": "*fp16", "out_ptr": "*fp16", "N": "i32"},
+              {"BN": bn, "BM": bm, "num_warps": warps}, num_warps=warps)
+    return c.asm["ttgir"], disassemble(c.asm["cubin"])
 
 
 def main(argv) -> None:
@@ -189,7 +171,7 @@ def main(argv) -> None:
         return
     import torch
 
-    from kernels.sass import wgmma_a_hazards
+    from kernels.sass import disassemble, wgmma_a_hazards
     from kernels.timing import graph_time_ms, l2_flush_buffer
 
     vals = [int(v) for v in argv[1:6]]
@@ -212,7 +194,7 @@ def main(argv) -> None:
             errs.append(((y - ref).norm() / ref.norm()).item())
         worst = float(torch.tensor(errs).max())  # NaN stays NaN
         stats = {}
-        hazards = wgmma_a_hazards(_disassemble(kernel.asm["cubin"]), stats)  # the binary that ran
+        hazards = wgmma_a_hazards(disassemble(kernel.asm["cubin"]), stats)  # the binary that ran
         ms, _, _, timer = graph_time_ms(run, 3, 30, flush)
         print(f"depth {depth}: {'PASS' if worst < 1e-3 else 'FAIL'} rel err max {worst:.1e} over 50 runs, "
               f"{len(hazards)} A-register hazards ({stats['register_a_wgmmas']} wgmmas); {ms * 1e3:.1f} us "
