@@ -104,9 +104,9 @@ if triton is not None:
                 total = tl.load(ws, mask=mask, other=0.0, cache_modifier=".cg")
                 # every thread has read the sums before any clears them: Triton lays the load and the clearing
                 # store out differently (sm_90 TTGIR, triton 3.6: #blocked2 and #blocked1), so without the barrier
-                # a thread could zero a sum another thread has yet to read. Suspected cause of the split-K frag
-                # results the H100 got wrong in 1-5 runs of 100 (ninth session, `.ci/gpu/splitk_stress.py`); not
-                # yet run on a GPU.
+                # a thread could zero a sum another thread has yet to read. The H100 got split-K frag results wrong
+                # in 1-5 runs of 100 without it (ninth session, `.ci/gpu/splitk_stress.py`), in 0 of 300 with it
+                # (tenth session, call 1).
                 tl.debug_barrier()
                 if HAS_BIAS:
                     total += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
