@@ -30,7 +30,7 @@ import tempfile
 
 
 def build(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), num_warps: int = 4,
-          num_stages: int = 3, arch: int = 90):
+          num_stages: int = 3, arch: int = 90, maxnreg: int | None = None):
     """`fn` compiled for sm_`arch` without a GPU: triton.compile's kernel (asm["ttgir"], asm["cubin"], metadata).
     signature: argument -> Triton type ("*fp16", "i32", ...); constexprs: constexpr argument -> value;
     divisible_by_16: arguments the launcher would specialise as multiples of 16 (pointers, leading dimensions),
@@ -46,8 +46,10 @@ def build(fn, signature: dict[str, str], constexprs: dict, divisible_by_16=(), n
     sig = dict(signature) | {k: "constexpr" for k in constexprs}
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in divisible_by_16}
     src = ASTSource(fn=fn, signature=sig, constexprs=dict(constexprs), attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True})
+    options = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
+    if maxnreg is not None:  # a register cap per thread (warp-specialised kernels share it out by partition)
+        options["maxnreg"] = maxnreg
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 def disassemble(cubin: bytes) -> str:

@@ -34,7 +34,7 @@ def _issue(x_desc, w_desc, xs, ws, ready, blk, nb, m0, n0):
     """TMA of K-block `blk` of the x and W tiles into ring slot blk % 4 (nothing past the last block); rows past
     M come back as zeros."""
     ok = blk < nb
-    slot = blk % 4
+    slot = blk % xs.shape[0]
     bar = ready.index(slot)
     mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes, pred=ok)
     tma.async_copy_global_to_shared(x_desc, [m0, blk * 128], bar, xs.index(slot), pred=ok)
@@ -44,7 +44,7 @@ def _issue(x_desc, w_desc, xs, ws, ready, blk, nb, m0, n0):
 @gluon.jit
 def _landed(ready, blk):
     """Wait for K-block `blk`'s tiles, then make them visible to the wgmmas of both warpgroups."""
-    mbarrier.wait(ready.index(blk % 4), (blk // 4) & 1)
+    mbarrier.wait(ready.index(blk % ready.shape[0]), (blk // ready.shape[0]) & 1)
 
 
 @gluon.jit
@@ -58,15 +58,15 @@ def _scale(xs_ptr, ws_row, blk, nb, rm_s, m_ok_s, stride_xsm):
 
 @gluon.jit
 def gluon_fp8_block_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
-                           GROUP_M: gl.constexpr, UNROLL: gl.constexpr, num_warps: gl.constexpr):
+                           GROUP_M: gl.constexpr, UNROLL: gl.constexpr, SLOTS: gl.constexpr, num_warps: gl.constexpr):
     BM: gl.constexpr = x_desc.block_type.shape[0]
     BN: gl.constexpr = w_desc.block_type.shape[0]
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                   instr_shape=[16, BN, 32])
-    xs = gl.allocate_shared_memory(gl.float8e4nv, [4, BM, 128], x_desc.layout)
-    ws = gl.allocate_shared_memory(gl.float8e4nv, [4, BN, 128], w_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(4):
+    xs = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BM, 128], x_desc.layout)
+    ws = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BN, 128], w_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(SLOTS):
         mbarrier.init(ready.index(i), count=1)
     # grouped order: GROUP_M row tiles walk down a column of N tiles (L2 reuse of the W tiles)
     pid = gl.program_id(0)
@@ -81,34 +81,118 @@ def gluon_fp8_block_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, strid
     m_ok_s = rm_s < M
     ws_row = ws_ptr + (n0 // 128) * stride_wsn
     nb = K // 128
-    for b in gl.static_range(4):
+    for b in gl.static_range(SLOTS):
         _issue(x_desc, w_desc, xs, ws, ready, b, nb, m0, n0)
     acc = gl.zeros([BM, BN], gl.float32, mma)
     # UNROLL K-blocks an iteration: block j + 1's wgmmas are issued before block j's are waited for, so block j's
     # promotion runs beside them; nothing is in flight across the loop's back edge (ptxas serialises every wgmma
     # of a loop whose retired tile is read while a wgmma issued in an earlier iteration may run).
+    # Tiles rotate through two register sets: a block's wgmmas overwrite the tile of the block two before it,
+    # already promoted, so no zeros are made (use_acc=False ignores the old values).
+    ta = gl.zeros([BM, BN], gl.float32, mma)
+    tb = gl.zeros([BM, BN], gl.float32, mma)
     for e in range(0, nb, UNROLL):
         _landed(ready, e)
-        t = warpgroup_mma(xs.index(e % 4), ws.index(e % 4).permute((1, 0)), gl.zeros([BM, BN], gl.float32, mma),
-                          use_acc=False, is_async=True)
+        cur = warpgroup_mma(xs.index(e % SLOTS), ws.index(e % SLOTS).permute((1, 0)), ta, use_acc=False, is_async=True)
+        spare = tb
         for j in gl.static_range(1, UNROLL + 1):
             s = _scale(xs_ptr, ws_row, e + j - 1, nb, rm_s, m_ok_s, stride_xsm)
             if j < UNROLL:
                 _landed(ready, e + j)
-                t_next = warpgroup_mma(xs.index((e + j) % 4), ws.index((e + j) % 4).permute((1, 0)),
-                                       gl.zeros([BM, BN], gl.float32, mma), use_acc=False, is_async=True)
-                t = warpgroup_mma_wait(num_outstanding=1, deps=(t, ))  # block e + j - 1 retired
+                nxt = warpgroup_mma(xs.index((e + j) % SLOTS), ws.index((e + j) % SLOTS).permute((1, 0)), spare,
+                                    use_acc=False, is_async=True)
+                cur = warpgroup_mma_wait(num_outstanding=1, deps=(cur, ))  # block e + j - 1 retired
             else:
-                t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
+                cur = warpgroup_mma_wait(num_outstanding=0, deps=(cur, ))
             gl.thread_barrier()  # ... in both warpgroups (each reads the whole W tile) before its slot is refilled
-            _issue(x_desc, w_desc, xs, ws, ready, e + j + 3, nb, m0, n0)
-            acc += t * s[:, None]
+            _issue(x_desc, w_desc, xs, ws, ready, e + j - 1 + SLOTS, nb, m0, n0)
+            acc += cur * s[:, None]
             if j < UNROLL:
-                t = t_next
-    for i in gl.static_range(4):
+                spare = cur
+                cur = nxt
+        ta = spare
+        tb = cur
+    for i in gl.static_range(SLOTS):
         mbarrier.invalidate(ready.index(i))
     yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
     gl.store(y_ptr + rm_s[:, None] * stride_ym + yn[None, :], acc.to(gl.bfloat16), mask=m_ok_s[:, None])
+
+
+@gluon.jit
+def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+               stride_ym, m0, n0):
+    """Warp-specialised loader (1 warp): TMA of each K-block's x and W tiles into the ring slot the consumers
+    have released."""
+    slots: gl.constexpr = xs.shape[0]
+    for b in range(K // 128):
+        slot = b % slots
+        mbarrier.wait(empty.index(slot), ((b // slots) & 1) ^ 1)  # a fresh barrier counts as released
+        bar = ready.index(slot)
+        mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(x_desc, [m0, b * 128], bar, xs.index(slot))
+        tma.async_copy_global_to_shared(w_desc, [n0, b * 128], bar, ws.index(slot))
+
+
+@gluon.jit
+def _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                stride_ym, m0, n0, HALF: gl.constexpr):
+    """One consumer warpgroup: rows HALF * 64 .. + 64 of the tile. Each K-block: wgmmas into a fresh tile, wait,
+    release the slot, promote (acc += t * xs[m] * ws). The two consumers run independently, so one's promotion
+    overlaps the other's wgmmas."""
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    slots: gl.constexpr = xs.shape[0]
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 32])
+    rm = m0 + HALF * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
+    m_ok = rm < M
+    ws_row = ws_ptr + (n0 // 128) * stride_wsn
+    nb = K // 128
+    acc = gl.zeros([64, BN], gl.float32, mma)
+    t = gl.zeros([64, BN], gl.float32, mma)
+    for b in range(nb):
+        slot = b % slots
+        s = _scale(xs_ptr, ws_row, b, nb, rm, m_ok, stride_xsm)
+        mbarrier.wait(ready.index(slot), (b // slots) & 1)
+        t = warpgroup_mma(xs.index(slot).slice(HALF * 64, 64), ws.index(slot).permute((1, 0)), t, use_acc=False,
+                          is_async=True)
+        t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
+        mbarrier.arrive(empty.index(slot))
+        acc += t * s[:, None]
+    yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(0, mma))
+    gl.store(y_ptr + rm[:, None] * stride_ym + yn[None, :], acc.to(gl.bfloat16), mask=m_ok[:, None])
+
+
+@gluon.jit
+def _ws_consume1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                 stride_ym, m0, n0):
+    _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                stride_ym, m0, n0, 1)
+
+
+@gluon.jit
+def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
+                              GROUP_M: gl.constexpr, SLOTS: gl.constexpr, num_warps: gl.constexpr):
+    """Warp-specialised block-FP8 GEMM, a 128 x BN tile: consumer warpgroups 0 (the default partition) and 1 (a
+    worker) take 64 rows each, a 1-warp worker loads; ready/empty mbarriers per ring slot, no CTA-wide barrier."""
+    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    xs = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BM, 128], x_desc.layout)
+    ws = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BN, 128], w_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(SLOTS):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)  # one arrival per consumer warpgroup
+    pid = gl.program_id(0)
+    num_m = gl.cdiv(M, BM)
+    num_n = N // BN
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = gl.minimum(num_m - first_m, GROUP_M)
+    m0 = (first_m + (pid % per_group) % size_m) * BM
+    n0 = ((pid % per_group) // size_m) * BN
+    args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
+            m0, n0)
+    gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_loader, args)], [4, 1], [232, 24])
 
 
 def _layout(rows: int):
@@ -118,21 +202,35 @@ def _layout(rows: int):
 def compiled(bm: int, bn: int, warps: int):
     from kernels.sass import build
 
+    if os.environ.get("WS"):
+        desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{_layout(rows)!r}>"  # noqa: E731
+        sig = {"x_desc": desc(bm), "w_desc": desc(bn), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
+               "M": "i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wsn": "i32", "stride_ym": "i32"}
+        return build(gluon_fp8_block_ws_kernel, sig, {"GROUP_M": 8, "SLOTS": int(os.environ.get("SLOTS", 4)),
+                                                      "num_warps": 4},
+                     ("xs_ptr", "ws_ptr", "y_ptr", "N", "K", "stride_ym"), 4, maxnreg=168)
+
     desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{_layout(rows)!r}>"  # noqa: E731
     sig = {"x_desc": desc(bm), "w_desc": desc(bn), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
            "M": "i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wsn": "i32", "stride_ym": "i32"}
-    return build(gluon_fp8_block_kernel, sig, {"GROUP_M": 8, "UNROLL": int(os.environ.get("UNROLL", 2)), "num_warps": warps},
+    return build(gluon_fp8_block_kernel, sig, {"GROUP_M": 8, "UNROLL": int(os.environ.get("UNROLL", 2)),
+                                                 "SLOTS": int(os.environ.get("SLOTS", 4)), "num_warps": warps},
                  ("xs_ptr", "ws_ptr", "y_ptr", "N", "K", "stride_ym"), warps)
 
 
-def launch(xq, wq, xs, ws, y, bm=128, bn=128, warps=8, unroll=int(os.environ.get("UNROLL", 2))):
+def launch(xq, wq, xs, ws, y, bm=128, bn=128, warps=8, unroll=int(os.environ.get("UNROLL", 2)),
+           slots=int(os.environ.get("SLOTS", 4))):
     M, K = xq.shape
     N = wq.shape[0]
     x_desc = TensorDescriptor.from_tensor(xq, [bm, 128], _layout(bm))
     w_desc = TensorDescriptor.from_tensor(wq, [bn, 128], _layout(bn))
+    if os.environ.get("WS"):
+        return gluon_fp8_block_ws_kernel[(triton.cdiv(M, bm) * (N // bn),)](
+            x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8, SLOTS=slots,
+            num_warps=4, maxnreg=168)
     return gluon_fp8_block_kernel[(triton.cdiv(M, bm) * (N // bn),)](
         x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8,
-        UNROLL=unroll, num_warps=warps)
+        UNROLL=unroll, SLOTS=slots, num_warps=warps)
 
 
 def main(argv) -> None:
