@@ -121,15 +121,17 @@ def gluon_fp8_block_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, strid
 @gluon.jit
 def _ws_loader(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
                stride_ym, m0, n0):
-    """Warp-specialised loader (1 warp): TMA of each K-block's x and W tiles into the ring slot the consumers
-    have released."""
-    slots: gl.constexpr = xs.shape[0]
+    """Warp-specialised loader (1 warp): TMA of each K-block's W tile and the consumers' 64-row x tiles into the
+    ring slot the consumers have released."""
+    slots: gl.constexpr = ws.shape[0]
+    nc: gl.constexpr = xs.shape[0] // slots  # consumer warpgroups
     for b in range(K // 128):
         slot = b % slots
         mbarrier.wait(empty.index(slot), ((b // slots) & 1) ^ 1)  # a fresh barrier counts as released
         bar = ready.index(slot)
-        mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(x_desc, [m0, b * 128], bar, xs.index(slot))
+        mbarrier.expect(bar, nc * x_desc.block_type.nbytes + w_desc.block_type.nbytes)
+        for i in gl.static_range(nc):
+            tma.async_copy_global_to_shared(x_desc, [m0 + 64 * i, b * 128], bar, xs.index(slot * nc + i))
         tma.async_copy_global_to_shared(w_desc, [n0, b * 128], bar, ws.index(slot))
 
 
@@ -140,7 +142,8 @@ def _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, 
     release the slot, promote (acc += t * xs[m] * ws). The two consumers run independently, so one's promotion
     overlaps the other's wgmmas."""
     BN: gl.constexpr = w_desc.block_type.shape[0]
-    slots: gl.constexpr = xs.shape[0]
+    slots: gl.constexpr = ws.shape[0]
+    nc: gl.constexpr = xs.shape[0] // slots
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 32])
     rm = m0 + HALF * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
     m_ok = rm < M
@@ -152,7 +155,7 @@ def _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, 
         slot = b % slots
         s = _scale(xs_ptr, ws_row, b, nb, rm, m_ok, stride_xsm)
         mbarrier.wait(ready.index(slot), (b // slots) & 1)
-        t = warpgroup_mma(xs.index(slot).slice(HALF * 64, 64), ws.index(slot).permute((1, 0)), t, use_acc=False,
+        t = warpgroup_mma(xs.index(slot * nc + HALF), ws.index(slot).permute((1, 0)), t, use_acc=False,
                           is_async=True)
         t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
         mbarrier.arrive(empty.index(slot))
@@ -169,19 +172,27 @@ def _ws_consume1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M,
 
 
 @gluon.jit
+def _ws_consume2(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                 stride_ym, m0, n0):
+    _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                stride_ym, m0, n0, 2)
+
+
+@gluon.jit
 def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
-                              GROUP_M: gl.constexpr, SLOTS: gl.constexpr, num_warps: gl.constexpr):
+                              GROUP_M: gl.constexpr, SLOTS: gl.constexpr, NC: gl.constexpr,
+                              num_warps: gl.constexpr):
     """Warp-specialised block-FP8 GEMM, a 128 x BN tile: consumer warpgroups 0 (the default partition) and 1 (a
     worker) take 64 rows each, a 1-warp worker loads; ready/empty mbarriers per ring slot, no CTA-wide barrier."""
-    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BM: gl.constexpr = 64 * NC
     BN: gl.constexpr = w_desc.block_type.shape[0]
-    xs = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BM, 128], x_desc.layout)
+    xs = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS * NC, 64, 128], x_desc.layout)
     ws = gl.allocate_shared_memory(gl.float8e4nv, [SLOTS, BN, 128], w_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(SLOTS):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # one arrival per consumer warpgroup
+        mbarrier.init(empty.index(i), count=BM // 64)  # one arrival per consumer warpgroup
     pid = gl.program_id(0)
     num_m = gl.cdiv(M, BM)
     num_n = N // BN
@@ -192,7 +203,12 @@ def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, st
     n0 = ((pid % per_group) // size_m) * BN
     args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
             m0, n0)
-    gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_loader, args)], [4, 1], [232, 24])
+    if NC == 2:
+        gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_loader, args)], [4, 1],
+                           [232, 24])
+    else:  # 192 rows, three consumers
+        gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_consume2, args),
+                            (_ws_loader, args)], [4, 4, 1], [160, 160, 24])
 
 
 def _layout(rows: int):
@@ -204,11 +220,11 @@ def compiled(bm: int, bn: int, warps: int):
 
     if os.environ.get("WS"):
         desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{_layout(rows)!r}>"  # noqa: E731
-        sig = {"x_desc": desc(bm), "w_desc": desc(bn), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
+        sig = {"x_desc": desc(64), "w_desc": desc(bn), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
                "M": "i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wsn": "i32", "stride_ym": "i32"}
         return build(gluon_fp8_block_ws_kernel, sig, {"GROUP_M": 8, "SLOTS": int(os.environ.get("SLOTS", 4)),
-                                                      "num_warps": 4},
-                     ("xs_ptr", "ws_ptr", "y_ptr", "N", "K", "stride_ym"), 4, maxnreg=168)
+                                                      "NC": bm // 64, "num_warps": 4},
+                     ("xs_ptr", "ws_ptr", "y_ptr", "N", "K", "stride_ym"), 4, maxnreg=168 if bm == 128 else 128)
 
     desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{_layout(rows)!r}>"  # noqa: E731
     sig = {"x_desc": desc(bm), "w_desc": desc(bn), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
@@ -225,9 +241,10 @@ def launch(xq, wq, xs, ws, y, bm=128, bn=128, warps=8, unroll=int(os.environ.get
     x_desc = TensorDescriptor.from_tensor(xq, [bm, 128], _layout(bm))
     w_desc = TensorDescriptor.from_tensor(wq, [bn, 128], _layout(bn))
     if os.environ.get("WS"):
+        x_desc = TensorDescriptor.from_tensor(xq, [64, 128], _layout(64))
         return gluon_fp8_block_ws_kernel[(triton.cdiv(M, bm) * (N // bn),)](
             x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8, SLOTS=slots,
-            num_warps=4, maxnreg=168)
+            NC=bm // 64, num_warps=4, maxnreg=168 if bm == 128 else 128)
     return gluon_fp8_block_kernel[(triton.cdiv(M, bm) * (N // bn),)](
         x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8,
         UNROLL=unroll, SLOTS=slots, num_warps=warps)
