@@ -238,13 +238,13 @@ def launch(xq, wq, xs, ws, y, bm=128, bn=128, warps=8, unroll=int(os.environ.get
            slots=int(os.environ.get("SLOTS", 4))):
     M, K = xq.shape
     N = wq.shape[0]
-    x_desc = TensorDescriptor.from_tensor(xq, [bm, 128], _layout(bm))
     w_desc = TensorDescriptor.from_tensor(wq, [bn, 128], _layout(bn))
     if os.environ.get("WS"):
         x_desc = TensorDescriptor.from_tensor(xq, [64, 128], _layout(64))
         return gluon_fp8_block_ws_kernel[(triton.cdiv(M, bm) * (N // bn),)](
             x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8, SLOTS=slots,
             NC=bm // 64, num_warps=4, maxnreg=168 if bm == 128 else 128)
+    x_desc = TensorDescriptor.from_tensor(xq, [bm, 128], _layout(bm))
     return gluon_fp8_block_kernel[(triton.cdiv(M, bm) * (N // bn),)](
         x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8,
         UNROLL=unroll, SLOTS=slots, num_warps=warps)
