@@ -92,8 +92,9 @@ def loop_mix(sass: str) -> collections.Counter:
 
 # An instruction's opcode, modifiers and operands (after its guard).
 _INSTR = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)((?:\.[A-Z0-9_]+)*)\s+([^;]*);")
-# A wgmma: HGMMA.<m>x<n>x<k>... Racc, A, ... with A a register (register-A) or gdesc[...] (A in shared memory).
-_HGMMA = re.compile(r"HGMMA\.\d+x\d+x\d+\S*\s+R\d+,\s+(R(\d+)|gdesc)")
+# A wgmma: HGMMA (16-bit) or QGMMA (FP8) .<m>x<n>x<k>... Racc, A, ... with A a register (register-A) or gdesc[...]
+# (A in shared memory).
+_HGMMA = re.compile(r"[HQ]GMMA\.\d+x\d+x\d+\S*\s+R\d+,\s+(R(\d+)|gdesc)")
 _DEPBAR = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+0x([0-9a-f]+)")
 # Opcodes whose register operands are all read (stores, reductions without a result, barriers, branches, fences).
 _NO_DEST = ("ST", "RED", "BAR", "BRA", "EXIT", "WARPGROUP", "DEPBAR", "LDGDEPBAR", "LDGSTS", "NOP", "MEMBAR",
@@ -104,7 +105,7 @@ def _written(opcode: str, mods: str, operands: str) -> set[int]:
     """Registers an instruction writes: its first register operand after any predicate destinations (SHFL.IDX PT,
     R5, ...; LOP3.LUT P0, R5, ...), 2 consecutive ones for .64 / .WIDE and 4 for .128 forms (LDSM.x4 / CS2R are
     not widened: the A registers a thread holds are 4-aligned)."""
-    if opcode.startswith(_NO_DEST) or opcode == "HGMMA" or "SETP" in opcode or opcode in ("PLOP3", "R2P"):
+    if opcode.startswith(_NO_DEST) or opcode in ("HGMMA", "QGMMA", "PLOP3", "R2P") or "SETP" in opcode:
         return set()  # (ISETP / FSETP / PLOP3 / R2P write predicates only)
     for op in (o.strip() for o in operands.split(",")):
         if re.fullmatch(r"!?U?P(T|\d+)", op):
@@ -142,7 +143,7 @@ def wgmma_a_hazards(sass: str, stats: dict | None = None) -> list[str]:
             for b in body:
                 h = _HGMMA.search(b)
                 if h:
-                    if h.group(2):  # the A fragment of an m64nNk16 16-bit wgmma: 4 registers a thread
+                    if h.group(2):  # the A fragment of an m64nNk16 16-bit or m64nNk32 FP8 wgmma: 4 registers a thread
                         a = int(h.group(2))
                         current |= set(range(a, a + 4))
                         wgmmas += walk == 0

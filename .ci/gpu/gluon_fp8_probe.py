@@ -165,6 +165,59 @@ def _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, 
 
 
 @gluon.jit
+def _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                   stride_ym, m0, n0, HALF: gl.constexpr):
+    """One consumer warpgroup of a 256-column tile: rows HALF * 64 .. + 64. Each K-block its x rows are loaded
+    into the wgmma A registers once and serve two 64 x 128 wgmma tiles (the two 128-row W scale blocks), so shared
+    memory serves x once per 256 columns (a 128-column shared-memory A tile would be read twice); each half is
+    promoted into its own accumulator."""
+    slots: gl.constexpr = ws.shape[0]
+    nc: gl.constexpr = xs.shape[0] // slots
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
+    a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
+    rm = m0 + HALF * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
+    m_ok = rm < M
+    ws_row = ws_ptr + (n0 // 128) * stride_wsn
+    nb = K // 128
+    acc_lo = gl.zeros([64, 128], gl.float32, mma)
+    acc_hi = gl.zeros([64, 128], gl.float32, mma)
+    t = gl.zeros([64, 128], gl.float32, mma)
+    for b in range(nb):
+        slot = b % slots
+        s_lo = _scale(xs_ptr, ws_row, b, nb, rm, m_ok, stride_xsm)
+        s_hi = _scale(xs_ptr, ws_row + stride_wsn, b, nb, rm, m_ok, stride_xsm)
+        mbarrier.wait(ready.index(slot), (b // slots) & 1)
+        a = xs.index(slot * nc + HALF).load(a_l)
+        w = ws.index(slot)
+        # (an 8-bit A cannot be passed through the wait's deps; `kernels.sass.wgmma_a_hazards` checks the binary)
+        t = warpgroup_mma(a, w.slice(0, 128).permute((1, 0)), t, use_acc=False, is_async=True)
+        t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
+        acc_lo += t * s_lo[:, None]
+        t = warpgroup_mma(a, w.slice(128, 128).permute((1, 0)), t, use_acc=False, is_async=True)
+        t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
+        mbarrier.arrive(empty.index(slot))
+        acc_hi += t * s_hi[:, None]
+    yn = n0 + gl.arange(0, 128, layout=gl.SliceLayout(0, mma))
+    y_ptrs = y_ptr + rm[:, None] * stride_ym + yn[None, :]
+    gl.store(y_ptrs, acc_lo.to(gl.bfloat16), mask=m_ok[:, None])
+    gl.store(y_ptrs + 128, acc_hi.to(gl.bfloat16), mask=m_ok[:, None])
+
+
+@gluon.jit
+def _ws_consume_rs0(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                    stride_ym, m0, n0):
+    _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                   stride_ym, m0, n0, 0)
+
+
+@gluon.jit
+def _ws_consume_rs1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                    stride_ym, m0, n0):
+    _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
+                   stride_ym, m0, n0, 1)
+
+
+@gluon.jit
 def _ws_consume1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
                  stride_ym, m0, n0):
     _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
@@ -203,7 +256,10 @@ def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, st
     n0 = ((pid % per_group) // size_m) * BN
     args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
             m0, n0)
-    if NC == 2:
+    if BN == 256:  # register-A consumers, two 128-column halves
+        gl.warp_specialize([(_ws_consume_rs0, args), (_ws_consume_rs1, args), (_ws_loader, args)], [4, 1],
+                           [240, 24])
+    elif NC == 2:
         gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_loader, args)], [4, 1],
                            [232, 24])
     else:  # 192 rows, three consumers
