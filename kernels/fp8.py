@@ -661,6 +661,18 @@ def _quantize_activation(x, activation_scheme, act_granularity, input_scale, blo
     return per_tensor_quant_fp8_triton(x) if use_triton else quantize_fp8_per_tensor(x)
 
 
+# From this many rows the Gluon block-scaled GEMM (kernels.fp8_gluon) ran at least as fast as the Triton one on the
+# H100 (M = 128: 1.01-1.07x, 256-4096: 1.1-1.5x, eleventh session); below, its 128-row tiles are mostly padding.
+GLUON_MIN_M = 128
+
+
+def block_gemm_kernel(M: int, x: torch.Tensor, w_q: torch.Tensor, block_size) -> str:
+    """'gluon' where the Gluon block-scaled GEMM runs this call and M is large enough for it, else 'triton'."""
+    from kernels import fp8_gluon
+
+    return "gluon" if M >= GLUON_MIN_M and fp8_gluon.unsupported(x, w_q, block_size) is None else "triton"
+
+
 def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, activation_scheme: str = "dynamic",
                act_granularity: str = "tensor", input_scale: torch.Tensor | None = None,
                block_size: tuple[int, int] | None = None, bias: torch.Tensor | None = None, backend: str = "auto",
@@ -670,7 +682,9 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     backend: auto picks the one-launch GEMV at decode sizes where this GPU's tuned table measured it faster than
     torch._scaled_mm (`gemv_beats_scaled_mm`), torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and
     N multiples of 16),
-    the Triton GEMMs (block scales, or other shapes on an FP8 GPU), else the float32 emulation ('torch').
+    the Gluon block-scaled GEMM (`kernels.fp8_gluon`: Hopper, M >= GLUON_MIN_M) or the Triton GEMMs (block scales,
+    or other shapes on an FP8 GPU), else the float32 emulation ('torch'). 'gluon' asks for the Gluon kernel
+    (block scales only; an error says why where it cannot run), 'triton' for the Triton one.
     fast_accum: torch._scaled_mm's use_fast_accum (see `scaled_mm`); the other backends accumulate in fp32.
     """
     if x.dim() != 2 or w_q.dim() != 2 or x.shape[1] != w_q.shape[1]:
@@ -704,10 +718,20 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
             backend = "torch"
         elif block_size is None and K % 16 == 0 and N % 16 == 0:
             backend = "scaled_mm"
+        elif triton is None:
+            backend = "torch"
         else:
-            backend = "triton" if triton is not None else "torch"
-    if backend not in ("torch", "triton", "scaled_mm"):
-        raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'gemv', 'torch', 'triton' or 'scaled_mm'")
+            backend = "triton" if block_size is None else block_gemm_kernel(M, x, w_q, block_size)
+    if backend not in ("torch", "triton", "gluon", "scaled_mm"):
+        raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'gemv', 'torch', 'triton', 'gluon' or "
+                         "'scaled_mm'")
+    if backend == "gluon":
+        from kernels import fp8_gluon
+
+        why = "it takes block scales (pass block_size)" if block_size is None else fp8_gluon.unsupported(
+            x, w_q, block_size)
+        if why:
+            raise ValueError(f"fp8_linear: backend='gluon' cannot run here: {why}; use backend='triton'")
     if backend == "scaled_mm":
         if block_size is not None:
             raise ValueError("fp8_linear: torch._scaled_mm takes per-tensor or row-wise scales, not blocks; "
@@ -724,6 +748,10 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
                                         use_triton_quant)
     if backend == "scaled_mm":
         return scaled_mm(x_q, w_q, x_scale, w_scale, bias, out_dtype, fast_accum)
+    if backend == "gluon":
+        from kernels import fp8_gluon
+
+        return fp8_gluon.fp8_block_gemm_gluon(x_q, x_scale, w_q, w_scale, bias, out_dtype)
     if backend == "triton":
         if block_size is not None:
             return fp8_block_gemm_triton(x_q, x_scale, w_q, w_scale, block_size, bias, out_dtype)

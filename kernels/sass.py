@@ -325,10 +325,31 @@ def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_
     return loop_mix(sass), opcodes(sass.splitlines())
 
 
+def fp8_gluon_stats() -> dict:
+    """The Gluon block-FP8 GEMM (`kernels.fp8_gluon`) built for sm_90: register-A FP8 wgmmas, writes to their A
+    registers while in flight (`wgmma_a_hazards`), spills, shared memory and the register cap."""
+    from kernels import fp8_gluon as g
+
+    desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{g._smem_layout(rows)!r}>"  # noqa: E731
+    sig = {"x_desc": desc(64), "w_desc": desc(256), "xs_ptr": "*fp32", "ws_ptr": "*fp32", "y_ptr": "*bf16",
+           "b_ptr": "*bf16", "M": "i32", "N": "i32", "K": "i32", "stride_xsm": "i32", "stride_wsn": "i32",
+           "stride_ym": "i32", "has_bias": "i32"}
+    kernel = build(g.fp8_block_gemm_kernel, sig, {"GROUP_M": g.GROUP_M, "num_warps": 4},
+                   ("xs_ptr", "ws_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4, maxnreg=g.MAXNREG)
+    sass = disassemble(kernel.asm["cubin"])
+    stats: dict = {}
+    hazards = wgmma_a_hazards(sass, stats)
+    every = opcodes(sass.splitlines())
+    return {"hazards": hazards, "register_a_wgmmas": stats["register_a_wgmmas"], "qgmma": every["QGMMA"],
+            "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared,
+            "setmaxnreg": sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)",
+                                                kernel.asm["ptx"])))}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8"])
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8", "fp8-gluon"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
     ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
@@ -354,6 +375,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
+    if args.kernel == "fp8-gluon":
+        print(json.dumps(fp8_gluon_stats()))
+        return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,
                                    not args.per_row)

@@ -209,13 +209,19 @@ def fp8_backends() -> list[Backend]:
     def need_fp8(device):
         return None if k.fp8_supported(device) else "needs an FP8 GPU (compute capability >= 8.9)"
 
-    def make(name, quant, **opts):
+    def need_gluon(device):
+        from kernels import fp8_gluon
+
+        probe = torch.empty(0, 128, dtype=k.FP8_DTYPE, device=device)
+        return need_fp8(device) or fp8_gluon.unsupported(probe, probe, (128, 128))
+
+    def make(name, quant, need=need_fp8, **opts):
         def build(K, N, device):
             w = torch.randn(N, K, device=device) * 0.02
             wq, ws = quant(w)
             return (lambda x: k.fp8_linear(x, wq, ws, **opts)), wq.numel() + ws.numel() * 4, torch.bfloat16
 
-        return Backend(name, build, need_fp8, matrix_rate="fp8")
+        return Backend(name, build, need, matrix_rate="fp8")
 
     return [
         make("scaled_mm_tensor", k.quantize_fp8_per_tensor, backend="scaled_mm"),
@@ -229,6 +235,9 @@ def fp8_backends() -> list[Backend]:
         make("triton_fp8_gemv_tensor", k.quantize_fp8_per_tensor, backend="gemv"),
         make("triton_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="triton",
              block_size=(128, 128)),
+        # the Gluon block-scaled GEMM (Hopper; kernels.fp8_gluon), what backend="auto" runs from GLUON_MIN_M rows
+        make("gluon_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="gluon",
+             block_size=(128, 128), need=need_gluon),
     ]
 
 

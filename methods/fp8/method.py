@@ -21,7 +21,7 @@ from methods.base import FusionError, LinearMethodBase, QuantizationConfig, Quan
 WEIGHT_GRANULARITIES = ("tensor", "channel", "block")
 ACTIVATION_SCHEMES = ("dynamic", "static")
 ACTIVATION_GRANULARITIES = ("tensor", "token")
-BACKENDS = ("auto", "gemv", "torch", "triton", "scaled_mm")
+BACKENDS = ("auto", "gemv", "torch", "triton", "gluon", "scaled_mm")
 
 
 @register_method("fp8")
