@@ -444,7 +444,9 @@ def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = No
 # tflops): only CONFIG_KEYS reach the kernel.
 TUNING_ENV = "QUANTBENCH_FP8_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
-CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
+# "kernel" (block-scaled entries): "gluon" or "triton", the faster of `kernels.fp8_gluon` and the Triton GEMM with
+# the entry's tiles as `python -m kernels.fp8_tune --compare-gluon` measured them (fp8_linear's auto takes it).
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages", "kernel")
 
 
 def tuning_key(M: int, N: int, K: int, block_size: tuple[int, int] | None) -> str:
@@ -492,6 +494,7 @@ def _launch_gemm(x_q, w_q, xs, ws, bias, out_dtype, block_scaled, block_k, scale
     if block_n is not None:
         cfg["BLOCK_N"] = block_n
     cfg.update(config or {})
+    cfg.pop("kernel", None)  # the table's choice between this kernel and the Gluon one (`block_gemm_kernel`)
     # Block-scaled, BLOCK_K is the scale block (one K step per scale); per-tensor/per-row it is a tile choice.
     tile_k = cfg.pop("BLOCK_K", block_k)
     block_k = block_k if block_scaled else tile_k
@@ -661,16 +664,22 @@ def _quantize_activation(x, activation_scheme, act_granularity, input_scale, blo
     return per_tensor_quant_fp8_triton(x) if use_triton else quantize_fp8_per_tensor(x)
 
 
-# From this many rows the Gluon block-scaled GEMM (kernels.fp8_gluon) ran at least as fast as the Triton one on the
-# H100 (M = 128: 1.01-1.07x, 256-4096: 1.1-1.5x, eleventh session); below, its 128-row tiles are mostly padding.
-GLUON_MIN_M = 128
+# Untuned, the Gluon block-scaled GEMM (kernels.fp8_gluon) serves M >= GLUON_MIN_M: on the H100 it beat the tuned
+# Triton GEMM on 23 of the 24 Llama layer/M points at M = 1024 and 4096 (eleventh session); below, its 128 x 256
+# tiles without split-K leave SMs idle on the smaller layers (0.43-0.78x of Triton at M = 128-256 on o/down).
+GLUON_MIN_M = 1024
 
 
 def block_gemm_kernel(M: int, x: torch.Tensor, w_q: torch.Tensor, block_size) -> str:
-    """'gluon' where the Gluon block-scaled GEMM runs this call and M is large enough for it, else 'triton'."""
+    """'gluon' or 'triton': which block-scaled GEMM fp8_linear's auto runs. The tuned table's choice for this GPU,
+    shape and M-bucket where it made one (`kernel`), else the Gluon kernel from GLUON_MIN_M rows; always 'triton'
+    where the Gluon kernel cannot run (`fp8_gluon.unsupported`)."""
     from kernels import fp8_gluon
 
-    return "gluon" if M >= GLUON_MIN_M and fp8_gluon.unsupported(x, w_q, block_size) is None else "triton"
+    if fp8_gluon.unsupported(x, w_q, block_size) is not None:
+        return "triton"
+    entry = tuned_config(M, w_q.shape[0], x.shape[1], tuple(block_size), x.device) or {}
+    return entry.get("kernel") or ("gluon" if M >= GLUON_MIN_M else "triton")
 
 
 def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, activation_scheme: str = "dynamic",

@@ -3,7 +3,11 @@ weight blocks, per-token-group activation scales) and for the per-tensor/per-row
 `kernels/tuned/fp8.json` ({gpu name: {tuning_key: config}}), the table `kernels.fp8._gemm_config` reads.
 
     python -m kernels.fp8_tune OUT.json --shapes 4096x12288 8192x57344 ... [--m 16 128 1024 4096] [--merge FILE]
-        [--kinds block rows gemv] [--budget-s 240] [--iters 15]
+        [--kinds block rows gemv] [--budget-s 240] [--iters 15] [--compare-gluon]
+
+--compare-gluon (block-scaled, Hopper): no tile search; per (shape, M) the Gluon GEMM (`kernels.fp8_gluon`) is
+timed beside the Triton GEMM with the table's tiles for that key (the heuristic's where there is none), and the
+entry records the faster as `kernel` with both times (`triton_ms`, `gluon_ms`); fp8_linear's auto follows it.
 
 Timed as kernels.w4a16_tune times: each candidate replayed from a CUDA graph (device time, no Python launch
 overhead), CUDA events, the L2 cache flushed before every timed run, median of `iters` runs; the activations are
@@ -197,6 +201,43 @@ def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | N
     return table
 
 
+def compare_gluon(K: int, N: int, m_values, device, entries: dict, iters: int = 15, log=print,
+                  deadline: float | None = None) -> dict[str, dict]:
+    """Per M: the Gluon block-scaled GEMM against the Triton one with `entries`' tiles for the key (else the
+    heuristic's), both checked against the float32 emulation; the entry gets `kernel` = the faster."""
+    from kernels import fp8_gluon
+    from kernels.timing import l2_flush_buffer
+
+    flush = l2_flush_buffer(device)
+    table = {}
+    for M in m_values:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        xq, xs, wq, ws = _inputs(M, N, K, (128, 128), device)
+        why = fp8_gluon.unsupported(xq, wq, (128, 128))
+        if why:
+            raise SystemExit(f"--compare-gluon: {why}")
+        ref = k.fp8_linear_ref(xq, xs, wq, ws, None, torch.float32, (128, 128))
+        key = k.tuning_key(M, N, K, (128, 128))
+        tiles = {c: v for c, v in (entries.get(key) or k.default_gemm_config(M, True)).items()
+                 if c in k.CONFIG_KEYS and c != "kernel"}
+        tri = _time_configs(functools.partial(k.fp8_block_gemm_triton, xq, xs, wq, ws, (128, 128),
+                                              out_dtype=torch.bfloat16), ref, [tiles], iters, flush, log, None)
+        glu = _time_configs(lambda config: fp8_gluon.fp8_block_gemm_gluon(xq, xs, wq, ws), ref, [{}], iters, flush,
+                            log, None)
+        if not tri:
+            continue
+        t_ms, g_ms = tri[0][0], glu[0][0] if glu else float("inf")
+        best = min(t_ms, g_ms)
+        table[key] = (entries.get(key) or {}) | tiles | {
+            "kernel": "gluon" if g_ms < t_ms else "triton", "median_ms": round(best, 5),
+            "triton_ms": round(t_ms, 5), "gluon_ms": round(g_ms, 5) if glu else None,
+            "tflops": round(2 * M * N * K / (best * 1e-3) / 1e12, 1)}
+        log(f"K={K:6d} N={N:6d} M={M:5d} block  triton {t_ms:.4f} ms, gluon {g_ms:.4f} ms: "
+            f"{table[key]['kernel']} ({t_ms / g_ms:.2f}x)")
+    return table
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.fp8_tune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,6 +251,8 @@ def main(argv=None) -> None:
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--budget-s", type=float, default=None, help="stop starting candidates after this many seconds")
     ap.add_argument("--merge", default=None, help="start from this table (e.g. the committed one)")
+    ap.add_argument("--compare-gluon", action="store_true",
+                    help="block-scaled: time the Gluon GEMM against the table's Triton tiles, record the faster")
     args = ap.parse_args(argv)
     deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     device = torch.device("cuda")
@@ -220,7 +263,10 @@ def main(argv=None) -> None:
     for kind in args.kinds:  # the block-scaled GEMM first: it is the one that needs tiles most
         for shape in args.shapes:  # the table is rewritten after each shape: a time-out keeps what was tuned
             K, N = (int(v) for v in shape.lower().split("x"))
-            if kind == "gemv":
+            if args.compare_gluon:
+                if kind == "block":
+                    entries.update(compare_gluon(K, N, args.m, device, entries, args.iters, deadline=deadline))
+            elif kind == "gemv":
                 entries.update(tune_gemv(K, N, args.m, device, args.iters, deadline=deadline))
             else:
                 entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,

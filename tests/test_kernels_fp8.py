@@ -379,6 +379,17 @@ def test_missing_or_empty_tuned_table_falls_back_to_the_heuristic(tmp_path, monk
             assert k._gemm_config(M, bs, 57344, 8192, "cuda:0", (128, 128)) == k.default_gemm_config(M, bs)
 
 
+@needs_triton
+def test_a_tuned_kernel_choice_rides_with_the_tiles_but_never_reaches_the_triton_kernel(monkeypatch):
+    # block-scaled entries carry `kernel` (fp8_linear's choice of GEMM) beside the tiles
+    monkeypatch.setattr(k, "tuned_config", lambda *a: {"BLOCK_M": 16, "BLOCK_N": 32, "kernel": "gluon"})
+    x, w = torch.randn(5, 256, device=DEV), torch.randn(64, 256, device=DEV)
+    xq, xs = k.quantize_fp8_per_token_group(x, 128)
+    wq, ws = k.quantize_fp8_block(w, (128, 128))
+    y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), out_dtype=torch.float32)
+    assert rel(y, k.fp8_linear_ref(xq, xs, wq, ws, None, torch.float32, (128, 128))) < _tol()
+
+
 def test_committed_table_entries_are_valid_configs():
     # GEMM entries carry the GEMM tiles, GEMV entries (`_gemv_M`) the GEMV's config and _scaled_mm's time beside
     # it (what fp8_linear's auto compares), each with their measurements
@@ -390,7 +401,11 @@ def test_committed_table_entries_are_valid_configs():
                 assert set(cfg) - measured == set(k.GEMV_CONFIG_KEYS), key
                 assert cfg["median_ms"] > 0 and (cfg.get("scaled_mm_ms") or 1) > 0
             else:
-                assert set(cfg) - {"median_ms", "default_ms", "tflops"} <= set(k.CONFIG_KEYS), (gpu, key)
+                measured = {"median_ms", "default_ms", "tflops", "triton_ms", "gluon_ms"}
+                assert set(cfg) - measured <= set(k.CONFIG_KEYS), (gpu, key)
+                assert cfg.get("kernel", "triton") in ("triton", "gluon"), (gpu, key)
+                if cfg.get("kernel") == "gluon":  # the choice rests on both kernels' times
+                    assert "_b128x128_" in key and cfg["gluon_ms"] < cfg["triton_ms"], (gpu, key)
 
 
 @needs_triton

@@ -30,13 +30,24 @@ def test_unsupported_names_the_reason_and_fp8_linear_refuses_with_it():
         k.fp8_linear(torch.randn(4, 256), *k.quantize_fp8_per_tensor(torch.randn(256, 256)), backend="gluon")
 
 
-def test_auto_takes_the_gluon_kernel_from_gluon_min_m_rows_where_it_runs(monkeypatch):
-    x = torch.zeros(1, 256)
+def test_auto_follows_the_tuned_choice_else_gluon_from_gluon_min_m_rows_where_it_runs(monkeypatch):
+    x, w = torch.zeros(1, 256), torch.zeros(512, 256)
     monkeypatch.setattr(g, "unsupported", lambda *a: None)
-    assert k.block_gemm_kernel(k.GLUON_MIN_M - 1, x, x, (128, 128)) == "triton"
-    assert k.block_gemm_kernel(k.GLUON_MIN_M, x, x, (128, 128)) == "gluon"
+    monkeypatch.setattr(k, "tuned_config", lambda *a: None)  # untuned: the heuristic
+    assert k.block_gemm_kernel(k.GLUON_MIN_M - 1, x, w, (128, 128)) == "triton"
+    assert k.block_gemm_kernel(k.GLUON_MIN_M, x, w, (128, 128)) == "gluon"
+    seen = []
+
+    def table(M, N, K, block_size, device):  # a tuned entry decides, keyed by this call's shape
+        seen.append((M, N, K, block_size))
+        return {"BLOCK_M": 64, "kernel": "gluon" if M == 256 else "triton"}
+
+    monkeypatch.setattr(k, "tuned_config", table)
+    assert k.block_gemm_kernel(256, x, w, (128, 128)) == "gluon"
+    assert k.block_gemm_kernel(4096, x, w, (128, 128)) == "triton"
+    assert seen[0] == (256, 512, 256, (128, 128))
     monkeypatch.setattr(g, "unsupported", lambda *a: "needs a Hopper GPU")
-    assert k.block_gemm_kernel(4096, x, x, (128, 128)) == "triton"
+    assert k.block_gemm_kernel(256, x, w, (128, 128)) == "triton"
 
 
 def test_gluon_kernel_binary_has_register_a_fp8_wgmmas_and_no_write_to_their_a_registers_in_flight():
@@ -88,13 +99,14 @@ def test_gluon_block_gemm_matches_float64(M, N, K, bias, out_dtype):
 
 
 @needs_hopper
-def test_fp8_linear_auto_runs_the_gluon_kernel_at_large_m_and_agrees_with_triton():
+@pytest.mark.parametrize("M", [256, 4096])
+def test_fp8_linear_auto_runs_the_chosen_kernel_and_both_kernels_agree(M):
     torch.manual_seed(0)
-    x = torch.randn(256, 1024, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(M, 1024, device="cuda", dtype=torch.bfloat16)
     wq, ws = k.quantize_fp8_block(torch.randn(768, 1024, device="cuda"), (128, 128))
-    assert k.block_gemm_kernel(256, x, wq, (128, 128)) == "gluon"
+    chosen = k.block_gemm_kernel(M, x, wq, (128, 128))
     auto = k.fp8_linear(x, wq, ws, block_size=(128, 128))
+    assert torch.equal(auto, k.fp8_linear(x, wq, ws, block_size=(128, 128), backend=chosen))
     gluon = k.fp8_linear(x, wq, ws, block_size=(128, 128), backend="gluon")
     triton = k.fp8_linear(x, wq, ws, block_size=(128, 128), backend="triton")
-    assert torch.equal(auto, gluon)
     assert ((gluon.double() - triton.double()).norm() / triton.double().norm()).item() < 5e-3

@@ -238,6 +238,8 @@ def fp8_backends() -> list[Backend]:
         # the Gluon block-scaled GEMM (Hopper; kernels.fp8_gluon), what backend="auto" runs from GLUON_MIN_M rows
         make("gluon_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="gluon",
              block_size=(128, 128), need=need_gluon),
+        # what method=fp8 runs on block-scaled checkpoints: the tuned table's pick of the two (fp8_linear's auto)
+        make("auto_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), block_size=(128, 128)),
     ]
 
 
