@@ -45,9 +45,6 @@ GROUP_M = 8
 # 12 warps at 168 registers fill the register file; the loader gives back all but 24, the consumers take 240 (two
 # 64-register accumulators, a 64-register product tile, 16 of A, addresses)
 MAXNREG = 168
-# Consumers take turns issuing wgmmas, so one's promotion runs beside the other's queued wgmmas
-# ($QUANTBENCH_FP8_GLUON_PINGPONG=0 turns it off, for comparison).
-PINGPONG = os.environ.get("QUANTBENCH_FP8_GLUON_PINGPONG", "1") != "0"
 
 
 def unsupported(x_q: torch.Tensor, w_q: torch.Tensor, block_size) -> str | None:
@@ -68,7 +65,6 @@ def unsupported(x_q: torch.Tensor, w_q: torch.Tensor, block_size) -> str | None:
 if gluon is not None:
     _CONSUMER_REGS = gl.constexpr(240)
     _LOADER_REGS = gl.constexpr(24)
-    _PINGPONG = gl.constexpr(PINGPONG)
 
     @gluon.jit
     def _scale(xs_ptr, ws_ptr, blk, nb, rm, m_ok, stride_xsm, ok):
@@ -78,7 +74,7 @@ if gluon is not None:
         return sx * sw
 
     @gluon.jit
-    def _loader(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+    def _loader(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                 stride_wsn, stride_ym, m0, n0, has_bias):
         """1 warp: TMA of each K-block's W rows and the two consumers' 64-row x tiles into the ring slot both
         consumers have released (rows and columns past the tensors' edges arrive as zeros)."""
@@ -92,7 +88,7 @@ if gluon is not None:
             _tma_load(w_desc, [n0, b * 128], bar, ws.index(slot))
 
     @gluon.jit
-    def _consume(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+    def _consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                  stride_wsn, stride_ym, m0, n0, has_bias, HALF: gl.constexpr):
         """One consumer warpgroup: rows m0 + 64 HALF .. + 64 of the tile, both 128-column halves. Per K-block: x
         rows into the A registers, then for each half a 64 x 128 wgmma tile (use_acc=False: a fresh product), wait,
@@ -117,18 +113,10 @@ if gluon is not None:
             w = ws.index(slot)
             # An 8-bit A cannot pass through the wait's deps; tests/test_kernels_fp8_gluon.py checks the binary for
             # writes to the A registers of a wgmma in flight (kernels.sass.wgmma_a_hazards).
-            if _PINGPONG:  # issue after the other consumer's last issue (its wgmmas queue ahead of these)
-                mbarrier.wait(turn.index(HALF), ((2 * b) & 1) ^ (1 - HALF))
             t = warpgroup_mma(a, w.slice(0, 128).permute((1, 0)), t, use_acc=False, is_async=True)
-            if _PINGPONG:
-                mbarrier.arrive(turn.index(1 - HALF))
             t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
             acc_lo += t * s_lo[:, None]
-            if _PINGPONG:
-                mbarrier.wait(turn.index(HALF), ((2 * b + 1) & 1) ^ (1 - HALF))
             t = warpgroup_mma(a, w.slice(128, 128).permute((1, 0)), t, use_acc=False, is_async=True)
-            if _PINGPONG:
-                mbarrier.arrive(turn.index(1 - HALF))
             t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
             mbarrier.arrive(empty.index(slot))
             acc_hi += t * s_hi[:, None]
@@ -141,15 +129,15 @@ if gluon is not None:
         gl.store(y_ptrs + 128, acc_hi.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & (yn + 128 < N)[None, :])
 
     @gluon.jit
-    def _consume0(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+    def _consume0(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                   stride_wsn, stride_ym, m0, n0, has_bias):
-        _consume(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+        _consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                  stride_wsn, stride_ym, m0, n0, has_bias, 0)
 
     @gluon.jit
-    def _consume1(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+    def _consume1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                   stride_wsn, stride_ym, m0, n0, has_bias):
-        _consume(x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+        _consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                  stride_wsn, stride_ym, m0, n0, has_bias, 1)
 
     @gluon.jit
@@ -162,12 +150,9 @@ if gluon is not None:
         ws = gl.allocate_shared_memory(gl.float8e4nv, [4, 256, 128], w_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(4):
             mbarrier.init(ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=2)  # one arrival per consumer
-        for i in gl.static_range(2):  # consumer i may issue its next wgmmas (ping-pong)
-            mbarrier.init(turn.index(i), count=1)
         pid = gl.program_id(0)
         num_m = gl.cdiv(M, 128)
         per_group = GROUP_M * gl.cdiv(N, 256)
@@ -175,7 +160,7 @@ if gluon is not None:
         size_m = gl.minimum(num_m - first_m, GROUP_M)
         m0 = (first_m + (pid % per_group) % size_m) * 128
         n0 = ((pid % per_group) // size_m) * 256
-        args = (x_desc, w_desc, xs, ws, ready, empty, turn, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
+        args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, b_ptr, M, N, K, stride_xsm,
                 stride_wsn, stride_ym, m0, n0, has_bias)
         gl.warp_specialize([(_consume0, args), (_consume1, args), (_loader, args)], [4, 1],
                            [_CONSUMER_REGS, _LOADER_REGS])

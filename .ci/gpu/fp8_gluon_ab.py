@@ -1,6 +1,7 @@
-"""The Gluon block-FP8 GEMM (kernels/fp8_gluon.py) as built in this process ($QUANTBENCH_FP8_GLUON_PINGPONG picks
-the ping-pong issue order or not): correct against the float32 emulation, and graph-timed beside torch._scaled_mm
-per tensor and the tuned Triton block GEMM in the same run (ratios comparable between two processes).
+"""The Gluon block-FP8 GEMM (kernels/fp8_gluon.py) as built in this process: correct against the float32
+emulation, and graph-timed beside torch._scaled_mm per tensor and the tuned Triton block GEMM in the same run
+(ratios comparable between processes that build different variants of it). Eleventh session: the consumers taking
+turns to issue their wgmmas (a pair of turn mbarriers) measured 5-10% slower than letting them issue freely.
     python3 .ci/gpu/fp8_gluon_ab.py [KxN:M ...]"""
 
 import sys
@@ -15,7 +16,6 @@ dev = torch.device("cuda")
 flush = l2_flush_buffer(dev)
 specs = sys.argv[1:] or [f"{s}:{m}" for s in ("8192x57344", "8192x10240", "28672x8192", "4096x6144", "14336x4096")
                          for m in (512, 1024, 4096)]
-print(f"pingpong={g.PINGPONG}")
 for spec in specs:
     shape, M = spec.split(":")
     K, N, M = *(int(v) for v in shape.split("x")), int(M)
