@@ -3,7 +3,7 @@ Triton >= 3.6): y = x @ W^T with DeepSeek-V3 block scales (x_q [M, K] e4m3 with 
 per token and 128 columns; w_q [N, K] e4m3 with ws [ceil(N/128), ceil(K/128)], one per 128 x 128 block).
 
 Why Gluon: each 128-column K-block's product must be scaled before it joins the fp32 accumulator, and Triton 3.6
-waits for every `tl.dot` whose result feeds anything but the next dot (`kernels.fp8`'s block kernel: 0.51-0.60x of
+waits for every `tl.dot` whose result feeds anything but the next dot (`kernels.fp8`'s block kernel: 0.52-0.76x of
 torch._scaled_mm per tensor on the H100 at M >= 1024). Here, per CTA tile of 128 x 256:
 
 - warp specialisation: a 1-warp TMA loader fills a ring of 4 shared-memory slots (x rows and W rows of one
@@ -14,9 +14,12 @@ torch._scaled_mm per tensor on the H100 at M >= 1024). Here, per CTA tile of 128
   bandwidth binds an FP8 wgmma GEMM of 128 x 128 tiles (A and B re-read per wgmma plus the TMA fills: ~160 B a
   clock of the SM's 128 at full MMA rate); the 256-column tile needs ~125.
 
-H100 (eleventh session, graph-timed beside torch._scaled_mm per tensor in the same run): 0.65-0.77x of it at
-M = 1024/4096 on Llama-3-8B/70B shapes (Triton's kernel: 0.51-0.60x), results/h100/README.md. Wgmma partial sums
-over one 128-column block use the tensor core's FP8 accumulation, then fp32 (as DeepGEMM).
+H100 (eleventh session, record 20261128T041425Z, graph-timed beside torch._scaled_mm per tensor in the same run):
+0.62-0.82x of it at M = 1024/4096 on the Llama-2-7B/3-8B/3-70B layers (Triton's kernel: 0.52-0.76x); 0.88-1.42x
+the Triton kernel there (0.88x: Llama-3-8B qkv at M = 1024); results/h100/README.md. `kernels.fp8_tune
+--compare-gluon` records per shape and M which of the two is faster (the 128 x 256 tiles, without split-K, leave
+SMs idle on small layers at M <= 512). Wgmma partial sums over one 128-column block use the tensor core's FP8
+accumulation, then fp32 (as DeepGEMM).
 
 Gluon kernels do not run under TRITON_INTERPRET; `unsupported` says why a call cannot use this kernel, and
 `kernels.fp8.fp8_linear` falls back to the Triton kernel there."""

@@ -183,12 +183,14 @@ def test_speedups_against_a_disturbed_baseline_are_left_out():
 
 
 class _FakeNvml:
-    """pynvml's calls the sampler makes: an SM clock that drops from 1980 to 1500 MHz on the fourth reading, an
-    energy counter rising at 650 W."""
+    """pynvml's calls the sampler makes: an SM clock that drops from 1980 to 1500 MHz on the fourth reading, board
+    power of 650 W (instantaneous field; `instant=False`: a driver without it, whose averaged reading says 640 W)."""
     NVML_CLOCK_SM = 1
+    NVML_FI_DEV_POWER_INSTANT = 186
 
-    def __init__(self):
+    def __init__(self, instant=True):
         self.reads = 0
+        self.instant = instant
 
     def nvmlInit(self):
         pass
@@ -201,16 +203,21 @@ class _FakeNvml:
         self.reads += 1
         return 1980 if self.reads <= 3 else 1500
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
-        import time
+    def nvmlDeviceGetFieldValues(self, handle, ids):
+        import types
 
-        return int(time.perf_counter() * 650_000)  # millijoules
+        assert ids == [self.NVML_FI_DEV_POWER_INSTANT]
+        return [types.SimpleNamespace(nvmlReturn=0 if self.instant else 2, valueType=1,
+                                      value=types.SimpleNamespace(uiVal=650_000))]  # milliwatts
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 640_000
 
 
 def test_gpu_sampler_summarises_clock_and_power_while_a_block_runs(monkeypatch):
     # NVML is polled on a thread while the timed block runs; the summary gives the clock's median/min/max and the
-    # mean power over the block from the energy counter, and the row carries it; off CUDA, or without pynvml,
-    # there is no summary and no row field
+    # board power's median/max (instantaneous where the driver has it), and the row carries it; off CUDA, or
+    # without pynvml, there is no summary and no row field
     import sys
     import time
 
@@ -226,7 +233,15 @@ def test_gpu_sampler_summarises_clock_and_power_while_a_block_runs(monkeypatch):
     s = gpu.summary()
     assert s["samples"] == fake.reads >= 9  # the polls and one reading as the block ends
     assert s["sm_clock_mhz"]["max"] == 1980 and s["sm_clock_mhz"]["min"] == 1500
-    assert s["sm_clock_mhz"]["median"] == 1500 and 600 < s["power_w"] < 700
+    assert s["sm_clock_mhz"]["median"] == 1500
+    assert s["power_w"] == {"median": 650.0, "max": 650.0, "source": "instant"}
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(instant=False))
+    gpu_state._nvml.cache_clear()
+    with gpu_state.GpuSampler(torch.device("cuda", 0), period_s=0.001) as avg:
+        time.sleep(0.01)
+    assert avg.summary()["power_w"] == {"median": 640.0, "max": 640.0, "source": "average"}
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    gpu_state._nvml.cache_clear()
     with gpu_state.GpuSampler(torch.device("cpu")) as off:
         pass
     assert off.summary() is None

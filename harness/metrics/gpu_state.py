@@ -5,15 +5,17 @@ so: the same block-FP8 kernel took 4.36 ms in the tuner, 4.76 ms alone and 5.65 
 is off and `summary()` is None.
 
 The window is the whole `with` block: for a benchmark point that is its warm-up, graph capture and timed replays
-together, so on a point of a few milliseconds the clock samples describe more than the timed replays. Power is the
-energy counter's difference over the window (NVML's power reading is a one-second average on recent GPUs)."""
+together, so on a point of a few milliseconds the samples describe more than the timed replays. Power is read with
+each clock sample: NVML's instantaneous board power where the driver has it (NVML_FI_DEV_POWER_INSTANT), else its
+power reading (`power_source` "average": a one-second average on recent GPUs). The energy counter, used first,
+moves too coarsely for windows of 50-500 ms: on the H100 it gave 0 W on one point and 1078 W, above the board's
+700 W limit, on another (eleventh session)."""
 
 from __future__ import annotations
 
 import functools
 import statistics
 import threading
-import time
 
 import torch
 
@@ -45,18 +47,18 @@ def _handle(device: torch.device):
 
 
 class GpuSampler:
-    """Context manager: a thread reads the SM clock (MHz) every `period_s` while the block runs, and the energy
-    counter at its start and end; `summary()` gives the clock's median/min/max and the mean power (W), None if NVML
-    is unavailable or nothing was read. A failing reading stops only that reading."""
+    """Context manager: a thread reads the SM clock (MHz) and the board power (W) every `period_s` while the block
+    runs; `summary()` gives the clock's median/min/max and the power's median/max, None if NVML is unavailable or
+    nothing was read. A failing clock reading stops the sampling; a failing power reading only that reading."""
 
     def __init__(self, device: torch.device, period_s: float = PERIOD_S):
         self.period_s = period_s
         self.clock_mhz: list[float] = []
-        self.power_w: float | None = None
+        self.power_w: list[float] = []
+        self.power_source: str | None = None  # "instant" or "average", decided by the first reading
         self._nvml = _handle(torch.device(device))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._energy0: tuple[float, int] | None = None
 
     def _clock(self) -> None:
         nvml, handle = self._nvml
@@ -64,13 +66,30 @@ class GpuSampler:
             self.clock_mhz.append(float(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)))
         except Exception:
             self._stop.set()
+            return
+        watts = self._power(nvml, handle)
+        if watts is not None:
+            self.power_w.append(watts)
 
-    def _energy(self) -> tuple[float, int] | None:
-        nvml, handle = self._nvml
+    def _power(self, nvml, handle) -> float | None:
+        """Board power now (W): the instantaneous field where the driver answers it, else the averaged reading."""
+        if self.power_source in (None, "instant"):
+            try:
+                v = nvml.nvmlDeviceGetFieldValues(handle, [nvml.NVML_FI_DEV_POWER_INSTANT])[0]
+                if v.nvmlReturn == 0:
+                    member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}[v.valueType]
+                    self.power_source = "instant"
+                    return float(getattr(v.value, member)) / 1000.0  # milliwatts
+            except Exception:
+                pass
+            if self.power_source == "instant":
+                return None
         try:
-            return time.perf_counter(), nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # millijoules
+            watts = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # milliwatts
         except Exception:
             return None
+        self.power_source = "average"
+        return watts
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -79,7 +98,6 @@ class GpuSampler:
 
     def __enter__(self) -> GpuSampler:
         if self._nvml is not None:
-            self._energy0 = self._energy()
             self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
             self._thread.start()
         return self
@@ -91,17 +109,14 @@ class GpuSampler:
         self._thread.join(timeout=1.0)  # a hung NVML call leaves a daemon thread behind, not a hung benchmark
         if not self._thread.is_alive():
             self._clock()  # one reading as the timed work ends
-        end = self._energy()
-        if self._energy0 and end and end[0] > self._energy0[0]:
-            self.power_w = (end[1] - self._energy0[1]) / 1000.0 / (end[0] - self._energy0[0])
 
     def summary(self) -> dict | None:
-        if not self.clock_mhz and self.power_w is None:
+        if not self.clock_mhz:
             return None
-        out = {"samples": len(self.clock_mhz)}
-        if self.clock_mhz:
-            out["sm_clock_mhz"] = {"median": statistics.median(self.clock_mhz), "min": min(self.clock_mhz),
-                                   "max": max(self.clock_mhz)}
-        if self.power_w is not None:
-            out["power_w"] = round(self.power_w, 1)
+        out = {"samples": len(self.clock_mhz),
+               "sm_clock_mhz": {"median": statistics.median(self.clock_mhz), "min": min(self.clock_mhz),
+                                "max": max(self.clock_mhz)}}
+        if self.power_w:
+            out["power_w"] = {"median": round(statistics.median(self.power_w), 1), "max": round(max(self.power_w), 1),
+                              "source": self.power_source}
         return out
