@@ -441,7 +441,7 @@ def per_tensor_quant_fp8_triton(x: torch.Tensor, scale: torch.Tensor | None = No
 
 # Tuned tiles: kernels/tuned/fp8.json, {gpu name: {tuning_key: config}}, written by `python -m kernels.fp8_tune`;
 # $QUANTBENCH_FP8_TUNING points at another file. An entry also carries its measurements (median_ms, default_ms,
-# tflops): only CONFIG_KEYS reach the kernel.
+# tflops, triton_ms, gluon_ms): only CONFIG_KEYS leave the table, and `kernel` stops at `_launch_gemm`.
 TUNING_ENV = "QUANTBENCH_FP8_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "fp8.json")
 # "kernel" (block-scaled entries): "gluon" or "triton", the faster of `kernels.fp8_gluon` and the Triton GEMM with
@@ -691,8 +691,9 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     backend: auto picks the one-launch GEMV at decode sizes where this GPU's tuned table measured it faster than
     torch._scaled_mm (`gemv_beats_scaled_mm`), torch._scaled_mm (per-tensor/row-wise scales on an FP8 GPU, K and
     N multiples of 16),
-    the Gluon block-scaled GEMM (`kernels.fp8_gluon`: Hopper, M >= GLUON_MIN_M) or the Triton GEMMs (block scales,
-    or other shapes on an FP8 GPU), else the float32 emulation ('torch'). 'gluon' asks for the Gluon kernel
+    for block scales the Gluon or the Triton GEMM (`block_gemm_kernel`: the tuned table's faster for this shape and
+    M-bucket, untuned Gluon from GLUON_MIN_M rows on Hopper), the Triton GEMM for other shapes on an FP8 GPU, else
+    the float32 emulation ('torch'). 'gluon' asks for the Gluon kernel
     (block scales only; an error says why where it cannot run), 'triton' for the Triton one.
     fast_accum: torch._scaled_mm's use_fast_accum (see `scaled_mm`); the other backends accumulate in fp32.
     """

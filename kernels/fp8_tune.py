@@ -171,8 +171,10 @@ def tune_gemv(K: int, N: int, m_values, device, iters: int = 15, log=print,
 
 
 def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | None = (128, 128),
-               iters: int = 15, log=print, deadline: float | None = None) -> dict[str, dict]:
-    """Best config per M-bucket for one (K, N); stops early (keeping what it measured) past `deadline`."""
+               iters: int = 15, log=print, deadline: float | None = None,
+               previous: dict | None = None) -> dict[str, dict]:
+    """Best config per M-bucket for one (K, N); stops early (keeping what it measured) past `deadline`. previous:
+    the table's entries so far (a Gluon/Triton choice made with their tiles is reported as dropped)."""
     from kernels.timing import l2_flush_buffer
 
     flush = l2_flush_buffer(device)
@@ -193,7 +195,11 @@ def tune_shape(K: int, N: int, m_values, device, block_size: tuple[int, int] | N
         best_ms, best = min(results, key=lambda r: r[0])
         default_ms = next((ms for ms, c in results if c is default), None)
         tflops = 2 * M * N * K / (best_ms * 1e-3) / 1e12
-        table[k.tuning_key(M, N, K, block_size)] = best | {
+        key = k.tuning_key(M, N, K, block_size)
+        if (old := (previous or {}).get(key) or {}).get("kernel"):
+            log(f"  {key}: the Gluon/Triton choice ({old['kernel']}) was made with the old tiles and is dropped; "
+                "run --compare-gluon again")
+        table[key] = best | {
             "median_ms": round(best_ms, 5), "default_ms": round(default_ms, 5) if default_ms else None,
             "tflops": round(tflops, 1)}
         log(f"K={K:6d} N={N:6d} M={M:5d} {'block' if block_size else 'rows '} best {best_ms:.4f} ms "
@@ -228,11 +234,9 @@ def compare_gluon(K: int, N: int, m_values, device, entries: dict, iters: int = 
         if not tri:
             continue
         t_ms, g_ms = tri[0][0], glu[0][0] if glu else float("inf")
-        best = min(t_ms, g_ms)
-        table[key] = (entries.get(key) or {}) | tiles | {
-            "kernel": "gluon" if g_ms < t_ms else "triton", "median_ms": round(best, 5),
-            "triton_ms": round(t_ms, 5), "gluon_ms": round(g_ms, 5) if glu else None,
-            "tflops": round(2 * M * N * K / (best * 1e-3) / 1e12, 1)}
+        table[key] = (entries.get(key) or {}) | tiles | {  # median_ms / tflops stay the Triton tiles' measures
+            "kernel": "gluon" if g_ms < t_ms else "triton", "triton_ms": round(t_ms, 5),
+            "gluon_ms": round(g_ms, 5) if glu else None}
         log(f"K={K:6d} N={N:6d} M={M:5d} block  triton {t_ms:.4f} ms, gluon {g_ms:.4f} ms: "
             f"{table[key]['kernel']} ({t_ms / g_ms:.2f}x)")
     return table
@@ -257,6 +261,8 @@ def main(argv=None) -> None:
     deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
+    if args.compare_gluon and tuple(args.block) != (128, 128):
+        raise SystemExit("--compare-gluon: the Gluon GEMM takes 128 x 128 blocks only")
     table = open_table(args.out, args.merge)
     entries = table.setdefault(gpu, {})
     done = False
@@ -270,7 +276,7 @@ def main(argv=None) -> None:
                 entries.update(tune_gemv(K, N, args.m, device, args.iters, deadline=deadline))
             else:
                 entries.update(tune_shape(K, N, args.m, device, tuple(args.block) if kind == "block" else None,
-                                          args.iters, deadline=deadline))
+                                          args.iters, deadline=deadline, previous=entries))
             torch.cuda.empty_cache()
             write_table(args.out, table)
             if deadline is not None and time.monotonic() > deadline:

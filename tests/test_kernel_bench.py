@@ -207,7 +207,11 @@ class _FakeNvml:
         import types
 
         assert ids == [self.NVML_FI_DEV_POWER_INSTANT]
-        return [types.SimpleNamespace(nvmlReturn=0 if self.instant else 2, valueType=1,
+        if callable(self.instant):  # a driver whose answer changes between readings
+            ok = self.instant(self.reads)
+        else:
+            ok = self.instant
+        return [types.SimpleNamespace(nvmlReturn=0 if ok else 2, valueType=1,
                                       value=types.SimpleNamespace(uiVal=650_000))]  # milliwatts
 
     def nvmlDeviceGetPowerUsage(self, handle):
@@ -240,6 +244,22 @@ def test_gpu_sampler_summarises_clock_and_power_while_a_block_runs(monkeypatch):
     with gpu_state.GpuSampler(torch.device("cuda", 0), period_s=0.001) as avg:
         time.sleep(0.01)
     assert avg.summary()["power_w"] == {"median": 640.0, "max": 640.0, "source": "average"}
+    # the first reading decides the source: instant readings that later fail are skipped, never mixed with averages
+    flaky = _FakeNvml(instant=lambda reads: reads <= 2)
+    monkeypatch.setitem(sys.modules, "pynvml", flaky)
+    gpu_state._nvml.cache_clear()
+    with gpu_state.GpuSampler(torch.device("cuda", 0), period_s=0.001) as late:
+        while flaky.reads < 6:
+            time.sleep(0.002)
+    got = late.summary()
+    assert got["power_w"]["source"] == "instant" and len(late.power_w) == 2 < got["samples"]
+    slow = _FakeNvml(instant=lambda reads: reads > 2)  # no instant field at first: averages from then on
+    monkeypatch.setitem(sys.modules, "pynvml", slow)
+    gpu_state._nvml.cache_clear()
+    with gpu_state.GpuSampler(torch.device("cuda", 0), period_s=0.001) as first:
+        while slow.reads < 6:
+            time.sleep(0.002)
+    assert first.summary()["power_w"] == {"median": 640.0, "max": 640.0, "source": "average"}
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     gpu_state._nvml.cache_clear()
     with gpu_state.GpuSampler(torch.device("cpu")) as off:

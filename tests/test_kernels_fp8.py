@@ -381,12 +381,24 @@ def test_missing_or_empty_tuned_table_falls_back_to_the_heuristic(tmp_path, monk
 
 @needs_triton
 def test_a_tuned_kernel_choice_rides_with_the_tiles_but_never_reaches_the_triton_kernel(monkeypatch):
-    # block-scaled entries carry `kernel` (fp8_linear's choice of GEMM) beside the tiles
+    # block-scaled entries carry `kernel` (fp8_linear's choice of GEMM) beside the tiles; the compiled launcher
+    # rejects unknown keywords, the interpreter does not, so the launch's keywords are recorded
     monkeypatch.setattr(k, "tuned_config", lambda *a: {"BLOCK_M": 16, "BLOCK_N": 32, "kernel": "gluon"})
+    real, seen = k._fp8_gemm_kernel, {}
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.update(kwargs)
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(k, "_fp8_gemm_kernel", Spy())
     x, w = torch.randn(5, 256, device=DEV), torch.randn(64, 256, device=DEV)
     xq, xs = k.quantize_fp8_per_token_group(x, 128)
     wq, ws = k.quantize_fp8_block(w, (128, 128))
     y = k.fp8_block_gemm_triton(xq, xs, wq, ws, (128, 128), out_dtype=torch.float32)
+    assert seen["BLOCK_M"] == 16 and "kernel" not in seen
     assert rel(y, k.fp8_linear_ref(xq, xs, wq, ws, None, torch.float32, (128, 128))) < _tol()
 
 
