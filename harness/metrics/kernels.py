@@ -235,7 +235,8 @@ def fp8_backends() -> list[Backend]:
         make("triton_fp8_gemv_tensor", k.quantize_fp8_per_tensor, backend="gemv"),
         make("triton_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="triton",
              block_size=(128, 128)),
-        # the Gluon block-scaled GEMM (Hopper; kernels.fp8_gluon), what backend="auto" runs from GLUON_MIN_M rows
+        # the Gluon block-scaled GEMM (Hopper; kernels.fp8_gluon), which backend="auto" runs where the tuned table
+        # found it faster (untuned: from kernels.fp8.GLUON_MIN_M rows)
         make("gluon_fp8_block128", lambda w: k.quantize_fp8_block(w, (128, 128)), backend="gluon",
              block_size=(128, 128), need=need_gluon),
         # what method=fp8 runs on block-scaled checkpoints: the tuned table's pick of the two (fp8_linear's auto)
