@@ -9,7 +9,8 @@ ahead, dequantise each K-block into the wgmma A registers while the previous blo
 
     python3 .ci/gpu/gluon_w4_ws_probe.py sass [BM SLOTS]          # CPU: waits, spills, A-register hazards
     python3 .ci/gpu/gluon_w4_ws_probe.py run [BM SLOTS [M ...]]   # GPU: against w4a16_matmul_ref, graph-timed
-                                                                 # beside the tuned W4A16 and cuBLAS fp16"""
+                                                                 # beside the tuned W4A16 and cuBLAS fp16
+                                                                 # ($SHAPES="KxN ...", $NC consumers: 1)"""
 
 import os
 import re
@@ -149,7 +150,9 @@ def main(argv) -> None:
     from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
     flush = l2_flush_buffer(torch.device("cuda"))
-    for K, N in ((8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)):
+    shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("SHAPES", "").split()] or [
+        (8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)]
+    for K, N in shapes:  # $SHAPES: "KxN ..." 
         qweight, scales = random_layer(K, N, "cuda")
         for M in m_values:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
