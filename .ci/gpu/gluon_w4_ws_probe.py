@@ -152,7 +152,7 @@ def main(argv) -> None:
     flush = l2_flush_buffer(torch.device("cuda"))
     shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("SHAPES", "").split()] or [
         (8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)]
-    for K, N in shapes:  # $SHAPES: "KxN ..." 
+    for K, N in shapes:
         qweight, scales = random_layer(K, N, "cuda")
         for M in m_values:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
