@@ -346,10 +346,30 @@ def fp8_gluon_stats() -> dict:
                                                 kernel.asm["ptx"])))}
 
 
+def w4a16_gluon_stats(bm: int = 256) -> dict:
+    """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles: the wgmma waits, writes to
+    the A registers of wgmmas in flight (`wgmma_a_hazards`), spills and shared memory."""
+    from kernels import w4a16_gluon as g
+
+    sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>", "qw_ptr": "*i32", "s_ptr": "*fp16",
+           "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32",
+           "gpb": "i32", "has_bias": "i32"}
+    kernel = build(g.w4a16_ws_kernel, sig, {"num_warps": 4}, ("qw_ptr", "s_ptr", "y_ptr", "b_ptr", "N", "K",
+                                                              "stride_ym"), 4, maxnreg=g.MAXNREG)
+    sass = disassemble(kernel.asm["cubin"])
+    stats: dict = {}
+    hazards = wgmma_a_hazards(sass, stats)
+    every = opcodes(sass.splitlines())
+    return {"waits": sorted(set(re.findall(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+(0x[0-9a-f]+)", sass))),
+            "hazards": hazards, "register_a_wgmmas": stats["register_a_wgmmas"], "hgmma": every["HGMMA"],
+            "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kernels.sass", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8", "fp8-gluon"])
+    ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8", "fp8-gluon",
+                                       "w4a16-gluon"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
     ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
@@ -377,6 +397,9 @@ def main(argv=None) -> None:
         raise SystemExit("kernels.sass compiles for the GPU: unset TRITON_INTERPRET (interpreted kernels don't build)")
     if args.kernel == "fp8-gluon":
         print(json.dumps(fp8_gluon_stats()))
+        return
+    if args.kernel == "w4a16-gluon":  # --block-m: the token tile (128 or 256)
+        print(json.dumps(w4a16_gluon_stats(args.block_m if args.block_m in (128, 256) else 256)))
         return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,

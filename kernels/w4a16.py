@@ -1033,7 +1033,7 @@ if os.environ.get("QUANTBENCH_GEMV_PDL_TRIGGER", "start") not in ("start", "late
     raise ValueError(f"QUANTBENCH_GEMV_PDL_TRIGGER={os.environ['QUANTBENCH_GEMV_PDL_TRIGGER']!r}: use start or late")
 GEMV_MAX_M = 4  # the gemv path (4-bit, contiguous groups) serves M <= 4
 GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the H100); M = 3-4 only when tuned
-PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant")
+PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant", "gluon")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
                "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")
@@ -1223,8 +1223,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     groups, 16-bit x: W^T @ x^T per code plane, `_w4a16_planes_kernel`), frag (4-bit, K and groups multiples
     of 128, 16-bit x with scales of its dtype: x permuted into MMA-fragment order so each word's code pairs are
     wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x; stream_k = c:
-    c programs per SM share the tiles' K-blocks equally, instead of split_k), or dequant
-    (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M). Split-K on the gemv,
+    c programs per SM share the tiles' K-blocks equally, instead of split_k), dequant
+    (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M), or gluon (Hopper,
+    symmetric 4-bit fp16 layers: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`; explicit only, its
+    own tiles, an error names what it does not take). Split-K on the gemv,
     skinny and frag paths reduces in the same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
@@ -1260,6 +1262,13 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     cfg.update(explicit)
     if cfg["path"] not in PATHS:
         raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
+    if cfg["path"] == "gluon":
+        from kernels import w4a16_gluon
+
+        why = w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits)
+        if why or glu:
+            raise ValueError(f"w4a16: path='gluon' cannot run this call: {why or 'glu=True'}; use path='frag'")
+        return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias)
     if cfg["path"] == "gemv":
         gs_ = K if group_size == -1 else group_size
         if bits != 4 or g_idx is not None or M > GEMV_MAX_M or gs_ % cfg["block_k"] or cfg["block_k"] < 8:

@@ -33,21 +33,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 sys.path.insert(0, os.path.dirname(__file__))
 from gluon_rs_probe import words_layout  # noqa: E402
 
-
-@gluon.jit
-def _dequant(words, s, BN: gl.constexpr, a_l: gl.constexpr):
-    """W^T [BN, 128] of one K-block, fragment order, in the A layout: (1024 + q - 1032) * s, two weights a LOP3, an
-    HFMA2 and an HMUL2."""
-    w4 = gl.reshape(words, (BN, 4, 4))
-    t = gl.join(gl.join(w4, w4 >> 4), gl.join(w4 >> 8, w4 >> 12))
-    h = gl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r,r", [gl.join(t, t)],
-                                  dtype=gl.float16, is_pure=True, pack=2)
-    a = gl.convert_layout(gl.reshape(gl.permute(h, (0, 1, 4, 3, 2, 5)), (BN, 128)), a_l, assert_trivial=True)
-    sb = gl.broadcast(gl.expand_dims(s, 1), a)[0]
-    nzz = gl.full([BN, 128], -1032.0, gl.float16, a_l)
-    return gl.inline_asm_elementwise("{ .reg .b32 d, one; mov.b32 one, 0x3C003C00; fma.rn.f16x2 d, $1, one, $2; "
-                                     "mul.rn.f16x2 $0, d, $3; }", "=r,r,r,r", [a, nzz, sb], dtype=gl.float16,
-                                     is_pure=True, pack=2)
+from kernels.w4a16_gluon import _dequant  # noqa: E402
 
 
 @gluon.jit

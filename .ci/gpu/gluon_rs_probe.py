@@ -17,6 +17,7 @@ Triton frag kernel must do, `kernels/w4a16.py`); 1 leaves them running beside it
 On the CPU with triton 3.6 (128 x 128, 8 warps): depth 1 compiles to WARPGROUP.DEPBAR.LE gsb0, 0x1 after each
 block's wgmmas, the two blocks' A in distinct registers (R88-R119, R120-R151), and no hazards."""
 
+import os
 import re
 import sys
 
@@ -24,6 +25,8 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 @gluon.jit
@@ -65,26 +68,7 @@ def rs_kernel(w_ptr, x_ptr, y_ptr, K, WAIT_DEPTH: gl.constexpr, BN: gl.constexpr
     gl.store(y_ptr + yn[:, None] * BM + ym[None, :], acc)
 
 
-@triton.constexpr_function
-def words_layout(a):
-    """Layout of a K-block's packed words [BN, 16] (word i of row n holds rows 8i..8i+7 of W) whose nibbles, joined
-    and permuted as the Triton frag kernel does (`kernels/w4a16.py`, fragment order), land in the registers of the
-    wgmma A operand `a` (a linear layout of [BN, 128]) with no data movement: A's bases with the k bits of e (1),
-    h (8) and s_lo (16) dropped (copies in registers that the joins make) and those of c (2, 4) and s_hi (32, 64)
-    turned into word bits 1, 2, 4, 8 (word i = 4 s_hi + c)."""
-    to_word = {0: 0, 2: 1, 4: 2, 32: 4, 64: 8}
-
-    def conv(bases, in_registers):
-        out = []
-        for n, k in bases:
-            if k in (1, 8, 16):
-                assert in_registers, "e, h and s_lo must be register bits of the A layout"
-                continue
-            out.append([n, to_word[k]])
-        return out
-
-    return gl.DistributedLinearLayout(reg_bases=conv(a.reg_bases, True), lane_bases=conv(a.lane_bases, False),
-                                      warp_bases=conv(a.warp_bases, False), block_bases=[], shape=[a.shape[0], 16])
+from kernels.w4a16_gluon import words_layout  # noqa: E402,F401  (the probes' frag A layout, now in kernels)
 
 
 @gluon.jit

@@ -1,0 +1,214 @@
+"""W4A16 GEMM for Hopper in Gluon (`triton.experimental.gluon`, Triton >= 3.6), warp-specialised: the structure of
+`kernels/fp8_gluon.py` with the frag path's register dequantisation. Symmetric 4-bit GPTQ layers (no zero points),
+fp16 activations and scales, contiguous groups of a multiple of 128 rows, K a multiple of 256, N of 64.
+
+y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`kernels.w4a16._fragment_order`):
+
+- a 1-warp loader streams x tiles [BM, 128] by TMA into a ring of shared-memory slots (ready/empty mbarriers);
+- one consumer warpgroup loads its 64 rows' packed words a block pair ahead, dequantises each K-block into the
+  wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2 a register pair of weights) while the previous
+  block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and releases each x slot as its wgmmas retire.
+
+One consumer, not two: the kernel is held to `maxnreg` registers in every partition, and two consumers at the
+168 a thread that 12 warps allow make ptxas serialise the wgmmas (insufficient registers); one at 240 compiles with
+the wgmma wait at depth 1, no spills and no write to an in-flight wgmma's A registers
+(tests/test_kernels_w4a16_gluon.py checks the binary).
+
+H100, eleventh session (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16 and the tuned W4A16 path,
+the copy of x into fragment order included): at M = 256, 0.62-0.93x cuBLAS fp16 over the 11 Llama layer shapes
+(tuned path: 0.64-0.80x; faster on 8 of 11), at M = 512 0.60-0.81x (tuned: 0.53-0.73x; faster on all 11), slower at
+M = 128 and 1024. Reached as `w4a16_matmul(..., path="gluon")`; the tuner does not offer it yet
+(results/h100/README.md). Gluon kernels do not run under TRITON_INTERPRET."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared  # renamed in Triton 3.9
+except Exception:  # no Triton, or one without Gluon's Hopper API
+    gluon = None
+
+MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
+SLOTS = {128: 4, 256: 3}  # x ring depth per BM: 4 x 32 KB or 3 x 64 KB of shared memory
+
+
+def block_m(M: int) -> int:
+    """Tokens per tile: 256 (the wgmma's widest N) from 129 rows, else 128."""
+    return 256 if M > 128 else 128
+
+
+def unsupported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros, g_idx, group_size: int,
+                bits: int) -> str | None:
+    """None if this kernel can run the layer, else why not."""
+    if gluon is None:
+        return "needs Triton >= 3.6 with Gluon's Hopper API (triton.experimental.gluon)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "Gluon kernels do not run under TRITON_INTERPRET=1"
+    if not x.is_cuda or torch.cuda.get_device_capability(x.device)[0] != 9:
+        return "needs a Hopper GPU (sm_90: wgmma and TMA)"
+    K, N = x.shape[-1], qweight.shape[1]
+    gs = K if group_size == -1 else group_size
+    if bits != 4 or g_idx is not None or zeros is not None:
+        return "symmetric 4-bit layers in contiguous groups (no zero points, no g_idx)"
+    if x.dtype != torch.float16 or scales.dtype != torch.float16:
+        return f"fp16 activations and scales (x {x.dtype}, scales {scales.dtype})"
+    if K % 256 or gs % 128 or N % 64:
+        return f"K a multiple of 256, the group size of 128, N of 64 (K={K}, group_size={gs}, N={N})"
+    return None
+
+
+if gluon is not None:
+
+    @triton.constexpr_function
+    def words_layout(a):
+        """Layout of a K-block's packed words [BN, 16] (word i of row n holds rows 8i..8i+7 of W) whose nibbles,
+        joined and permuted as the Triton frag kernel does (`kernels/w4a16.py`, fragment order), land in the
+        registers of the wgmma A operand `a` (a linear layout of [BN, 128]) with no data movement: A's bases with
+        the k bits of e (1), h (8) and s_lo (16) dropped (copies in registers that the joins make) and those of c
+        (2, 4) and s_hi (32, 64) turned into word bits 1, 2, 4, 8 (word i = 4 s_hi + c)."""
+        to_word = {0: 0, 2: 1, 4: 2, 32: 4, 64: 8}
+
+        def conv(bases, in_registers):
+            out = []
+            for n, k in bases:
+                if k in (1, 8, 16):
+                    assert in_registers, "e, h and s_lo must be register bits of the A layout"
+                    continue
+                out.append([n, to_word[k]])
+            return out
+
+        return gl.DistributedLinearLayout(reg_bases=conv(a.reg_bases, True),
+                                          lane_bases=conv(a.lane_bases, False),
+                                          warp_bases=conv(a.warp_bases, False), block_bases=[],
+                                          shape=[a.shape[0], 16])
+
+    @gluon.jit
+    def _dequant(words, s, BN: gl.constexpr, a_l: gl.constexpr):
+        """W^T [BN, 128] of one K-block, fragment order, in the A layout: (1024 + q - 1032) * s, two weights a
+        LOP3, an HFMA2 and an HMUL2 (fp16 0x6400 | q = 1024 + q; symmetric zero 8)."""
+        w4 = gl.reshape(words, (BN, 4, 4))
+        t = gl.join(gl.join(w4, w4 >> 4), gl.join(w4 >> 8, w4 >> 12))
+        h = gl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r,r", [gl.join(t, t)],
+                                      dtype=gl.float16, is_pure=True, pack=2)
+        a = gl.convert_layout(gl.reshape(gl.permute(h, (0, 1, 4, 3, 2, 5)), (BN, 128)), a_l, assert_trivial=True)
+        sb = gl.broadcast(gl.expand_dims(s, 1), a)[0]
+        nzz = gl.full([BN, 128], -1032.0, gl.float16, a_l)
+        return gl.inline_asm_elementwise("{ .reg .b32 d, one; mov.b32 one, 0x3C003C00; fma.rn.f16x2 d, $1, one, "
+                                         "$2; mul.rn.f16x2 $0, d, $3; }", "=r,r,r,r", [a, nzz, sb],
+                                         dtype=gl.float16, is_pure=True, pack=2)
+
+    @gluon.jit
+    def _words(qw_ptr, s_ptr, blk, nb, N, rn_w, rw, rn_a, gpb):
+        """A K-block's packed words [BN, 16] (words layout) and scale row [BN] (A rows); zeros past the last block.
+        gpb: K-blocks per group (group size / 128)."""
+        ok = blk < nb
+        words = gl.load(qw_ptr + (blk * 16 + rw)[None, :] * N + rn_w[:, None], mask=ok & (rw < 16)[None, :],
+                        other=0)
+        s = gl.load(s_ptr + (blk // gpb) * N + rn_a, mask=ok & (rn_a >= 0), other=0.0)
+        return words, s
+
+    @gluon.jit
+    def _loader(x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0):
+        """1 warp: TMA of x's K-block b (rows m0 .., past M as zeros) into the slot the consumer released."""
+        slots: gl.constexpr = xs.shape[0]
+        for b in range(K // 128):
+            slot = b % slots
+            mbarrier.wait(empty.index(slot), ((b // slots) & 1) ^ 1)  # a fresh mbarrier counts as released
+            bar = ready.index(slot)
+            mbarrier.expect(bar, x_desc.block_type.nbytes)
+            _tma_load(x_desc, [m0, b * 128], bar, xs.index(slot))
+
+    @gluon.jit
+    def _consume(x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
+                 n0):
+        """The consumer warpgroup: two K-blocks an iteration, each block's A made while the other's wgmmas run."""
+        BM: gl.constexpr = x_desc.block_type.shape[0]
+        slots: gl.constexpr = xs.shape[0]
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, BM, 16])
+        a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+        wl: gl.constexpr = words_layout(gl.to_linear_layout(a_l, [64, 128]))
+        rn_w = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, wl))
+        rw = gl.arange(0, 16, layout=gl.SliceLayout(0, wl))
+        rn_a = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l))
+        nb = K // 128
+        we, se = _words(qw_ptr, s_ptr, 0, nb, N, rn_w, rw, rn_a, gpb)
+        wo, so = _words(qw_ptr, s_ptr, 1, nb, N, rn_w, rw, rn_a, gpb)
+        acc = gl.zeros([64, BM], gl.float32, mma)
+        a_o = gl.zeros([64, 128], gl.float16, a_l)
+        for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
+            a_e = _dequant(we, se, 64, a_l)
+            we, se = _words(qw_ptr, s_ptr, e + 2, nb, N, rn_w, rw, rn_a, gpb)
+            mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
+            acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
+            acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
+            mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
+            a_o = _dequant(wo, so, 64, a_l)
+            wo, so = _words(qw_ptr, s_ptr, e + 3, nb, N, rn_w, rw, rn_a, gpb)
+            mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
+            acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
+            acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
+            mbarrier.arrive(empty.index(e % slots))
+        acc, a_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_o))  # a_o alive until its wgmmas retire
+        ym = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
+        yn = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
+        if has_bias:  # (a runtime flag: the partitions take no constexpr arguments on triton 3.6)
+            acc += gl.load(b_ptr + yn).to(gl.float32)[:, None]
+        gl.store(y_ptr + ym[None, :].to(gl.int64) * stride_ym + yn[:, None], acc.to(gl.float16),
+                 mask=(ym < M)[None, :])
+
+    @gluon.jit
+    def w4a16_ws_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                        num_warps: gl.constexpr):
+        """Program (m, n): tokens m BM .. + BM, weight rows 64 n .. + 64; M tiles vary fastest, so consecutive
+        programs share a W tile in L2. The default partition (num_warps = 4) is the consumer; the worker, the
+        loader (1 warp, 24 registers)."""
+        BM: gl.constexpr = x_desc.block_type.shape[0]
+        SLOTS_: gl.constexpr = 4 if BM == 128 else 3
+        xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(SLOTS_):
+            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(empty.index(i), count=1)
+        m0 = gl.program_id(0) * BM
+        n0 = gl.program_id(1) * 64
+        args = (x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0)
+        gl.warp_specialize([(_consume, args), (_loader, args)], [1], [24])
+
+
+def _smem_layout(bm: int):
+    return gl.NVMMASharedLayout.get_default_for([bm, 128], gl.float16)
+
+
+def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ W (+ bias) for a symmetric 4-bit layer (`unsupported` says which); x [M, K] fp16."""
+    why = unsupported(x, qweight, scales, None, None, group_size, 4)
+    if why:
+        raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
+    from kernels.w4a16 import _fragment_order
+
+    M, K = x.shape
+    N = qweight.shape[1]
+    gs = K if group_size == -1 else group_size
+    y = torch.empty((M, N), dtype=torch.float16, device=x.device)
+    if M == 0 or N == 0:
+        return y
+    bm = block_m(M)
+    xf = _fragment_order(x.contiguous())
+    x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
+    b = bias.to(torch.float16).contiguous() if bias is not None else y
+    w4a16_ws_kernel[(-(-M // bm), N // 64)](x_desc, qweight.contiguous(), scales.contiguous(), y, b, M, N, K,
+                                            y.stride(0), gs // 128, int(bias is not None), num_warps=4,
+                                            maxnreg=MAXNREG)
+    return y
