@@ -346,21 +346,27 @@ def fp8_gluon_stats() -> dict:
                                                 kernel.asm["ptx"])))}
 
 
-def w4a16_gluon_stats(bm: int = 256) -> dict:
-    """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles: the wgmma waits, writes to
-    the A registers of wgmmas in flight (`wgmma_a_hazards`), spills and shared memory."""
+def w4a16_gluon_stats(bm: int = 256, ones: bool = False) -> dict:
+    """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles: the wgmma waits (and how
+    many wait at depth 1), writes to the A registers of wgmmas in flight (`wgmma_a_hazards`), spills and shared
+    memory. ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
+    token), the binary a group-128 layer runs."""
     from kernels import w4a16_gluon as g
 
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>", "qw_ptr": "*i32", "s_ptr": "*fp16",
            "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32",
            "gpb": "i32", "has_bias": "i32"}
-    kernel = build(g.w4a16_ws_kernel, sig, {"num_warps": 4}, ("qw_ptr", "s_ptr", "y_ptr", "b_ptr", "N", "K",
-                                                              "stride_ym"), 4, maxnreg=g.MAXNREG)
+    consts = {"num_warps": 4} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
+    for name in consts.keys() - {"num_warps"}:
+        del sig[name]
+    kernel = build(g.w4a16_ws_kernel, sig, consts, ("qw_ptr", "s_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"),
+                   4, maxnreg=g.MAXNREG)
     sass = disassemble(kernel.asm["cubin"])
     stats: dict = {}
     hazards = wgmma_a_hazards(sass, stats)
     every = opcodes(sass.splitlines())
-    return {"waits": sorted(set(re.findall(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+(0x[0-9a-f]+)", sass))),
+    waits = re.findall(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+(0x[0-9a-f]+)", sass)
+    return {"waits": sorted(set(waits)), "depth1_waits": waits.count("0x1"),
             "hazards": hazards, "register_a_wgmmas": stats["register_a_wgmmas"], "hgmma": every["HGMMA"],
             "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared}
 
@@ -389,6 +395,8 @@ def main(argv=None) -> None:
     ap.add_argument("--even-m", action="store_true", help="frag: M a multiple of BLOCK_M (x loads unmasked)")
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
+    ap.add_argument("--ones", action="store_true",
+                    help="w4a16-gluon: build with the integer arguments of 1 specialised (groups of 128, a bias, M = 1)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     ap.add_argument("--hazards", action="store_true",
                     help="frag: list writes to the A registers of wgmmas in flight (`wgmma_a_hazards`); exit 1 if any")
@@ -399,7 +407,7 @@ def main(argv=None) -> None:
         print(json.dumps(fp8_gluon_stats()))
         return
     if args.kernel == "w4a16-gluon":  # --block-m: the token tile (128 or 256)
-        print(json.dumps(w4a16_gluon_stats(args.block_m if args.block_m in (128, 256) else 256)))
+        print(json.dumps(w4a16_gluon_stats(args.block_m if args.block_m in (128, 256) else 256, args.ones)))
         return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,

@@ -38,7 +38,6 @@ except Exception:  # no Triton, or one without Gluon's Hopper API
     gluon = None
 
 MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
-SLOTS = {128: 4, 256: 3}  # x ring depth per BM: 4 x 32 KB or 3 x 64 KB of shared memory
 
 
 def block_m(M: int) -> int:
@@ -55,14 +54,17 @@ def unsupported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
         return "Gluon kernels do not run under TRITON_INTERPRET=1"
     if not x.is_cuda or torch.cuda.get_device_capability(x.device)[0] != 9:
         return "needs a Hopper GPU (sm_90: wgmma and TMA)"
+    if x.dim() != 2:
+        return f"x [M, K], got {tuple(x.shape)}"
     K, N = x.shape[-1], qweight.shape[1]
     gs = K if group_size == -1 else group_size
     if bits != 4 or g_idx is not None or zeros is not None:
         return "symmetric 4-bit layers in contiguous groups (no zero points, no g_idx)"
     if x.dtype != torch.float16 or scales.dtype != torch.float16:
         return f"fp16 activations and scales (x {x.dtype}, scales {scales.dtype})"
-    if K % 256 or gs % 128 or N % 64:
-        return f"K a multiple of 256, the group size of 128, N of 64 (K={K}, group_size={gs}, N={N})"
+    if K % 256 or gs <= 0 or gs % 128 or N % 64:
+        return (f"K a multiple of 256, the group size a positive multiple of 128, N of 64 (K={K}, group_size={gs}, "
+                f"N={N})")
     return None
 
 
@@ -192,11 +194,14 @@ def _smem_layout(bm: int):
 
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                        bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x @ W (+ bias) for a symmetric 4-bit layer (`unsupported` says which); x [M, K] fp16."""
+    """y = x @ W (+ bias) for a symmetric 4-bit layer (`unsupported` says which); x [M, K] fp16. The layer's
+    tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
     why = unsupported(x, qweight, scales, None, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
-    from kernels.w4a16 import _fragment_order
+    from kernels.w4a16 import _check, _fragment_order
+
+    _check(x.shape[1], qweight, scales, None, None, group_size, 4, bias, values=False)
 
     M, K = x.shape
     N = qweight.shape[1]
@@ -207,7 +212,7 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     bm = block_m(M)
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
-    b = bias.to(torch.float16).contiguous() if bias is not None else y
+    b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     w4a16_ws_kernel[(-(-M // bm), N // 64)](x_desc, qweight.contiguous(), scales.contiguous(), y, b, M, N, K,
                                             y.stride(0), gs // 128, int(bias is not None), num_warps=4,
                                             maxnreg=MAXNREG)
