@@ -396,7 +396,7 @@ def main(argv=None) -> None:
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
     ap.add_argument("--ones", action="store_true",
-                    help="w4a16-gluon: build with the integer arguments of 1 specialised (groups of 128, a bias, M = 1)")
+                    help="w4a16-gluon: the integer arguments of 1 specialised (groups of 128, a bias, M = 1)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
     ap.add_argument("--hazards", action="store_true",
                     help="frag: list writes to the A registers of wgmmas in flight (`wgmma_a_hazards`); exit 1 if any")
