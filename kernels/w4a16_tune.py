@@ -100,6 +100,11 @@ def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
     return k.pack_int_weights(codes, bits), scales.half()
 
 
+# M range where the Gluon W4A16 kernel (`kernels.w4a16_gluon`) is offered: on the H100 it beat the tuned path at
+# M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11, and lost at M = 128 and 1024 (eleventh session).
+GLUON_M = (129, 1024)
+
+
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
     """Configs worth timing for this M (the heuristic default is timed first, by tune_shape)."""
     per = 32 // bits
@@ -154,6 +159,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
                                 num_stages=stages))
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
+    if bits == 4 and GLUON_M[0] <= M <= GLUON_M[1] and K % 256 == 0 and gs > 0 and gs % 128 == 0 and N % 64 == 0:
+        out.append(dict(path="gluon"))  # the warp-specialised Gluon kernel (Hopper), its own tiles
     if k.frag_layout_supported(K, group_size, bits, False) is None:
         for bm, bn, warps, stages in FRAG_TILES + (FRAG_DECODE_TILES if M <= 16 else ()):
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles

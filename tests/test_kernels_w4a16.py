@@ -221,6 +221,9 @@ def test_committed_tuning_table_is_well_formed():
     for gpu, entries in table.items():
         for key, cfg in entries.items():
             assert cfg["path"] in k.PATHS, (gpu, key)
+            if cfg["path"] == "gluon":  # the Gluon kernel picks its own tiles
+                assert set(cfg) <= {"path", "median_ms", "default_ms"}, (gpu, key)
+                continue
             assert all(k._pow2(cfg[t]) for t in ("block_n", "block_k")), (gpu, key)
             assert cfg["split_k"] >= 1 and cfg["num_warps"] in (1, 2, 4, 8, 16), (gpu, key)
 
@@ -530,6 +533,17 @@ def test_tuner_offers_the_frag_path_at_every_m_with_configs_it_accepts():
               for c in w4a16_tune.candidates(16, 57344, 8192, 4, 132, 128) if c["path"] == "frag"}
     assert set(w4a16_tune.FRAG_DECODE_TILES) <= decode
     assert not [c for c in w4a16_tune.candidates(16, 4096, 4096, 4, 132, 64) if c["path"] == "frag"]
+
+
+def test_tuner_offers_the_gluon_kernel_where_it_takes_the_layer_and_measured_wins():
+    from kernels import w4a16_tune
+
+    def gluon(M, N=57344, K=8192, bits=4, gs=128):
+        return [c for c in w4a16_tune.candidates(M, N, K, bits, 132, gs) if c["path"] == "gluon"]
+
+    assert gluon(256) == [{"path": "gluon"}] and gluon(512) == [{"path": "gluon"}]
+    assert not gluon(128) and not gluon(2048)  # it lost at M = 128 and 1024 on the H100
+    assert not gluon(256, bits=8) and not gluon(256, gs=64) and not gluon(256, N=4000) and not gluon(256, K=4224)
 
 
 def test_a_tuned_planes_entry_falls_back_to_tiled_where_it_does_not_apply(monkeypatch):
