@@ -1,12 +1,14 @@
-"""A Gluon block-FP8 GEMM (eleventh session probe; nothing in the harness calls it yet). y = x @ W^T with DeepSeek
-block scales: x_q [M, K] e4m3 with one scale per token and 128 columns (xs [M, K/128]), w_q [N, K] e4m3 with one
-scale per 128 x 128 block (ws [N/128, K/128]). N a multiple of BN = 128, K of 256.
+"""Gluon block-FP8 GEMM variants (eleventh session probes; the winner is kernels/fp8_gluon.py). y = x @ W^T with
+DeepSeek block scales: x_q [M, K] e4m3 with one scale per token and 128 columns (xs [M, K/128]), w_q [N, K] e4m3
+with one scale per 128 x 128 block (ws [N/128, K/128]). N a multiple of BN, K of 256.
 
-What Triton 3.6 cannot express and this kernel does: each 128-column K-block's wgmmas write a fresh fp32 tile
-(t_e for even blocks, t_o for odd), and `warpgroup_mma_wait(1)` retires the previous block's tile while this
-block's wgmmas run, so its promotion into the accumulator (acc += t * xs[m] * ws) overlaps the tensor cores
-instead of waiting for them (Triton's `tl.dot(...) * scale` waits with pendings = 0 after every block). x and W
-tiles stream through a ring of 4 shared-memory slots by TMA, three blocks ahead.
+- default (`gluon_fp8_block_kernel`): each 128-column K-block's wgmmas write a fresh fp32 tile (two register sets
+  in rotation), and `warpgroup_mma_wait(1)` retires the previous block's tile while this block's wgmmas run, so
+  its promotion (acc += t * xs[m] * ws) overlaps the tensor cores (Triton's `tl.dot(...) * scale` waits with
+  pendings = 0 after every block); x and W tiles stream through a TMA ring (UNROLL blocks an iteration, SLOTS);
+- WS=1 (`gluon_fp8_block_ws_kernel`): warp-specialised, a TMA loader warp and two (BM = 128) or three (192)
+  consumer warpgroups of 64 rows over ready/empty mbarriers; WS=1 with BN = 256 runs the committed kernel
+  (`kernels.fp8_gluon`, x rows in the wgmma A registers for two 128-column halves).
 
     python3 .ci/gpu/gluon_fp8_probe.py sass [BM BN WARPS]        # CPU: waits, spills, shared memory, loop mix
     python3 .ci/gpu/gluon_fp8_probe.py run [BM BN WARPS [M ...]]  # GPU: against the fp32 reference on Llama
@@ -165,59 +167,6 @@ def _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, 
 
 
 @gluon.jit
-def _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
-                   stride_ym, m0, n0, HALF: gl.constexpr):
-    """One consumer warpgroup of a 256-column tile: rows HALF * 64 .. + 64. Each K-block its x rows are loaded
-    into the wgmma A registers once and serve two 64 x 128 wgmma tiles (the two 128-row W scale blocks), so shared
-    memory serves x once per 256 columns (a 128-column shared-memory A tile would be read twice); each half is
-    promoted into its own accumulator."""
-    slots: gl.constexpr = ws.shape[0]
-    nc: gl.constexpr = xs.shape[0] // slots
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
-    a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
-    rm = m0 + HALF * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
-    m_ok = rm < M
-    ws_row = ws_ptr + (n0 // 128) * stride_wsn
-    nb = K // 128
-    acc_lo = gl.zeros([64, 128], gl.float32, mma)
-    acc_hi = gl.zeros([64, 128], gl.float32, mma)
-    t = gl.zeros([64, 128], gl.float32, mma)
-    for b in range(nb):
-        slot = b % slots
-        s_lo = _scale(xs_ptr, ws_row, b, nb, rm, m_ok, stride_xsm)
-        s_hi = _scale(xs_ptr, ws_row + stride_wsn, b, nb, rm, m_ok, stride_xsm)
-        mbarrier.wait(ready.index(slot), (b // slots) & 1)
-        a = xs.index(slot * nc + HALF).load(a_l)
-        w = ws.index(slot)
-        # (an 8-bit A cannot be passed through the wait's deps; `kernels.sass.wgmma_a_hazards` checks the binary)
-        t = warpgroup_mma(a, w.slice(0, 128).permute((1, 0)), t, use_acc=False, is_async=True)
-        t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
-        acc_lo += t * s_lo[:, None]
-        t = warpgroup_mma(a, w.slice(128, 128).permute((1, 0)), t, use_acc=False, is_async=True)
-        t = warpgroup_mma_wait(num_outstanding=0, deps=(t, ))
-        mbarrier.arrive(empty.index(slot))
-        acc_hi += t * s_hi[:, None]
-    yn = n0 + gl.arange(0, 128, layout=gl.SliceLayout(0, mma))
-    y_ptrs = y_ptr + rm[:, None] * stride_ym + yn[None, :]
-    gl.store(y_ptrs, acc_lo.to(gl.bfloat16), mask=m_ok[:, None])
-    gl.store(y_ptrs + 128, acc_hi.to(gl.bfloat16), mask=m_ok[:, None])
-
-
-@gluon.jit
-def _ws_consume_rs0(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
-                    stride_ym, m0, n0):
-    _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
-                   stride_ym, m0, n0, 0)
-
-
-@gluon.jit
-def _ws_consume_rs1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
-                    stride_ym, m0, n0):
-    _ws_consume_rs(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
-                   stride_ym, m0, n0, 1)
-
-
-@gluon.jit
 def _ws_consume1(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
                  stride_ym, m0, n0):
     _ws_consume(x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn,
@@ -256,10 +205,7 @@ def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, st
     n0 = ((pid % per_group) // size_m) * BN
     args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
             m0, n0)
-    if BN == 256:  # register-A consumers, two 128-column halves
-        gl.warp_specialize([(_ws_consume_rs0, args), (_ws_consume_rs1, args), (_ws_loader, args)], [4, 1],
-                           [240, 24])
-    elif NC == 2:
+    if NC == 2:
         gl.warp_specialize([(_ws_consume, args + (0, )), (_ws_consume1, args), (_ws_loader, args)], [4, 1],
                            [232, 24])
     else:  # 192 rows, three consumers
@@ -273,6 +219,10 @@ def _layout(rows: int):
 
 def compiled(bm: int, bn: int, warps: int):
     from kernels.sass import build
+
+    if os.environ.get("WS") and bn == 256:
+        raise SystemExit("the 256-column warp-specialised variant is kernels/fp8_gluon.py: python -m kernels.sass "
+                         "fp8-gluon")
 
     if os.environ.get("WS"):
         desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{_layout(rows)!r}>"  # noqa: E731
@@ -292,18 +242,26 @@ def compiled(bm: int, bn: int, warps: int):
 
 def launch(xq, wq, xs, ws, y, bm=128, bn=128, warps=8, unroll=int(os.environ.get("UNROLL", 2)),
            slots=int(os.environ.get("SLOTS", 4))):
+    """y from the variant the arguments name (WS=1 with BN = 256: the committed kernel, kernels.fp8_gluon, which
+    returns a new tensor)."""
     M, K = xq.shape
     N = wq.shape[0]
+    if os.environ.get("WS") and bn == 256:
+        from kernels import fp8_gluon
+
+        return fp8_gluon.fp8_block_gemm_gluon(xq, xs, wq, ws)
     w_desc = TensorDescriptor.from_tensor(wq, [bn, 128], _layout(bn))
     if os.environ.get("WS"):
         x_desc = TensorDescriptor.from_tensor(xq, [64, 128], _layout(64))
-        return gluon_fp8_block_ws_kernel[(triton.cdiv(M, bm) * (N // bn),)](
+        gluon_fp8_block_ws_kernel[(triton.cdiv(M, bm) * (N // bn),)](
             x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8, SLOTS=slots,
             NC=bm // 64, num_warps=4, maxnreg=168 if bm == 128 else 128)
+        return y
     x_desc = TensorDescriptor.from_tensor(xq, [bm, 128], _layout(bm))
-    return gluon_fp8_block_kernel[(triton.cdiv(M, bm) * (N // bn),)](
+    gluon_fp8_block_kernel[(triton.cdiv(M, bm) * (N // bn),)](
         x_desc, w_desc, xs, ws, y, M, N, K, xs.stride(0), ws.stride(0), y.stride(0), GROUP_M=8,
         UNROLL=unroll, SLOTS=slots, num_warps=warps)
+    return y
 
 
 def main(argv) -> None:
@@ -343,8 +301,8 @@ def main(argv) -> None:
             worst = 0.0
             for _ in range(10):
                 y.fill_(float("nan"))
-                launch(xq, wq, xsc, wsc, y, bm, bn, warps)
-                err = float(((y.float() - ref).abs().max() / ref.abs().max()))
+                out = launch(xq, wq, xsc, wsc, y, bm, bn, warps)
+                err = float(((out.float() - ref).abs().max() / ref.abs().max()))
                 worst = err if err != err or err > worst else worst
             tri = k.fp8_block_gemm_triton(xq, xsc, wq, wsc, (128, 128)).float()
             err_tri = float((tri - ref).abs().max() / ref.abs().max())
