@@ -44,6 +44,17 @@ def _issue(x_desc, w_desc, xs, ws, ready, blk, nb, m0, n0):
 
 
 @gluon.jit
+def _grouped_tile(M, N, BM: gl.constexpr, BN: gl.constexpr, GROUP_M: gl.constexpr):
+    """(m0, n0) of this program's tile in grouped order: GROUP_M row tiles walk down a column of N tiles (the W tiles
+    stay in L2)."""
+    pid = gl.program_id(0)
+    per_group = GROUP_M * (N // BN)
+    first_m = (pid // per_group) * GROUP_M
+    size_m = gl.minimum(gl.cdiv(M, BM) - first_m, GROUP_M)
+    return (first_m + (pid % per_group) % size_m) * BM, ((pid % per_group) // size_m) * BN
+
+
+@gluon.jit
 def _landed(ready, blk):
     """Wait for K-block `blk`'s tiles, then make them visible to the wgmmas of both warpgroups."""
     mbarrier.wait(ready.index(blk % ready.shape[0]), (blk // ready.shape[0]) & 1)
@@ -70,15 +81,7 @@ def gluon_fp8_block_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, strid
     ready = gl.allocate_shared_memory(gl.int64, [SLOTS, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(SLOTS):
         mbarrier.init(ready.index(i), count=1)
-    # grouped order: GROUP_M row tiles walk down a column of N tiles (L2 reuse of the W tiles)
-    pid = gl.program_id(0)
-    num_m = gl.cdiv(M, BM)
-    num_n = N // BN
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = gl.minimum(num_m - first_m, GROUP_M)
-    m0 = (first_m + (pid % per_group) % size_m) * BM
-    n0 = ((pid % per_group) // size_m) * BN
+    m0, n0 = _grouped_tile(M, N, BM, BN, GROUP_M)
     rm_s = m0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
     m_ok_s = rm_s < M
     ws_row = ws_ptr + (n0 // 128) * stride_wsn
@@ -195,14 +198,7 @@ def gluon_fp8_block_ws_kernel(x_desc, w_desc, xs_ptr, ws_ptr, y_ptr, M, N, K, st
     for i in gl.static_range(SLOTS):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=BM // 64)  # one arrival per consumer warpgroup
-    pid = gl.program_id(0)
-    num_m = gl.cdiv(M, BM)
-    num_n = N // BN
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = gl.minimum(num_m - first_m, GROUP_M)
-    m0 = (first_m + (pid % per_group) % size_m) * BM
-    n0 = ((pid % per_group) // size_m) * BN
+    m0, n0 = _grouped_tile(M, N, BM, BN, GROUP_M)
     args = (x_desc, w_desc, xs, ws, ready, empty, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xsm, stride_wsn, stride_ym,
             m0, n0)
     if NC == 2:
