@@ -723,6 +723,7 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
             and activation_scheme == "dynamic" and act_granularity == "tensor" and w_scale.numel() == 1
             and gemv_beats_scaled_mm(M, N, K, x.device)):  # the scheme the table's timings were taken with
         return fp8_gemv_triton(x, w_q, w_scale, activation_scheme, act_granularity, input_scale, bias, out_dtype)
+    chosen = backend == "auto"
     if backend == "auto":
         if not gpu or triton is None and block_size is not None:
             backend = "torch"
@@ -735,7 +736,7 @@ def fp8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, *, act
     if backend not in ("torch", "triton", "gluon", "scaled_mm"):
         raise ValueError(f"fp8_linear: backend={backend!r}; use 'auto', 'gemv', 'torch', 'triton', 'gluon' or "
                          "'scaled_mm'")
-    if backend == "gluon":
+    if backend == "gluon" and not chosen:  # auto's choice was checked by block_gemm_kernel
         from kernels import fp8_gluon
 
         why = "it takes block scales (pass block_size)" if block_size is None else fp8_gluon.unsupported(

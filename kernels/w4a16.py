@@ -1248,11 +1248,18 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
         # the checkpoint's fp16 scales: the untuned choice
         cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
+    tiles_given = any(v is not None for v in (block_m, block_n, block_k, split_k, num_warps, num_stages, use_dot,
+                                              reduce_rows, swap_ab, spread_x, permute_x, stream_k))
+    gluon_checked = False  # a tuned gluon entry checked here (once a call) against the layer
     if path is None and cfg["path"] == "gluon":
         from kernels import w4a16_gluon
 
-        if glu or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits) is not None:
+        # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
+        # the untuned choice
+        if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
             cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
+        else:
+            gluon_checked = True
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
@@ -1270,11 +1277,12 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     if cfg["path"] == "gluon":
         from kernels import w4a16_gluon
 
-        why = w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits)
-        if why or glu:
-            raise ValueError(f"w4a16: path='gluon' cannot run this call: {why or 'glu=True'}; use path='frag'")
-        if explicit:
-            raise ValueError(f"w4a16: path='gluon' picks its own tiles; drop {sorted(explicit)}")
+        if not gluon_checked:  # path='gluon' asked for
+            why = w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits)
+            if why or glu:
+                raise ValueError(f"w4a16: path='gluon' cannot run this call: {why or 'glu=True'}; use path='frag'")
+            if explicit:
+                raise ValueError(f"w4a16: path='gluon' picks its own tiles; drop {sorted(explicit)}")
         return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias)
     if cfg["path"] == "gemv":
         gs_ = K if group_size == -1 else group_size

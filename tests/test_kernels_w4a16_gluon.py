@@ -60,6 +60,10 @@ def test_a_tuned_gluon_entry_falls_back_where_the_kernel_cannot_run(monkeypatch)
     y = k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton")
     ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4)
     assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-3
+    # ... and where the kernel could run but the caller names tiles (they belong to the other paths)
+    monkeypatch.setattr(g, "unsupported", lambda *a: None)
+    y = k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton", block_n=32, block_k=32)
+    assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-3
 
 
 @pytest.mark.parametrize("bm,ones", [(256, False), (128, False), (128, True)])
