@@ -325,9 +325,23 @@ def fp8_gemm_mix(block_m: int = 64, block_n: int = 128, num_warps: int = 4, num_
     return loop_mix(sass), opcodes(sass.splitlines())
 
 
+def _wgmma_stats(kernel) -> dict:
+    """What the Gluon kernels' CPU checks read from a built kernel: its wgmma waits (the depths, and how many wait
+    at depth 1), writes to the A registers of wgmmas in flight (`wgmma_a_hazards`), the wgmma counts (HGMMA 16-bit,
+    QGMMA FP8), spills and shared memory."""
+    sass = disassemble(kernel.asm["cubin"])
+    stats: dict = {}
+    hazards = wgmma_a_hazards(sass, stats)
+    every = opcodes(sass.splitlines())
+    waits = ["0x" + d for d in _DEPBAR.findall(sass)]
+    return {"waits": sorted(set(waits)), "depth1_waits": waits.count("0x1"), "hazards": hazards,
+            "register_a_wgmmas": stats["register_a_wgmmas"], "hgmma": every["HGMMA"], "qgmma": every["QGMMA"],
+            "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared}
+
+
 def fp8_gluon_stats() -> dict:
-    """The Gluon block-FP8 GEMM (`kernels.fp8_gluon`) built for sm_90: register-A FP8 wgmmas, writes to their A
-    registers while in flight (`wgmma_a_hazards`), spills, shared memory and the register cap."""
+    """The Gluon block-FP8 GEMM (`kernels.fp8_gluon`) built for sm_90: `_wgmma_stats` and the register
+    reallocations (setmaxnreg) of its partitions."""
     from kernels import fp8_gluon as g
 
     desc = lambda rows: f"tensordesc<fp8e4nv[{rows}, 128],{g._smem_layout(rows)!r}>"  # noqa: E731
@@ -336,20 +350,14 @@ def fp8_gluon_stats() -> dict:
            "stride_ym": "i32", "has_bias": "i32"}
     kernel = build(g.fp8_block_gemm_kernel, sig, {"GROUP_M": g.GROUP_M, "num_warps": 4},
                    ("xs_ptr", "ws_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4, maxnreg=g.MAXNREG)
-    sass = disassemble(kernel.asm["cubin"])
-    stats: dict = {}
-    hazards = wgmma_a_hazards(sass, stats)
-    every = opcodes(sass.splitlines())
-    return {"hazards": hazards, "register_a_wgmmas": stats["register_a_wgmmas"], "qgmma": every["QGMMA"],
-            "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared,
-            "setmaxnreg": sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)",
-                                                kernel.asm["ptx"])))}
+    return _wgmma_stats(kernel) | {
+        "setmaxnreg": sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)",
+                                            kernel.asm["ptx"])))}
 
 
 def w4a16_gluon_stats(bm: int = 256, ones: bool = False) -> dict:
-    """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles: the wgmma waits (and how
-    many wait at depth 1), writes to the A registers of wgmmas in flight (`wgmma_a_hazards`), spills and shared
-    memory. ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
+    """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles: `_wgmma_stats`.
+    ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
     token), the binary a group-128 layer runs."""
     from kernels import w4a16_gluon as g
 
@@ -361,14 +369,7 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False) -> dict:
         del sig[name]
     kernel = build(g.w4a16_ws_kernel, sig, consts, ("qw_ptr", "s_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"),
                    4, maxnreg=g.MAXNREG)
-    sass = disassemble(kernel.asm["cubin"])
-    stats: dict = {}
-    hazards = wgmma_a_hazards(sass, stats)
-    every = opcodes(sass.splitlines())
-    waits = re.findall(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s+(0x[0-9a-f]+)", sass)
-    return {"waits": sorted(set(waits)), "depth1_waits": waits.count("0x1"),
-            "hazards": hazards, "register_a_wgmmas": stats["register_a_wgmmas"], "hgmma": every["HGMMA"],
-            "spills": every["STL"] + every["LDL"], "shared": kernel.metadata.shared}
+    return _wgmma_stats(kernel)
 
 
 def main(argv=None) -> None:
