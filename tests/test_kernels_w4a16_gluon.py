@@ -52,13 +52,23 @@ def test_unsupported_names_the_reason_and_the_path_refuses_with_it(monkeypatch):
 
 
 def test_a_tuned_gluon_entry_falls_back_where_the_kernel_cannot_run(monkeypatch):
-    # nothing tunes it yet; an entry that names it must not break a layer it cannot serve (here: CPU, interpreted)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    # a table entry that names the Gluon kernel must not break a layer it cannot serve: on CPU (interpreted) the
+    # kernel's own check refuses; on a GPU a refusal is forced, since this layer would otherwise run on it
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon"})
-    qweight, scales = _layer(256, 64)
-    x = torch.randn(3, 256, dtype=torch.float16)
+    if dev == "cuda":
+        monkeypatch.setattr(g, "unsupported", lambda *a: "forced by the test")
+    qweight, scales = _layer(256, 64, device=dev)
+    x = torch.randn(3, 256, dtype=torch.float16, device=dev)
     y = k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton")
     ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4)
+    assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-3
+    # with the tuner's fallback in the entry, that config runs (not the untuned choice): here its tiled tiles
+    fallback = dict(path="tiled", block_m=16, block_n=32, block_k=32, split_k=1, num_warps=4, num_stages=2)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "fallback": fallback | {
+        "median_ms": 0.1}})
+    monkeypatch.setattr(k, "_heuristic_config", lambda *a, **kw: pytest.fail("the fallback was not used"))
+    y = k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton")
     assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-3
     # ... and where the kernel could run but the caller names tiles (they belong to the other paths)
     monkeypatch.setattr(g, "unsupported", lambda *a: None)
@@ -103,3 +113,29 @@ def test_gluon_w4a16_matches_the_reference(M, K, N, group_size, bias):
         assert rel_err(y, ref) < MAX_REL_ERR
     y3 = k.w4a16_matmul(x.view(1, M, K), qweight, scales, None, None, group_size, 4, b, path="gluon")
     assert y3.shape == (1, M, N) and torch.equal(y3[0], y)
+
+
+def test_the_tuner_keeps_the_best_other_config_beside_a_gluon_winner(monkeypatch):
+    # tune_shape's bookkeeping (kernels and timer replaced: this CPU runs neither the Gluon kernel nor CUDA graphs)
+    from kernels import w4a16_tune as t
+
+    tiled = dict(path="tiled", block_m=64, block_n=64, block_k=64, split_k=1, num_warps=4, num_stages=3)
+    slow = dict(tiled, num_stages=4)
+    times = {"gluon": 0.1, 3: 0.2, 4: 0.3}
+    monkeypatch.setattr(t, "candidates", lambda *a, **kw: [dict(path="gluon"), tiled, slow])
+    monkeypatch.setattr(t, "l2_flush_buffer", lambda device: None)
+    monkeypatch.setattr(k, "_num_sms", lambda index: 132)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: dict(slow, fallback={"path": "gemv"}))
+    calls = []
+
+    def fake_matmul(x, qweight, scales, zeros, g_idx, group_size, bits, validate=True, **cfg):
+        assert "fallback" not in cfg  # a table entry's fallback is not a launch argument
+        calls.append(cfg)
+        return k.w4a16_matmul_ref(x, qweight, scales, zeros, g_idx, group_size, bits)
+
+    monkeypatch.setattr(k, "w4a16_matmul_triton", fake_matmul)
+    monkeypatch.setattr(t, "graph_time_ms", lambda run, *a: (times[calls[-1].get("num_stages", "gluon")],))
+    table = t.tune_shape(256, 64, [200], "cpu", log=lambda *a: None)
+    entry = table[k.tuning_key(200, 64, 256, 4, 128, False)]
+    assert entry["path"] == "gluon" and entry["median_ms"] == 0.1
+    assert entry["fallback"] == tiled | {"median_ms": 0.2}
