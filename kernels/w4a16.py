@@ -1054,13 +1054,15 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
                  zero_codes: bool = False) -> dict | None:
     """The committed per-GPU choice (path + tiles) for this shape and M-bucket (layers with zero codes: their
     own entry if there is one, else the shape's), or None (heuristics apply). Table: {gpu name: {tuning_key:
-    config}}; $QUANTBENCH_W4A16_TUNING points at another file."""
+    config}}; $QUANTBENCH_W4A16_TUNING points at another file. A gluon entry carries `fallback`: the fastest
+    other config the tuner timed, for the layers the Gluon kernel does not take (zero codes, bf16, glu)."""
     path = os.environ.get(TUNING_ENV, TUNED_FILE)
+    keys = CONFIG_KEYS + ("fallback",)
     if zero_codes:
-        entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx, True), CONFIG_KEYS, _gpu_name)
+        entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx, True), keys, _gpu_name)
         if entry is not None:
             return entry
-    entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx), CONFIG_KEYS, _gpu_name)
+    entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx), keys, _gpu_name)
     return _fit_zero_codes(entry, M) if zero_codes and entry is not None else entry
 
 
@@ -1239,6 +1241,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
     cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits, _zeros_mode(zeros) == 1))
+    fallback = cfg.pop("fallback", None)
     gs_ = K if group_size == -1 else group_size
     if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
                                                      or gs_ % cfg["block_k"]):
@@ -1255,9 +1258,13 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         from kernels import w4a16_gluon
 
         # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
-        # the untuned choice
+        # the entry's fallback (the tuner's best other config), else the untuned choice
         if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
-            cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
+            if fallback is not None and (fallback.get("path") != "frag" or frag_supported(
+                    x.dtype, K, N, scales, zeros, g_idx, group_size, bits) is None):
+                cfg = {key: v for key, v in fallback.items() if key in CONFIG_KEYS}
+            else:
+                cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
         else:
             gluon_checked = True
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults

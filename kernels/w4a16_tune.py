@@ -195,7 +195,8 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
     for M in m_values:
         x = torch.randn(M, K, device=device, dtype=torch.float16)
         ref = k.w4a16_matmul_ref(x, qweight, scales, zeros, None, group_size, bits, validate=False)
-        default = k.default_config(M, N, K, group_size, False, device, bits)
+        default = {n: v for n, v in k.default_config(M, N, K, group_size, False, device, bits).items()
+                   if n != "fallback"}
         results = []
         for cfg in [default] + [c for c in candidates(M, N, K, bits, sms, group_size) if c["path"] in paths]:
             def run():
@@ -218,6 +219,11 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
         key = k.tuning_key(M, N, K, bits, group_size, False)
         table[key] = best | {"median_ms": round(best_ms, 5),
                              "default_ms": round(default_ms, 5) if default_ms else None}
+        if best["path"] == "gluon":  # what layers the Gluon kernel does not take (zero codes, bf16) run instead
+            fb_ms, fb = next(((ms, c) for ms, c in results if c["path"] != "gluon"), (None, None))
+            if fb is not None:
+                table[key]["fallback"] = {n: v for n, v in fb.items() if n in k.CONFIG_KEYS} | {
+                    "median_ms": round(fb_ms, 5)}
         log(f"K={K:6d} N={N:6d} M={M:5d} best {best_ms:.4f} ms (default {default_ms or float('nan'):.4f}) {best}")
     return table
 
