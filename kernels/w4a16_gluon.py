@@ -23,6 +23,7 @@ M = 128 and 1024. Reached as `w4a16_matmul(..., path="gluon")`; the tuner does n
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -38,6 +39,8 @@ except Exception:  # no Triton, or one without Gluon's Hopper API
     gluon = None
 
 MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
+# two consumers (BM = 128): 12 warps at 168 registers fill the register file, and every partition keeps them
+MAXNREG_2 = 168
 
 
 def block_m(M: int) -> int:
@@ -169,11 +172,11 @@ if gluon is not None:
                  mask=(ym < M)[None, :])
 
     @gluon.jit
-    def w4a16_ws_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
-                        num_warps: gl.constexpr):
-        """Program (m, n): tokens m BM .. + BM, weight rows 64 n .. + 64; M tiles vary fastest, so consecutive
-        programs share a W tile in L2. The default partition (num_warps = 4) is the consumer; the worker, the
-        loader (1 warp, 24 registers)."""
+    def _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, CONSUMERS: gl.constexpr):
+        """Program (m, n): tokens m BM .. + BM, weight rows 64 CONSUMERS n .. + 64 CONSUMERS; M tiles vary fastest,
+        so consecutive programs share a W tile in L2. The default partition (num_warps = 4) is consumer 0; the
+        workers: consumer 1 (CONSUMERS = 2: 4 warps, the next 64 rows on the same x slots) and the loader (1 warp,
+        24 registers where the partitions' registers are reallocated)."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         SLOTS_: gl.constexpr = 4 if BM == 128 else 3
         xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
@@ -181,19 +184,79 @@ if gluon is not None:
         empty = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(SLOTS_):
             mbarrier.init(ready.index(i), count=1)
-            mbarrier.init(empty.index(i), count=1)
+            mbarrier.init(empty.index(i), count=CONSUMERS)  # a slot is free once every consumer released it
         m0 = gl.program_id(0) * BM
-        n0 = gl.program_id(1) * 64
+        n0 = gl.program_id(1) * (64 * CONSUMERS)
         args = (x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0)
-        gl.warp_specialize([(_consume, args), (_loader, args)], [1], [24])
+        if CONSUMERS == 2:
+            args1 = (x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
+                     n0 + 64)
+            gl.warp_specialize([(_consume, args), (_consume, args1), (_loader, args)], [4, 1], [168, 168])
+        else:
+            gl.warp_specialize([(_consume, args), (_loader, args)], [1], [24])
+
+    @gluon.jit
+    def w4a16_ws_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                        num_warps: gl.constexpr):
+        """One consumer warpgroup (`_program`), launched at MAXNREG."""
+        _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1)
+
+    @gluon.jit
+    def w4a16_ws2_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                         num_warps: gl.constexpr):
+        """Two consumer warpgroups on BM = 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
+        (`_keep_launch_registers`)."""
+        _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2)
+
+    def _keep_launch_registers(ptx: str) -> str:
+        """w4a16_ws2_kernel's PTX without its setmaxnreg instructions: every warp keeps the 168 registers it was
+        launched with. Triton 3.6-3.9 give the warp-specialised workers 120 registers outside their partitions
+        (and the loader 24), and ptxas then serialises every wgmma of the worker consumer (C7512, "insufficient
+        register resources") though its code fits in 168 with the wgmma wait at depth 1 and no spills (ptxas 12.8,
+        `python -m kernels.sass w4a16-gluon --consumers 2`)."""
+        if ".entry w4a16_ws2_kernel(" not in ptx:
+            return ptx
+        return re.sub(r"[ \t]*setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+\d+;\n", "", ptx)
+
+    _HOOK_KEY = "quantbench-w4a16_ws2-keep-launch-registers-1"
+
+    def _stages_hook(*args):
+        """Triton's pipeline hook (knobs.runtime.add_stages_inspection_hook): `_keep_launch_registers` after the PTX
+        stage, behind any hook installed before. Triton 3.9 also calls it with no arguments for a cache key (its
+        compiled kernels are cached apart from those built without it); 3.6 does not."""
+        if not args:
+            key, digest = _previous_hook() if _previous_hook is not None else ("", "")
+            return key + _HOOK_KEY, digest + _HOOK_KEY
+        if _previous_hook is not None:
+            _previous_hook(*args)
+        stages = args[1]
+        if "ptx" in stages:
+            make_ptx = stages["ptx"]
+            stages["ptx"] = lambda src, metadata: _keep_launch_registers(make_ptx(src, metadata))
+
+    _previous_hook = None
+
+    def install_hook() -> None:
+        """Put `_stages_hook` in place (once a process) before w4a16_ws2_kernel is first compiled: on Triton 3.6 the
+        hook is not part of the cache key, and the kernel is built only after this call (its launcher and
+        `kernels.sass` make it)."""
+        global _previous_hook
+        if triton.knobs.runtime.add_stages_inspection_hook is not _stages_hook:
+            _previous_hook = triton.knobs.runtime.add_stages_inspection_hook
+            triton.knobs.runtime.add_stages_inspection_hook = _stages_hook
 
 
 def _smem_layout(bm: int):
     return gl.NVMMASharedLayout.get_default_for([bm, 128], gl.float16)
 
 
+def consumers(M: int, N: int) -> int:
+    """Consumer warpgroups a program: 2 (128 x 128 tiles) where N allows, else 1."""
+    return 2 if N % 128 == 0 else 1
+
+
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
-                       bias: torch.Tensor | None = None) -> torch.Tensor:
+                       bias: torch.Tensor | None = None, n_consumers: int | None = None) -> torch.Tensor:
     """y = x @ W (+ bias) for a symmetric 4-bit layer (`unsupported` says which); x [M, K] fp16. The layer's
     tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
     why = unsupported(x, qweight, scales, None, None, group_size, 4)
@@ -209,11 +272,17 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     y = torch.empty((M, N), dtype=torch.float16, device=x.device)
     if M == 0 or N == 0:
         return y
-    bm = block_m(M)
+    c = consumers(M, N) if n_consumers is None else n_consumers
+    if c not in (1, 2) or N % (64 * c):
+        raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N})")
+    bm = 128 if c == 2 else block_m(M)
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
-    w4a16_ws_kernel[(-(-M // bm), N // 64)](x_desc, qweight.contiguous(), scales.contiguous(), y, b, M, N, K,
-                                            y.stride(0), gs // 128, int(bias is not None), num_warps=4,
-                                            maxnreg=MAXNREG)
+    if c == 2:
+        install_hook()
+    kernel = w4a16_ws2_kernel if c == 2 else w4a16_ws_kernel
+    kernel[(-(-M // bm), N // (64 * c))](x_desc, qweight.contiguous(), scales.contiguous(), y, b, M, N, K,
+                                         y.stride(0), gs // 128, int(bias is not None), num_warps=4,
+                                         maxnreg=MAXNREG_2 if c == 2 else MAXNREG)
     return y

@@ -1,9 +1,10 @@
-"""The warp-specialised Gluon W4A16 GEMM (`kernels/w4a16_gluon.py`, `w4a16_matmul(..., path="gluon")`) against the
-torch reference, graph-timed beside the tuned W4A16 path and cuBLAS fp16 in the same run (its time includes the
-copy of x into fragment order). Eleventh session, calls 12 and 13 ran this kernel as a standalone probe (git
-e2ff7f6, 0f6092a: symmetric layers, groups of 128), before it moved into kernels/.
+"""The warp-specialised Gluon W4A16 GEMM (`kernels/w4a16_gluon.py`, `w4a16_matmul(..., path="gluon")`), with one
+and with two consumer warpgroups, against the torch reference, graph-timed beside the tuned W4A16 path and cuBLAS
+fp16 in the same run (its time includes the copy of x into fragment order). Eleventh session, calls 12 and 13 ran
+the one-consumer kernel as a standalone probe (git e2ff7f6, 0f6092a: symmetric layers, groups of 128), before it
+moved into kernels/.
 
-    python3 .ci/gpu/gluon_w4_ws_probe.py sass [BM]         # CPU: waits, A-register hazards, spills (kernels.sass)
+    python3 .ci/gpu/gluon_w4_ws_probe.py sass [BM [C]]     # CPU: waits, A-register hazards, spills (kernels.sass)
     python3 .ci/gpu/gluon_w4_ws_probe.py run [M ...]       # GPU; $SHAPES="KxN ..." (default: four Llama shapes)"""
 
 import json
@@ -17,11 +18,13 @@ def main(argv) -> None:
     if argv[0] == "sass":
         from kernels.sass import w4a16_gluon_stats
 
-        print(json.dumps(w4a16_gluon_stats(int(argv[1]) if len(argv) > 1 else 256)))
+        print(json.dumps(w4a16_gluon_stats(int(argv[1]) if len(argv) > 1 else 256,
+                                           consumers=int(argv[2]) if len(argv) > 2 else 1)))
         return
     import torch
 
     from kernels import w4a16
+    from kernels import w4a16_gluon as gluon_w4
     from kernels.timing import interleaved_time_ms, l2_flush_buffer
     from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
@@ -36,16 +39,17 @@ def main(argv) -> None:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             ref = w4a16.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)
 
-            def gluon():
-                return w4a16.w4a16_matmul(x, qweight, scales, None, None, 128, 4, validate=False, path="gluon")
+            def gluon(c):
+                return lambda: gluon_w4.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c)
 
-            worst = max(rel_err(gluon(), ref) for _ in range(5))
-            t = interleaved_time_ms([gluon, lambda: w4a16.w4a16_matmul(x, qweight, scales, None, None, 128, 4,
-                                                                       validate=False), lambda: x @ wf], 3, 20, flush)
-            print(f"K={K} N={N} M={M}: {'PASS' if worst < MAX_REL_ERR else 'FAIL'} rel err {worst:.1e}; gluon "
-                  f"{t[0][0] * 1e3:.1f} us, tuned W4A16 {t[1][0] * 1e3:.1f}, cuBLAS fp16 {t[2][0] * 1e3:.1f}; "
-                  f"gluon / fp16 {t[2][0] / t[0][0]:.2f}x, tuned / fp16 {t[2][0] / t[1][0]:.2f}x", flush=True)
-
+            worst = [max(rel_err(gluon(c)(), ref) for _ in range(5)) for c in (1, 2)]
+            t = interleaved_time_ms([gluon(1), gluon(2), lambda: w4a16.w4a16_matmul(
+                x, qweight, scales, None, None, 128, 4, validate=False), lambda: x @ wf], 3, 20, flush)
+            us = [v[0] * 1e3 for v in t]
+            print(f"K={K} N={N} M={M}: {'PASS' if max(worst) < MAX_REL_ERR else 'FAIL'} rel err "
+                  f"{max(worst):.1e}; 1 consumer {us[0]:.1f} us, 2 consumers {us[1]:.1f}, tuned W4A16 {us[2]:.1f}, "
+                  f"cuBLAS fp16 {us[3]:.1f}; / fp16: 1c {us[3] / us[0]:.2f}x, 2c {us[3] / us[1]:.2f}x, tuned "
+                  f"{us[3] / us[2]:.2f}x", flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
