@@ -1036,7 +1036,7 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant", "gluon")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")
+               "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k", "consumers")
 VARIANT_KEYS = ("use_dot", "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")  # each path's own flags
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
@@ -1213,7 +1213,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
                         spread_x: bool | None = None, permute_x: bool | None = None,
-                        stream_k: int | None = None, validate: bool = True, glu: bool = False) -> torch.Tensor:
+                        stream_k: int | None = None, consumers: int | None = None, validate: bool = True,
+                        glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
     glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
     gemv's epilogue (the decode path), after the GEMM on the others (`glu_ref`).
@@ -1227,8 +1228,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x; stream_k = c:
     c programs per SM share the tiles' K-blocks equally, instead of split_k), dequant
     (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M), or gluon (Hopper,
-    symmetric 4-bit fp16 layers: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`; explicit only, its
-    own tiles, an error names what it does not take). Split-K on the gemv,
+    symmetric 4-bit fp16 layers: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`; consumers: its 1 or 2
+    consumer warpgroups; tuned or explicit, its own tiles, an error names what it does not take). Split-K on the gemv,
     skinny and frag paths reduces in the same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
@@ -1290,7 +1291,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                 raise ValueError(f"w4a16: path='gluon' cannot run this call: {why or 'glu=True'}; use path='frag'")
             if explicit:
                 raise ValueError(f"w4a16: path='gluon' picks its own tiles; drop {sorted(explicit)}")
-        return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias)
+        return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias,
+                                              consumers if consumers is not None else cfg.get("consumers"))
+    if consumers is not None:
+        raise ValueError(f"w4a16: consumers={consumers} is the gluon path's option (path={cfg['path']!r})")
     if cfg["path"] == "gemv":
         gs_ = K if group_size == -1 else group_size
         if bits != 4 or g_idx is not None or M > GEMV_MAX_M or gs_ % cfg["block_k"] or cfg["block_k"] < 8:

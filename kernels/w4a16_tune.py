@@ -101,8 +101,9 @@ def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
 
 
 # M range where the Gluon W4A16 kernel (`kernels.w4a16_gluon`) is offered: on the H100 it beat the tuned path at
-# M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11, and lost at M = 128 and 1024 (eleventh session).
-GLUON_M = (129, 1024)
+# M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11 (eleventh session), and at M = 128 on 6 of 11 with one or
+# two consumers (twelfth); at 1024 dequantize + cuBLAS won.
+GLUON_M = (65, 1024)
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -160,7 +161,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
         for bn, bk in ((128, 16 * per), (256, 32 * per)):
             out.append(dict(path="dequant", block_n=bn, block_k=bk, split_k=1, num_warps=4, num_stages=1))
     if bits == 4 and GLUON_M[0] <= M <= GLUON_M[1] and K % 256 == 0 and gs > 0 and gs % 128 == 0 and N % 64 == 0:
-        out.append(dict(path="gluon"))  # the warp-specialised Gluon kernel (Hopper), its own tiles
+        for c in (1, 2) if N % 128 == 0 else (1,):  # the warp-specialised Gluon kernel (Hopper), its own tiles
+            out.append(dict(path="gluon", consumers=c))
     if k.frag_layout_supported(K, group_size, bits, False) is None:
         for bm, bn, warps, stages in FRAG_TILES + (FRAG_DECODE_TILES if M <= 16 else ()):
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles

@@ -222,7 +222,8 @@ def test_committed_tuning_table_is_well_formed():
         for key, cfg in entries.items():
             assert cfg["path"] in k.PATHS, (gpu, key)
             if cfg["path"] == "gluon":  # the Gluon kernel picks its own tiles; the others' best is its fallback
-                assert set(cfg) <= {"path", "median_ms", "default_ms", "fallback"}, (gpu, key)
+                assert set(cfg) <= {"path", "median_ms", "default_ms", "fallback", "consumers"}, (gpu, key)
+                assert cfg.get("consumers", 1) in (1, 2), (gpu, key)
                 if "fallback" not in cfg:
                     continue
                 cfg = cfg["fallback"]
@@ -544,8 +545,10 @@ def test_tuner_offers_the_gluon_kernel_where_it_takes_the_layer_and_measured_win
     def gluon(M, N=57344, K=8192, bits=4, gs=128):
         return [c for c in w4a16_tune.candidates(M, N, K, bits, 132, gs) if c["path"] == "gluon"]
 
-    assert gluon(256) == [{"path": "gluon"}] and gluon(512) == [{"path": "gluon"}]
-    assert not gluon(128) and not gluon(2048)  # it lost at M = 128 and 1024 on the H100
+    both = [{"path": "gluon", "consumers": 1}, {"path": "gluon", "consumers": 2}]
+    assert gluon(128) == both and gluon(256) == both and gluon(1024) == both
+    assert gluon(256, N=4032) == both[:1]  # two consumers take 128 weight rows a program
+    assert not gluon(64) and not gluon(2048)  # dequantize + cuBLAS won from M = 1024 on the H100
     assert not gluon(256, bits=8) and not gluon(256, gs=64) and not gluon(256, N=4000) and not gluon(256, K=4224)
 
 

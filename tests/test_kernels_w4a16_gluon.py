@@ -188,3 +188,17 @@ def test_the_tuner_keeps_the_best_other_config_beside_a_gluon_winner(monkeypatch
     entry = table[k.tuning_key(200, 64, 256, 4, 128, False)]
     assert entry["path"] == "gluon" and entry["median_ms"] == 0.1
     assert entry["fallback"] == tiled | {"median_ms": 0.2}
+
+
+def test_a_tuned_gluon_entry_passes_its_consumers_and_other_paths_refuse_them(monkeypatch):
+    qweight, scales = _layer(256, 128)
+    x = torch.randn(3, 256, dtype=torch.float16)
+    seen = []
+    monkeypatch.setattr(g, "unsupported", lambda *a: None)
+    monkeypatch.setattr(g, "w4a16_matmul_gluon", lambda *a: seen.append(a[5]) or "ran")
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "consumers": 2})
+    assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4) == "ran"
+    assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, consumers=1) == "ran"  # the caller's wins
+    assert seen == [2, 1]
+    with pytest.raises(ValueError, match="consumers=2 is the gluon path's option"):
+        k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, path="tiled", consumers=2)
