@@ -191,8 +191,9 @@ def test_the_tuner_keeps_the_best_other_config_beside_a_gluon_winner(monkeypatch
 
 
 def test_a_tuned_gluon_entry_passes_its_consumers_and_other_paths_refuse_them(monkeypatch):
-    qweight, scales = _layer(256, 128)
-    x = torch.randn(3, 256, dtype=torch.float16)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # interpreted on CPU; compiled kernels need CUDA tensors
+    qweight, scales = _layer(256, 128, device=dev)
+    x = torch.randn(3, 256, dtype=torch.float16, device=dev)
     seen = []
     monkeypatch.setattr(g, "unsupported", lambda *a: None)
     monkeypatch.setattr(g, "w4a16_matmul_gluon", lambda *a: seen.append(a[5]) or "ran")
