@@ -358,22 +358,23 @@ def _setmaxnreg(kernel) -> list[str]:
     return sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)", kernel.asm["ptx"])))
 
 
-def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1) -> dict:
+def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False) -> dict:
     """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles and 1 or 2 consumer
     warpgroups (2: BM = 128): `_wgmma_stats` and the register reallocations (setmaxnreg) left in its PTX.
     ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
-    token), the binary a group-128 layer runs."""
+    token), the binary a group-128 layer runs; zeros: a layer with uint8 zero codes."""
     from kernels import w4a16_gluon as g
 
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>", "qw_ptr": "*i32", "s_ptr": "*fp16",
-           "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32",
-           "gpb": "i32", "has_bias": "i32"}
-    consts = {"num_warps": 4} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
-    for name in consts.keys() - {"num_warps"}:
+           "z_ptr": "*u8" if zeros else "*i32", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
+           "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
+    consts = {"num_warps": 4, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
+    for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
     fn, maxnreg = (g.w4a16_ws_kernel, g.MAXNREG) if consumers == 1 else (g.w4a16_ws2_kernel, g.MAXNREG_2)
     g.install_hook()
-    kernel = build(fn, sig, consts, ("qw_ptr", "s_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4, maxnreg=maxnreg)
+    kernel = build(fn, sig, consts, ("qw_ptr", "s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4,
+                   maxnreg=maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
 
@@ -402,6 +403,7 @@ def main(argv=None) -> None:
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
     ap.add_argument("--consumers", type=int, default=1, choices=[1, 2], help="w4a16-gluon: consumer warpgroups")
+    ap.add_argument("--zero-codes", action="store_true", help="w4a16-gluon: a layer with uint8 zero codes")
     ap.add_argument("--ones", action="store_true",
                     help="w4a16-gluon: the integer arguments of 1 specialised (groups of 128, a bias, M = 1)")
     ap.add_argument("--json", action="store_true", help="print {per_weight, ops} as JSON (gemv: and kernel_ops)")
@@ -415,7 +417,7 @@ def main(argv=None) -> None:
         return
     if args.kernel == "w4a16-gluon":  # --block-m: the token tile (128 or 256)
         print(json.dumps(w4a16_gluon_stats(args.block_m if args.block_m in (128, 256) else 256, args.ones,
-                                           args.consumers)))
+                                           args.consumers, args.zero_codes)))
         return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,

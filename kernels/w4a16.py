@@ -1228,8 +1228,9 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     wgmma's register A operand, `_w4a16_frag_kernel`; permute_x: in the kernel, not by a copy of x; stream_k = c:
     c programs per SM share the tiles' K-blocks equally, instead of split_k), dequant
     (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M), or gluon (Hopper,
-    symmetric 4-bit fp16 layers: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`; consumers: its 1 or 2
-    consumer warpgroups; tuned or explicit, its own tiles, an error names what it does not take). Split-K on the gemv,
+    4-bit fp16 layers, symmetric or with zero codes: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`;
+    consumers: its 1 or 2 consumer warpgroups; tuned or explicit, its own tiles, an error names what it does not
+    take). Split-K on the gemv,
     skinny and frag paths reduces in the same launch through a reusable workspace (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
@@ -1292,7 +1293,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             if explicit:
                 raise ValueError(f"w4a16: path='gluon' picks its own tiles; drop {sorted(explicit)}")
         return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias,
-                                              consumers if consumers is not None else cfg.get("consumers"))
+                                              consumers if consumers is not None else cfg.get("consumers"),
+                                              zeros=zeros)
     if consumers is not None:
         raise ValueError(f"w4a16: consumers={consumers} is the gluon path's option (path={cfg['path']!r})")
     if cfg["path"] == "gemv":

@@ -1,6 +1,7 @@
 """W4A16 GEMM for Hopper in Gluon (`triton.experimental.gluon`, Triton >= 3.6), warp-specialised: the structure of
-`kernels/fp8_gluon.py` with the frag path's register dequantisation. Symmetric 4-bit GPTQ layers (no zero points),
-fp16 activations and scales, contiguous groups of a multiple of 128 rows, K a multiple of 256, N of 64.
+`kernels/fp8_gluon.py` with the frag path's register dequantisation. 4-bit GPTQ/AWQ layers, symmetric or with integer
+zero codes [G, N] (uint8/int16), fp16 activations and scales, contiguous groups of a multiple of 128 rows, K a
+multiple of 256, N of 64.
 
 y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`kernels.w4a16._fragment_order`):
 
@@ -65,8 +66,10 @@ def unsupported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
         return f"x [M, K], got {tuple(x.shape)}"
     K, N = x.shape[-1], qweight.shape[1]
     gs = K if group_size == -1 else group_size
-    if bits != 4 or g_idx is not None or zeros is not None:
-        return "symmetric 4-bit layers in contiguous groups (no zero points, no g_idx)"
+    if bits != 4 or g_idx is not None:
+        return "4-bit layers in contiguous groups (no g_idx)"
+    if zeros is not None and zeros.dtype not in (torch.uint8, torch.int16):
+        return f"no zero points or integer zero codes (uint8/int16 [G, N]), got {zeros.dtype} zeros"
     if x.dtype != torch.float16 or scales.dtype != torch.float16:
         return f"fp16 activations and scales (x {x.dtype}, scales {scales.dtype})"
     if K % 256 or gs <= 0 or gs % 128 or N % 64:
@@ -101,19 +104,29 @@ if gluon is not None:
                                           shape=[a.shape[0], 16])
 
     @gluon.jit
-    def _dequant(words, s, BN: gl.constexpr, a_l: gl.constexpr):
-        """W^T [BN, 128] of one K-block, fragment order, in the A layout: (1024 + q - 1032) * s, two weights a
-        LOP3, an HFMA2 and an HMUL2 (fp16 0x6400 | q = 1024 + q; symmetric zero 8)."""
+    def _dequant(words, s, nz, BN: gl.constexpr, a_l: gl.constexpr):
+        """W^T [BN, 128] of one K-block, fragment order, in the A layout: (1024 + q + nz) * s with nz = -(1024 + z)
+        per row (`_zero_row`; exact in fp16), two weights a LOP3, an HFMA2 and an HMUL2 (fp16 0x6400 | q = 1024 +
+        q)."""
         w4 = gl.reshape(words, (BN, 4, 4))
         t = gl.join(gl.join(w4, w4 >> 4), gl.join(w4 >> 8, w4 >> 12))
         h = gl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r,r", [gl.join(t, t)],
                                       dtype=gl.float16, is_pure=True, pack=2)
         a = gl.convert_layout(gl.reshape(gl.permute(h, (0, 1, 4, 3, 2, 5)), (BN, 128)), a_l, assert_trivial=True)
         sb = gl.broadcast(gl.expand_dims(s, 1), a)[0]
-        nzz = gl.full([BN, 128], -1032.0, gl.float16, a_l)
+        nzz = gl.broadcast(gl.expand_dims(nz, 1), a)[0]
         return gl.inline_asm_elementwise("{ .reg .b32 d, one; mov.b32 one, 0x3C003C00; fma.rn.f16x2 d, $1, one, "
                                          "$2; mul.rn.f16x2 $0, d, $3; }", "=r,r,r,r", [a, nzz, sb],
                                          dtype=gl.float16, is_pure=True, pack=2)
+
+    @gluon.jit
+    def _zero_row(z_ptr, blk, nb, N, rn_a, gpb, HAS_Z: gl.constexpr):
+        """-(1024 + z) [BN] in fp16 (A rows) for K-block blk: the layer's zero codes [G, N], or the symmetric 8."""
+        if HAS_Z:
+            z = gl.load(z_ptr + (blk // gpb) * N + rn_a, mask=(blk < nb) & (rn_a >= 0), other=0)
+            return (-1024.0 - z.to(gl.float32)).to(gl.float16)
+        else:
+            return gl.full(rn_a.shape, -1032.0, gl.float16, rn_a.type.layout)
 
     @gluon.jit
     def _words(qw_ptr, s_ptr, blk, nb, N, rn_w, rw, rn_a, gpb):
@@ -126,7 +139,8 @@ if gluon is not None:
         return words, s
 
     @gluon.jit
-    def _loader(x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0):
+    def _loader(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
+                n0):
         """1 warp: TMA of x's K-block b (rows m0 .., past M as zeros) into the slot the consumer released."""
         slots: gl.constexpr = xs.shape[0]
         for b in range(K // 128):
@@ -137,9 +151,9 @@ if gluon is not None:
             _tma_load(x_desc, [m0, b * 128], bar, xs.index(slot))
 
     @gluon.jit
-    def _consume(x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
-                 n0):
-        """The consumer warpgroup: two K-blocks an iteration, each block's A made while the other's wgmmas run."""
+    def _consume(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                 m0, n0, HAS_Z: gl.constexpr):
+        """A consumer warpgroup: two K-blocks an iteration, each block's A made while the other's wgmmas run."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         slots: gl.constexpr = xs.shape[0]
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -151,18 +165,22 @@ if gluon is not None:
         rn_a = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l))
         nb = K // 128
         we, se = _words(qw_ptr, s_ptr, 0, nb, N, rn_w, rw, rn_a, gpb)
+        ze = _zero_row(z_ptr, 0, nb, N, rn_a, gpb, HAS_Z)
         wo, so = _words(qw_ptr, s_ptr, 1, nb, N, rn_w, rw, rn_a, gpb)
+        zo = _zero_row(z_ptr, 1, nb, N, rn_a, gpb, HAS_Z)
         acc = gl.zeros([64, BM], gl.float32, mma)
         a_o = gl.zeros([64, 128], gl.float16, a_l)
         for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
-            a_e = _dequant(we, se, 64, a_l)
+            a_e = _dequant(we, se, ze, 64, a_l)
             we, se = _words(qw_ptr, s_ptr, e + 2, nb, N, rn_w, rw, rn_a, gpb)
+            ze = _zero_row(z_ptr, e + 2, nb, N, rn_a, gpb, HAS_Z)
             mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
             acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
             acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
             mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
-            a_o = _dequant(wo, so, 64, a_l)
+            a_o = _dequant(wo, so, zo, 64, a_l)
             wo, so = _words(qw_ptr, s_ptr, e + 3, nb, N, rn_w, rw, rn_a, gpb)
+            zo = _zero_row(z_ptr, e + 3, nb, N, rn_a, gpb, HAS_Z)
             mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
             acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
             acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
@@ -175,8 +193,23 @@ if gluon is not None:
         gl.store(y_ptr + ym[None, :].to(gl.int64) * stride_ym + yn[:, None], acc.to(gl.float16),
                  mask=(ym < M)[None, :])
 
+    # the partitions: `_consume` for symmetric layers and for layers with zero codes (partitions take no constexpr
+    # arguments on Triton 3.6, so HAS_Z is fixed here)
     @gluon.jit
-    def _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, CONSUMERS: gl.constexpr):
+    def _consume_sym(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                     m0, n0):
+        _consume(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                 m0, n0, False)
+
+    @gluon.jit
+    def _consume_zp(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                    m0, n0):
+        _consume(x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                 m0, n0, True)
+
+    @gluon.jit
+    def _program(x_desc, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                 CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
         """Program (m, n): tokens m BM .. + BM, weight rows 64 CONSUMERS n .. + 64 CONSUMERS; M tiles vary fastest,
         so consecutive programs share a W tile in L2. The default partition (num_warps = 4) is consumer 0; the
         workers: consumer 1 (CONSUMERS = 2: 4 warps, the next 64 rows on the same x slots) and the loader (1 warp,
@@ -191,26 +224,34 @@ if gluon is not None:
             mbarrier.init(empty.index(i), count=CONSUMERS)  # a slot is free once every consumer released it
         m0 = gl.program_id(0) * BM
         n0 = gl.program_id(1) * (64 * CONSUMERS)
-        args = (x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0)
+        args = (x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
+                n0)
+        args1 = (x_desc, xs, ready, empty, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
+                 n0 + 64)
         if CONSUMERS == 2:
-            args1 = (x_desc, xs, ready, empty, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0,
-                     n0 + 64)
-            gl.warp_specialize([(_consume, args), (_consume, args1), (_loader, args)], [4, 1], [168, 168])
+            if HAS_Z:
+                gl.warp_specialize([(_consume_zp, args), (_consume_zp, args1), (_loader, args)], [4, 1], [168, 168])
+            else:
+                gl.warp_specialize([(_consume_sym, args), (_consume_sym, args1), (_loader, args)], [4, 1],
+                                   [168, 168])
         else:
-            gl.warp_specialize([(_consume, args), (_loader, args)], [1], [24])
+            if HAS_Z:
+                gl.warp_specialize([(_consume_zp, args), (_loader, args)], [1], [24])
+            else:
+                gl.warp_specialize([(_consume_sym, args), (_loader, args)], [1], [24])
 
     @gluon.jit
-    def w4a16_ws_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
-                        num_warps: gl.constexpr):
-        """One consumer warpgroup (`_program`), launched at MAXNREG."""
-        _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1)
+    def w4a16_ws_kernel(x_desc, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                        HAS_Z: gl.constexpr, num_warps: gl.constexpr):
+        """One consumer warpgroup (`_program`), launched at MAXNREG. HAS_Z: z_ptr holds zero codes [G, N]."""
+        _program(x_desc, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1, HAS_Z)
 
     @gluon.jit
-    def w4a16_ws2_kernel(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
-                         num_warps: gl.constexpr):
+    def w4a16_ws2_kernel(x_desc, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                         HAS_Z: gl.constexpr, num_warps: gl.constexpr):
         """Two consumer warpgroups on BM = 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
         (`_keep_launch_registers`)."""
-        _program(x_desc, qw_ptr, s_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2)
+        _program(x_desc, qw_ptr, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2, HAS_Z)
 
     def _keep_launch_registers(ptx: str) -> str:
         """w4a16_ws2_kernel's PTX without its setmaxnreg instructions: every warp keeps the 168 registers it was
@@ -262,15 +303,17 @@ def consumers(M: int, N: int) -> int:
 
 
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
-                       bias: torch.Tensor | None = None, n_consumers: int | None = None) -> torch.Tensor:
-    """y = x @ W (+ bias) for a symmetric 4-bit layer (`unsupported` says which); x [M, K] fp16. The layer's
-    tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
-    why = unsupported(x, qweight, scales, None, None, group_size, 4)
+                       bias: torch.Tensor | None = None, n_consumers: int | None = None, *,
+                       zeros: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ W (+ bias) for a 4-bit layer (`unsupported` says which), symmetric or with integer zero codes
+    [G, N]; x [M, K] fp16. The layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names
+    the mismatch)."""
+    why = unsupported(x, qweight, scales, zeros, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
     from kernels.w4a16 import _check, _fragment_order
 
-    _check(x.shape[1], qweight, scales, None, None, group_size, 4, bias, values=False)
+    _check(x.shape[1], qweight, scales, zeros, None, group_size, 4, bias, values=False)
 
     M, K = x.shape
     N = qweight.shape[1]
@@ -288,7 +331,8 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     if c == 2:
         install_hook()
     kernel = w4a16_ws2_kernel if c == 2 else w4a16_ws_kernel
-    kernel[(-(-M // bm), N // (64 * c))](x_desc, qweight.contiguous(), scales.contiguous(), y, b, M, N, K,
-                                         y.stride(0), gs // 128, int(bias is not None), num_warps=4,
-                                         maxnreg=MAXNREG_2 if c == 2 else MAXNREG)
+    z = zeros.contiguous() if zeros is not None else qweight  # (not read when HAS_Z is off)
+    kernel[(-(-M // bm), N // (64 * c))](x_desc, qweight.contiguous(), scales.contiguous(), z, y, b, M, N, K,
+                                         y.stride(0), gs // 128, int(bias is not None), HAS_Z=zeros is not None,
+                                         num_warps=4, maxnreg=MAXNREG_2 if c == 2 else MAXNREG)
     return y
