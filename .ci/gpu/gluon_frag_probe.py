@@ -80,8 +80,9 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
     wo, so = _words(qw_ptr, s_ptr, 1, nb, N, rn_w, rw, rn_a)
     acc = gl.zeros([BN, BM], gl.float32, mma)
     a_o = gl.zeros([BN, 128], gl.float16, a_l)
+    nz = gl.full([BN], -1032.0, gl.float16, gl.SliceLayout(1, a_l))  # -(1024 + 8): the symmetric zero
     for e in range(0, nb, 2):  # blocks e (even) and e + 1 (odd); the odd block's wgmmas of e - 1 are running
-        a_e = _dequant(we, se, BN, a_l)
+        a_e = _dequant(we, se, nz, BN, a_l)
         we, se = _words(qw_ptr, s_ptr, e + 2, nb, N, rn_w, rw, rn_a)
         cp.wait_group(2)  # x block e has landed (e + 1 and e + 2 may still be in flight)
         fence_async_shared()
@@ -90,7 +91,7 @@ def gluon_frag_kernel(x_ptr, qw_ptr, s_ptr, y_ptr, M, N, K, stride_xm, stride_ym
         acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired: its slot is free
         gl.thread_barrier()  # ... in both warpgroups (each reads the whole x tile) before it is overwritten
         _issue_x(x_ptr, xs, e + 3, nb, rm, xk, m_ok, stride_xm)
-        a_o = _dequant(wo, so, BN, a_l)
+        a_o = _dequant(wo, so, nz, BN, a_l)
         wo, so = _words(qw_ptr, s_ptr, e + 3, nb, N, rn_w, rw, rn_a)
         cp.wait_group(2)
         fence_async_shared()
