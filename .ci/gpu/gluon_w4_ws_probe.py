@@ -1,11 +1,12 @@
 """The warp-specialised Gluon W4A16 GEMM (`kernels/w4a16_gluon.py`, `w4a16_matmul(..., path="gluon")`), with one
-and with two consumer warpgroups, against the torch reference, graph-timed beside the tuned W4A16 path and cuBLAS
-fp16 in the same run (its time includes the copy of x into fragment order). Eleventh session, calls 12 and 13 ran
-the one-consumer kernel as a standalone probe (git e2ff7f6, 0f6092a: symmetric layers, groups of 128), before it
-moved into kernels/.
+and with two consumer warpgroups, against the torch reference, graph-timed beside cuBLAS fp16 (and optionally
+another version of the module) in the same run; its time includes the copy of x into fragment order. Eleventh
+session, calls 12 and 13 ran the one-consumer kernel as a standalone probe (git e2ff7f6, 0f6092a: symmetric layers,
+groups of 128), before it moved into kernels/.
 
     python3 .ci/gpu/gluon_w4_ws_probe.py sass [BM [C]]     # CPU: waits, A-register hazards, spills (kernels.sass)
-    python3 .ci/gpu/gluon_w4_ws_probe.py run [M ...]       # GPU; $SHAPES="KxN ..." (default: four Llama shapes)"""
+    python3 .ci/gpu/gluon_w4_ws_probe.py run [M ...]       # GPU; $SHAPES="KxN ..." (default: four Llama shapes),
+                                                           # $OLD_GLUON=file: another version of the module beside"""
 
 import json
 import os
@@ -28,6 +29,13 @@ def main(argv) -> None:
     from kernels.timing import interleaved_time_ms, l2_flush_buffer
     from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
+    old = None  # OLD_GLUON=path: another version of kernels/w4a16_gluon.py, timed in the same run
+    if os.environ.get("OLD_GLUON"):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("old_w4a16_gluon", os.environ["OLD_GLUON"])
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
     m_values = [int(v) for v in argv[1:]] or [128, 256, 512, 1024]
     shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("SHAPES", "").split()] or [
         (8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)]
@@ -39,17 +47,17 @@ def main(argv) -> None:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             ref = w4a16.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)
 
-            def gluon(c):
-                return lambda: gluon_w4.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c)
+            def gluon(c, mod=gluon_w4):
+                return lambda: mod.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c)
 
-            worst = [max(rel_err(gluon(c)(), ref) for _ in range(5)) for c in (1, 2)]
-            t = interleaved_time_ms([gluon(1), gluon(2), lambda: w4a16.w4a16_matmul(
-                x, qweight, scales, None, None, 128, 4, validate=False), lambda: x @ wf], 3, 20, flush)
-            us = [v[0] * 1e3 for v in t]
-            print(f"K={K} N={N} M={M}: {'PASS' if max(worst) < MAX_REL_ERR else 'FAIL'} rel err "
-                  f"{max(worst):.1e}; 1 consumer {us[0]:.1f} us, 2 consumers {us[1]:.1f}, tuned W4A16 {us[2]:.1f}, "
-                  f"cuBLAS fp16 {us[3]:.1f}; / fp16: 1c {us[3] / us[0]:.2f}x, 2c {us[3] / us[1]:.2f}x, tuned "
-                  f"{us[3] / us[2]:.2f}x", flush=True)
+            fns = [gluon(1), gluon(2)] + ([gluon(1, old), gluon(2, old)] if old else []) + [lambda: x @ wf]
+            worst = max(rel_err(f(), ref) for f in fns[:-1] for _ in range(3))
+            us = [v[0] * 1e3 for v in interleaved_time_ms(fns, 3, 20, flush)]
+            names = ["1c", "2c"] + (["old 1c", "old 2c"] if old else [])
+            print(f"K={K} N={N} M={M}: {'PASS' if worst < MAX_REL_ERR else 'FAIL'} rel err {worst:.1e}; "
+                  + ", ".join(f"{n} {u:.1f} us" for n, u in zip(names, us)) + f", cuBLAS fp16 {us[-1]:.1f}; / fp16: "
+                  + ", ".join(f"{n} {us[-1] / u:.2f}x" for n, u in zip(names, us)), flush=True)
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])
