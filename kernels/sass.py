@@ -366,16 +366,15 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zer
     from kernels import w4a16_gluon as g
 
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
-           "w_desc": f"tensordesc<i32[16, 64],{g._plain_layout(32, 2)!r}>",
-           "s_desc": f"tensordesc<fp16[64],{g._plain_layout(16, 1)!r}>", "z_ptr": "*u8" if zeros else "*fp16",
-           "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32", "gpb": "i32",
-           "has_bias": "i32"}
+           "w_desc": f"tensordesc<i32[16, 64],{g._words_layout()!r}>", "s_ptr": "*fp16",
+           "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
+           "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
     consts = {"num_warps": 4, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
     for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
     fn, maxnreg = (g.w4a16_ws_kernel, g.MAXNREG) if consumers == 1 else (g.w4a16_ws2_kernel, g.MAXNREG_2)
     g.install_hook()
-    kernel = build(fn, sig, consts, ("z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4, maxnreg=maxnreg)
+    kernel = build(fn, sig, consts, ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4, maxnreg=maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
 

@@ -129,12 +129,12 @@ if gluon is not None:
             return gl.full(rn_a.shape, -1032.0, gl.float16, rn_a.type.layout)
 
     @gluon.jit
-    def _loader(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
+    def _loader(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
         """1 warp: into the slot the consumers released, by TMA, K-block b's x tile (rows m0 .., past M as zeros)
-        and for each consumer its 64 columns' packed words [16, 64] and scale row [64]."""
+        and for each consumer its 64 columns' packed words [16, 64]."""
         slots: gl.constexpr = xs.shape[0]
         CONS: gl.constexpr = ws.shape[0] // slots
-        nbytes: gl.constexpr = x_desc.block_type.nbytes + CONS * (w_desc.block_type.nbytes + s_desc.block_type.nbytes)
+        nbytes: gl.constexpr = x_desc.block_type.nbytes + CONS * w_desc.block_type.nbytes
         for b in range(K // 128):
             slot = b % slots
             mbarrier.wait(empty.index(slot), ((b // slots) & 1) ^ 1)  # a fresh mbarrier counts as released
@@ -143,16 +143,14 @@ if gluon is not None:
             _tma_load(x_desc, [m0, b * 128], bar, xs.index(slot))
             for c in gl.static_range(CONS):
                 _tma_load(w_desc, [b * 16, n0 + 64 * c], bar, ws.index(slot * CONS + c))
-                _tma_load(s_desc, [(b // gpb) * N + n0 + 64 * c], bar, ss.index(slot * CONS + c))
 
     @gluon.jit
-    def _block_a(ws, ss, i, nz, wl: gl.constexpr, a_l: gl.constexpr):
-        """The A operand of the K-block in ring entry i (`_dequant` of its words and scales, read from shared
-        memory)."""
-        return _dequant(ws.index(i).permute((1, 0)).load(wl), ss.index(i).load(gl.SliceLayout(1, a_l)), nz, 64, a_l)
+    def _scale_row(s_ptr, blk, nb, N, rn_a, gpb):
+        """Scales [BN] (A rows) of K-block blk (zeros past the last block)."""
+        return gl.load(s_ptr + (blk // gpb) * N + rn_a, mask=(blk < nb) & (rn_a >= 0), other=0.0)
 
     @gluon.jit
-    def _consume(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
+    def _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
         """A consumer warpgroup (ci: its index, columns n0 ..): two K-blocks an iteration, each block's A made while
         the other's wgmmas run."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
@@ -166,18 +164,22 @@ if gluon is not None:
         nb = K // 128
         ze = _zero_row(z_ptr, 0, nb, N, rn_a, gpb, HAS_Z)
         zo = _zero_row(z_ptr, 1, nb, N, rn_a, gpb, HAS_Z)
+        se = _scale_row(s_ptr, 0, nb, N, rn_a, gpb)
+        so = _scale_row(s_ptr, 1, nb, N, rn_a, gpb)
         acc = gl.zeros([64, BM], gl.float32, mma)
         a_o = gl.zeros([64, 128], gl.float16, a_l)
         for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
             mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
-            a_e = _block_a(ws, ss, (e % slots) * CONS + ci, ze, wl, a_l)
+            a_e = _dequant(ws.index((e % slots) * CONS + ci).permute((1, 0)).load(wl), se, ze, 64, a_l)
             ze = _zero_row(z_ptr, e + 2, nb, N, rn_a, gpb, HAS_Z)
+            se = _scale_row(s_ptr, e + 2, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
             acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
             mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
             mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
-            a_o = _block_a(ws, ss, ((e + 1) % slots) * CONS + ci, zo, wl, a_l)
+            a_o = _dequant(ws.index(((e + 1) % slots) * CONS + ci).permute((1, 0)).load(wl), so, zo, 64, a_l)
             zo = _zero_row(z_ptr, e + 3, nb, N, rn_a, gpb, HAS_Z)
+            so = _scale_row(s_ptr, e + 3, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
             acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
             mbarrier.arrive(empty.index(e % slots))
@@ -192,15 +194,15 @@ if gluon is not None:
     # the partitions: `_consume` for symmetric layers and for layers with zero codes (partitions take no constexpr
     # arguments on Triton 3.6, so HAS_Z is fixed here)
     @gluon.jit
-    def _consume_sym(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
-        _consume(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, False)
+    def _consume_sym(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
+        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, False)
 
     @gluon.jit
-    def _consume_zp(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
-        _consume(x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, True)
+    def _consume_zp(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
+        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, True)
 
     @gluon.jit
-    def _program(x_desc, w_desc, s_desc, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+    def _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                  CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
         """Program (m, n): tokens m BM .. + BM, weight rows 64 CONSUMERS n .. + 64 CONSUMERS; M tiles vary fastest,
         so consecutive programs share a W tile in L2. The default partition (num_warps = 4) is consumer 0; the
@@ -210,7 +212,6 @@ if gluon is not None:
         SLOTS_: gl.constexpr = 4 if BM == 128 else 3
         xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
         ws = gl.allocate_shared_memory(gl.int32, [SLOTS_ * CONSUMERS, 16, 64], w_desc.layout)
-        ss = gl.allocate_shared_memory(gl.float16, [SLOTS_ * CONSUMERS, 64], s_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(SLOTS_):
@@ -218,9 +219,9 @@ if gluon is not None:
             mbarrier.init(empty.index(i), count=CONSUMERS)  # a slot is free once every consumer released it
         m0 = gl.program_id(0) * BM
         n0 = gl.program_id(1) * (64 * CONSUMERS)
-        args = (x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
+        args = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
                 has_bias, m0, n0, 0)
-        args1 = (x_desc, w_desc, s_desc, xs, ws, ss, ready, empty, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
+        args1 = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
                  has_bias, m0, n0 + 64, 1)
         if CONSUMERS == 2:
             if HAS_Z:
@@ -235,17 +236,17 @@ if gluon is not None:
                 gl.warp_specialize([(_consume_sym, args), (_loader, args)], [1], [24])
 
     @gluon.jit
-    def w4a16_ws_kernel(x_desc, w_desc, s_desc, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+    def w4a16_ws_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                         HAS_Z: gl.constexpr, num_warps: gl.constexpr):
         """One consumer warpgroup (`_program`), launched at MAXNREG. HAS_Z: z_ptr holds zero codes [G, N]."""
-        _program(x_desc, w_desc, s_desc, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1, HAS_Z)
+        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1, HAS_Z)
 
     @gluon.jit
-    def w4a16_ws2_kernel(x_desc, w_desc, s_desc, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+    def w4a16_ws2_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                          HAS_Z: gl.constexpr, num_warps: gl.constexpr):
         """Two consumer warpgroups on BM = 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
         (`_keep_launch_registers`)."""
-        _program(x_desc, w_desc, s_desc, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2, HAS_Z)
+        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2, HAS_Z)
 
     def _keep_launch_registers(ptx: str) -> str:
         """w4a16_ws2_kernel's PTX without its setmaxnreg instructions: every warp keeps the 168 registers it was
@@ -274,19 +275,21 @@ if gluon is not None:
             stages["ptx"] = lambda src, metadata: _keep_launch_registers(make_ptx(src, metadata))
 
     _previous_hook = None
+    _installed = False
 
     def install_hook() -> None:
-        """Put `_stages_hook` in place (once a process) before w4a16_ws2_kernel is first compiled: on Triton 3.6 the
-        hook is not part of the cache key, and the kernel is built only after this call (its launcher and
-        `kernels.sass` make it)."""
-        global _previous_hook
-        if triton.knobs.runtime.add_stages_inspection_hook is not _stages_hook:
+        """Put `_stages_hook` in place, once a process (a hook installed after it chains it; installing again would
+        chain the two in a cycle), before w4a16_ws2_kernel is first compiled: on Triton 3.6 the hook is not part
+        of the cache key, and the kernel is built only after this call (its launcher and `kernels.sass` make it)."""
+        global _previous_hook, _installed
+        if not _installed:
             _previous_hook = triton.knobs.runtime.add_stages_inspection_hook
             triton.knobs.runtime.add_stages_inspection_hook = _stages_hook
+            _installed = True
 
 
-def _plain_layout(bits: int, rank: int):
-    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=bits, rank=rank)
+def _words_layout():
+    return gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=32, rank=2)
 
 
 def _smem_layout(bm: int):
@@ -325,15 +328,13 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     bm = 128 if c == 2 else block_m(M)
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
-    # words [16, 64] and scale rows [64] a consumer and K-block, unswizzled (read once each into registers)
-    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 64], _plain_layout(32, 2))
-    s_desc = TensorDescriptor.from_tensor(scales.contiguous().view(-1), [64], _plain_layout(16, 1))
+    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 64], _words_layout())  # a consumer's K-block
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     if c == 2:
         install_hook()
     kernel = w4a16_ws2_kernel if c == 2 else w4a16_ws_kernel
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
-    kernel[(-(-M // bm), N // (64 * c))](x_desc, w_desc, s_desc, z, y, b, M, N, K, y.stride(0), gs // 128,
+    kernel[(-(-M // bm), N // (64 * c))](x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128,
                                          int(bias is not None), HAS_Z=zeros is not None, num_warps=4,
                                          maxnreg=MAXNREG_2 if c == 2 else MAXNREG)
     return y

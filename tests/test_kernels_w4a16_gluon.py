@@ -133,10 +133,17 @@ def test_the_pipeline_hook_chains_and_keys_its_builds(monkeypatch):
 
     monkeypatch.setattr(triton.knobs.runtime, "add_stages_inspection_hook", earlier)
     monkeypatch.setattr(g, "_previous_hook", None)
+    monkeypatch.setattr(g, "_installed", False)
     g.install_hook()
-    g.install_hook()  # once a process: no chain onto itself
     hook = triton.knobs.runtime.add_stages_inspection_hook
     assert hook is g._stages_hook and g._previous_hook is earlier
+
+    def later(*args):  # a hook installed after ours, chaining it: installing ours again must not chain that one
+        return g._stages_hook(*args)
+
+    triton.knobs.runtime.add_stages_inspection_hook = later
+    g.install_hook()
+    assert triton.knobs.runtime.add_stages_inspection_hook is later and g._previous_hook is earlier
     key, digest = hook()
     assert key.startswith("earlier") and g._HOOK_KEY in key and digest.startswith("e")
     stages = {"ptx": lambda src, md: ".visible .entry w4a16_ws2_kernel(\n\tsetmaxnreg.dec.sync.aligned.u32 \t24;\n"}
