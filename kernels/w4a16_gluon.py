@@ -103,6 +103,22 @@ if gluon is not None:
                                           warp_bases=conv(a.warp_bases, False), block_bases=[],
                                           shape=[a.shape[0], 16])
 
+    @triton.constexpr_function
+    def _transposed(layout):
+        """A 2-D linear layout with its two dimensions swapped."""
+        swap = lambda bases: [[b[1], b[0]] for b in bases]  # noqa: E731
+        return gl.DistributedLinearLayout(reg_bases=swap(layout.reg_bases), lane_bases=swap(layout.lane_bases),
+                                          warp_bases=swap(layout.warp_bases), block_bases=[],
+                                          shape=[layout.shape[1], layout.shape[0]])
+
+    @gluon.jit
+    def _smem_words(tile, wl: gl.constexpr):
+        """A K-block's packed words [16, 64] in shared memory (unswizzled, as the loader's TMA wrote them) as the
+        words layout's [64, 16]: read in the transposed layout, then permuted in registers. (Reading the
+        permuted shared view directly returned wrong words on the H100, Triton 3.6:
+        .ci/gpu/gluon_tma_words_probe.py.)"""
+        return gl.convert_layout(gl.permute(tile.load(_transposed(wl)), (1, 0)), wl, assert_trivial=True)
+
     @gluon.jit
     def _dequant(words, s, nz, BN: gl.constexpr, a_l: gl.constexpr):
         """W^T [BN, 128] of one K-block, fragment order, in the A layout: (1024 + q + nz) * s with nz = -(1024 + z)
@@ -129,7 +145,8 @@ if gluon is not None:
             return gl.full(rn_a.shape, -1032.0, gl.float16, rn_a.type.layout)
 
     @gluon.jit
-    def _loader(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
+    def _loader(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                stride_ym, gpb, has_bias, m0, n0, ci):
         """1 warp: into the slot the consumers released, by TMA, K-block b's x tile (rows m0 .., past M as zeros)
         and for each consumer its 64 columns' packed words [16, 64]."""
         slots: gl.constexpr = xs.shape[0]
@@ -150,7 +167,8 @@ if gluon is not None:
         return gl.load(s_ptr + (blk // gpb) * N + rn_a, mask=(blk < nb) & (rn_a >= 0), other=0.0)
 
     @gluon.jit
-    def _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
+    def _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                 stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
         """A consumer warpgroup (ci: its index, columns n0 ..): two K-blocks an iteration, each block's A made while
         the other's wgmmas run."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
@@ -170,14 +188,14 @@ if gluon is not None:
         a_o = gl.zeros([64, 128], gl.float16, a_l)
         for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
             mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
-            a_e = _dequant(ws.index((e % slots) * CONS + ci).permute((1, 0)).load(wl), se, ze, 64, a_l)
+            a_e = _dequant(_smem_words(ws.index((e % slots) * CONS + ci), wl), se, ze, 64, a_l)
             ze = _zero_row(z_ptr, e + 2, nb, N, rn_a, gpb, HAS_Z)
             se = _scale_row(s_ptr, e + 2, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
             acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
             mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
             mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
-            a_o = _dequant(ws.index(((e + 1) % slots) * CONS + ci).permute((1, 0)).load(wl), so, zo, 64, a_l)
+            a_o = _dequant(_smem_words(ws.index(((e + 1) % slots) * CONS + ci), wl), so, zo, 64, a_l)
             zo = _zero_row(z_ptr, e + 3, nb, N, rn_a, gpb, HAS_Z)
             so = _scale_row(s_ptr, e + 3, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
@@ -194,12 +212,16 @@ if gluon is not None:
     # the partitions: `_consume` for symmetric layers and for layers with zero codes (partitions take no constexpr
     # arguments on Triton 3.6, so HAS_Z is fixed here)
     @gluon.jit
-    def _consume_sym(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
-        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, False)
+    def _consume_sym(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                     stride_ym, gpb, has_bias, m0, n0, ci):
+        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                 stride_ym, gpb, has_bias, m0, n0, ci, False)
 
     @gluon.jit
-    def _consume_zp(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci):
-        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, m0, n0, ci, True)
+    def _consume_zp(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                    stride_ym, gpb, has_bias, m0, n0, ci):
+        _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
+                 stride_ym, gpb, has_bias, m0, n0, ci, True)
 
     @gluon.jit
     def _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,

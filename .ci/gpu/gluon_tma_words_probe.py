@@ -1,7 +1,9 @@
 """Which shared-memory layout and read make a TMA-loaded tile of packed W words [16, 64] int32 come back right in
 Gluon (Triton 3.6)? Each variant TMA-loads one tile, reads it into registers and stores it; the result must equal
 the global tile. Twelfth session: the W4A16 kernel with its words brought by TMA into an unswizzled NVMMA tile and
-read permuted into the words layout gave wrong results.
+read permuted into the words layout gave wrong results. On the H100 (call 7): both layouts read plain are right; the
+unswizzled tile read through its permuted view is wrong (1020 of 1024 words), read in the transposed layout and
+permuted in registers right; the 128B-swizzled tile is right both ways (but its kernel serialised its wgmmas, C7515).
 
     python3 .ci/gpu/gluon_tma_words_probe.py        # GPU"""
 
@@ -16,16 +18,7 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from kernels.w4a16_gluon import _tma_load, words_layout  # noqa: E402
-
-
-@triton.constexpr_function
-def _transposed(layout):
-    """A 2-D linear layout with its two dimensions swapped."""
-    swap = lambda bases: [[b[1], b[0]] for b in bases]  # noqa: E731
-    return gl.DistributedLinearLayout(reg_bases=swap(layout.reg_bases), lane_bases=swap(layout.lane_bases),
-                                      warp_bases=swap(layout.warp_bases), block_bases=[],
-                                      shape=[layout.shape[1], layout.shape[0]])
+from kernels.w4a16_gluon import _tma_load, _transposed, words_layout  # noqa: E402
 
 
 @gluon.jit
