@@ -5,9 +5,11 @@ multiple of 256, N of 64.
 
 y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`kernels.w4a16._fragment_order`):
 
-- a 1-warp loader streams x tiles [BM, 128] by TMA into a ring of shared-memory slots (ready/empty mbarriers);
+- a 1-warp loader brings by TMA, into a ring of shared-memory slots (ready/empty mbarriers), each K-block's x tile
+  [BM, 128] and each consumer's packed words [16, 64] (unswizzled; read in the transposed words layout and permuted
+  in registers, `_smem_words`);
 - one consumer warpgroup (`w4a16_ws_kernel`, BM = 128 or 256, 240 registers) or two on the same x slots
-  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 128, 168 registers) loads its 64 rows' packed words a block pair
+  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 128, 168 registers) loads its scales (and zero codes) two K-blocks
   ahead, dequantises each K-block into the wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2 a register
   pair of weights) while the previous block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and releases
   each x slot as its wgmmas retire.
@@ -17,12 +19,12 @@ fits in 168, but Triton's register reallocation (workers at 120 and 24 outside t
 serialise every wgmma (C7512), so `_keep_launch_registers` removes it from that kernel's PTX. Both binaries wait at
 depth 1 with no write to an in-flight wgmma's A registers (tests/test_kernels_w4a16_gluon.py checks them).
 
-H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16 and the tuned W4A16 path, the copy of x into
-fragment order included), eleventh session, one consumer: at M = 256, 0.62-0.93x cuBLAS fp16 over the 11 Llama
-layer shapes (tuned path: 0.64-0.80x; faster on 8 of 11), at M = 512 0.60-0.81x (tuned: 0.53-0.73x; faster on all
-11). Twelfth session: two consumers lead at M = 128 on wide layers (0.96-1.36x fp16 where N >= 10240, one consumer
-0.73-1.10x) and at M >= 1024 (0.61-0.78x, one consumer 0.33-0.65x), where dequantize + cuBLAS (0.74-0.93x) wins.
-`w4a16_matmul(..., path="gluon", consumers=1|2)`; the tuner offers both at M = 65-1024 (results/h100/README.md).
+H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16, the copy of x into fragment order included),
+twelfth session, call 8, the faster of one and two consumers over the 11 Llama layer shapes: 0.85-1.45x cuBLAS fp16
+at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consumers; dequantize + cuBLAS: 0.74-0.77x).
+Words by TMA made it 1.04-1.22x faster than loading them from global memory two blocks ahead (one consumer, M <= 256;
+two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2)`; the tuner offers both at
+M = 65-1024 (results/h100/README.md).
 Gluon kernels do not run under TRITON_INTERPRET."""
 
 from __future__ import annotations
@@ -320,9 +322,9 @@ def _smem_layout(bm: int):
 
 def consumers(M: int, N: int) -> int:
     """Consumer warpgroups a program when the caller names none (the tuner times both): 2 (128 x 128 tiles) where
-    they were faster on the H100 for all 11 Llama layer shapes (M >= 1024) or on most wide ones (M <= 128, N >=
-    10240), else 1 (twelfth session, `.ci/gpu/gluon_w4_ws_probe.py`); 2 needs N a multiple of 128."""
-    return 2 if N % 128 == 0 and (M >= 1024 or (M <= 128 and N >= 10240)) else 1
+    they were at least as fast on the H100 for all 11 Llama layer shapes (M >= 512) or on most wide ones (M <= 128,
+    N >= 10240), else 1 (twelfth session, call 8, `.ci/gpu/gluon_w4_ws_probe.py`); 2 needs N a multiple of 128."""
+    return 2 if N % 128 == 0 and (M >= 512 or (M <= 128 and N >= 10240)) else 1
 
 
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
