@@ -21,7 +21,8 @@ depth 1 with no write to an in-flight wgmma's A registers (tests/test_kernels_w4
 
 H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16, the copy of x into fragment order included),
 twelfth session, call 8, the faster of one and two consumers over the 11 Llama layer shapes: 0.85-1.45x cuBLAS fp16
-at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consumers; dequantize + cuBLAS: 0.74-0.77x).
+at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consumers; dequantize + cuBLAS
+0.75-0.78x in record 20261128T065900Z, another run).
 Words by TMA made it 1.04-1.22x faster than loading them from global memory two blocks ahead (one consumer, M <= 256;
 two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2)`; the tuner offers both at
 M = 65-1024 (results/h100/README.md).

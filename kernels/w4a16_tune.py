@@ -104,7 +104,7 @@ def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
 # M range where the Gluon W4A16 kernel (`kernels.w4a16_gluon`) is offered: on the H100 it beat the tuned path at
 # M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11 (eleventh session), and at M = 128 on 5 of 11 with one or
 # two consumers (twelfth, call 3); at 1024 dequantize + cuBLAS won then, before the words came by TMA (call 8: two
-# consumers 0.67-0.80x cuBLAS fp16 there, dequantize + cuBLAS 0.74-0.77x).
+# consumers 0.67-0.80x cuBLAS fp16 there; dequantize + cuBLAS 0.75-0.78x in another run).
 GLUON_M = (65, 1024)
 
 
