@@ -1055,7 +1055,7 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     """The committed per-GPU choice (path + tiles) for this shape and M-bucket (layers with zero codes: their
     own entry if there is one, else the shape's), or None (heuristics apply). Table: {gpu name: {tuning_key:
     config}}; $QUANTBENCH_W4A16_TUNING points at another file. A gluon entry carries `fallback`: the fastest
-    other config the tuner timed, for the layers the Gluon kernel does not take (zero codes, bf16, glu)."""
+    other config the tuner timed, for the calls the Gluon kernel does not take (bf16, pre-multiplied zeros, glu)."""
     path = os.environ.get(TUNING_ENV, TUNED_FILE)
     keys = CONFIG_KEYS + ("fallback",)
     if zero_codes:
@@ -1244,6 +1244,19 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
     cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits, _zeros_mode(zeros) == 1))
     fallback = cfg.pop("fallback", None)
+    tiles_given = any(v is not None for v in (block_m, block_n, block_k, split_k, num_warps, num_stages, use_dot,
+                                              reduce_rows, swap_ab, spread_x, permute_x, stream_k))
+    gluon_checked = False  # a tuned gluon entry checked here (once a call) against the layer
+    if path is None and cfg["path"] == "gluon":
+        from kernels import w4a16_gluon
+
+        # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
+        # the entry's fallback (the tuner's best other config, checked below like any entry), else the untuned choice
+        if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
+            cfg = ({key: v for key, v in fallback.items() if key in CONFIG_KEYS} if fallback is not None else
+                   _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False))
+        else:
+            gluon_checked = True
     gs_ = K if group_size == -1 else group_size
     if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
                                                      or gs_ % cfg["block_k"]):
@@ -1253,22 +1266,6 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
         # the checkpoint's fp16 scales: the untuned choice
         cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
-    tiles_given = any(v is not None for v in (block_m, block_n, block_k, split_k, num_warps, num_stages, use_dot,
-                                              reduce_rows, swap_ab, spread_x, permute_x, stream_k))
-    gluon_checked = False  # a tuned gluon entry checked here (once a call) against the layer
-    if path is None and cfg["path"] == "gluon":
-        from kernels import w4a16_gluon
-
-        # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
-        # the entry's fallback (the tuner's best other config), else the untuned choice
-        if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
-            if fallback is not None and (fallback.get("path") != "frag" or frag_supported(
-                    x.dtype, K, N, scales, zeros, g_idx, group_size, bits) is None):
-                cfg = {key: v for key, v in fallback.items() if key in CONFIG_KEYS}
-            else:
-                cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
-        else:
-            gluon_checked = True
     if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
         cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
                "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,

@@ -30,6 +30,7 @@ Gluon kernels do not run under TRITON_INTERPRET."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -231,8 +232,9 @@ if gluon is not None:
                  CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
         """Program (m, n): tokens m BM .. + BM, weight rows 64 CONSUMERS n .. + 64 CONSUMERS; M tiles vary fastest,
         so consecutive programs share a W tile in L2. The default partition (num_warps = 4) is consumer 0; the
-        workers: consumer 1 (CONSUMERS = 2: 4 warps, the next 64 rows on the same x slots) and the loader (1 warp,
-        24 registers where the partitions' registers are reallocated)."""
+        workers: consumer 1 (CONSUMERS = 2: 4 warps, the next 64 rows on the same x slots) and the loader (1 warp;
+        24 registers with one consumer, which takes the rest; with two, every warp keeps its 168, see
+        `_keep_launch_registers`)."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         SLOTS_: gl.constexpr = 4 if BM == 128 else 3
         xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
@@ -275,20 +277,21 @@ if gluon is not None:
 
     def _keep_launch_registers(ptx: str) -> str:
         """w4a16_ws2_kernel's PTX without its setmaxnreg instructions: every warp keeps the 168 registers it was
-        launched with. Triton 3.6-3.9 give the warp-specialised workers 120 registers outside their partitions
-        (and the loader 24), and ptxas then serialises every wgmma of the worker consumer (C7512, "insufficient
-        register resources") though its code fits in 168 with the wgmma wait at depth 1 and no spills (ptxas 12.8,
+        launched with. Triton (3.6, 3.9) reallocates registers between the partitions, the idle workers holding 120
+        outside their partition, and ptxas then serialises every wgmma of the worker consumer (C7512, "insufficient
+        register resources"), though its code fits in 168 with the wgmma wait at depth 1 and no spills (ptxas 12.8,
         `python -m kernels.sass w4a16-gluon --consumers 2`)."""
         if ".entry w4a16_ws2_kernel(" not in ptx:
             return ptx
         return re.sub(r"[ \t]*setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+\d+;\n", "", ptx)
 
     _HOOK_KEY = "quantbench-w4a16_ws2-keep-launch-registers-1"
+    _previous_hook = None
 
     def _stages_hook(*args):
         """Triton's pipeline hook (knobs.runtime.add_stages_inspection_hook): `_keep_launch_registers` after the PTX
-        stage, behind any hook installed before. Triton 3.9 also calls it with no arguments for a cache key (its
-        compiled kernels are cached apart from those built without it); 3.6 does not."""
+        stage, behind the hook that was in place. Triton 3.9 also calls it with no arguments for a cache key (the
+        kernel's builds are cached apart from those made without it); 3.6 does not."""
         if not args:
             key, digest = _previous_hook() if _previous_hook is not None else ("", "")
             return key + _HOOK_KEY, digest + _HOOK_KEY
@@ -299,18 +302,22 @@ if gluon is not None:
             make_ptx = stages["ptx"]
             stages["ptx"] = lambda src, metadata: _keep_launch_registers(make_ptx(src, metadata))
 
-    _previous_hook = None
-    _installed = False
-
-    def install_hook() -> None:
-        """Put `_stages_hook` in place, once a process (a hook installed after it chains it; installing again would
-        chain the two in a cycle), before w4a16_ws2_kernel is first compiled: on Triton 3.6 the hook is not part
-        of the cache key, and the kernel is built only after this call (its launcher and `kernels.sass` make it)."""
-        global _previous_hook, _installed
-        if not _installed:
-            _previous_hook = triton.knobs.runtime.add_stages_inspection_hook
-            triton.knobs.runtime.add_stages_inspection_hook = _stages_hook
-            _installed = True
+    @contextlib.contextmanager
+    def launch_registers_kept():
+        """`_stages_hook` in place for the launches (and builds) inside: w4a16_ws2_kernel is compiled, and on Triton
+        3.9 looked up in the cache, only there. Other kernels never see the hook; the hook found is restored."""
+        global _previous_hook
+        found = triton.knobs.runtime.add_stages_inspection_hook
+        if found is _stages_hook:  # nested
+            yield
+            return
+        _previous_hook = found
+        triton.knobs.runtime.add_stages_inspection_hook = _stages_hook
+        try:
+            yield
+        finally:
+            triton.knobs.runtime.add_stages_inspection_hook = found
+            _previous_hook = None
 
 
 def _words_layout():
@@ -332,8 +339,10 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
                        bias: torch.Tensor | None = None, n_consumers: int | None = None, *,
                        zeros: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ W (+ bias) for a 4-bit layer (`unsupported` says which), symmetric or with integer zero codes
-    [G, N]; x [M, K] fp16. The layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names
-    the mismatch)."""
+    [G, N] (4-bit codes, 0-15); x [M, K] fp16. n_consumers: 1 or 2 consumer warpgroups (None: `consumers`). The
+    layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
+    if n_consumers is not None and (type(n_consumers) is not int or n_consumers not in (1, 2)):
+        raise ValueError(f"w4a16 Gluon kernel: consumers={n_consumers!r}; use 1 or 2 (consumer warpgroups)")
     why = unsupported(x, qweight, scales, zeros, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
@@ -348,18 +357,19 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     if M == 0 or N == 0:
         return y
     c = consumers(M, N) if n_consumers is None else n_consumers
-    if c not in (1, 2) or N % (64 * c):
-        raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N})")
+    if N % (64 * c):
+        raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
+                         "consumers=1")
     bm = 128 if c == 2 else block_m(M)
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
     w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 64], _words_layout())  # a consumer's K-block
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
-    if c == 2:
-        install_hook()
-    kernel = w4a16_ws2_kernel if c == 2 else w4a16_ws_kernel
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
-    kernel[(-(-M // bm), N // (64 * c))](x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128,
-                                         int(bias is not None), HAS_Z=zeros is not None, num_warps=4,
-                                         maxnreg=MAXNREG_2 if c == 2 else MAXNREG)
+    args = (x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128, int(bias is not None))
+    if c == 2:
+        with launch_registers_kept():
+            w4a16_ws2_kernel[(-(-M // bm), N // 128)](*args, HAS_Z=zeros is not None, num_warps=4, maxnreg=MAXNREG_2)
+    else:
+        w4a16_ws_kernel[(-(-M // bm), N // 64)](*args, HAS_Z=zeros is not None, num_warps=4, maxnreg=MAXNREG)
     return y

@@ -225,7 +225,7 @@ def tune_shape(K: int, N: int, m_values, device, bits: int = 4, group_size: int 
         key = k.tuning_key(M, N, K, bits, group_size, False)
         table[key] = best | {"median_ms": round(best_ms, 5),
                              "default_ms": round(default_ms, 5) if default_ms else None}
-        if best["path"] == "gluon":  # what layers the Gluon kernel does not take (zero codes, bf16) run instead
+        if best["path"] == "gluon":  # what calls the Gluon kernel does not take (bf16, pre-multiplied zeros) run
             fb_ms, fb = next(((ms, c) for ms, c in results if c["path"] != "gluon"), (None, None))
             if fb is not None:
                 table[key]["fallback"] = {n: v for n, v in fb.items() if n in k.CONFIG_KEYS} | {

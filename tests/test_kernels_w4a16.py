@@ -878,7 +878,7 @@ def test_every_tuned_entry_for_this_gpu_matches_the_reference():
         qweight, scales, z = layers[(N, K)]
         zeros = z if zp else None
         x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        # a gluon entry's fallback serves the layers the Gluon kernel does not take: zero codes among them
+        # a gluon entry serves zero-code layers too; its fallback serves the calls the Gluon kernel does not take
         choices = [(cfg, zeros)] + ([(cfg, z)] if cfg["path"] == "gluon" else [])  # zero-code layers run it too
         choices += [(cfg["fallback"], zeros), (cfg["fallback"], z)] if "fallback" in cfg else []
         for choice, zs in choices:

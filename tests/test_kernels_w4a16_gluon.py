@@ -118,8 +118,9 @@ def test_only_the_two_consumer_kernel_loses_its_register_reallocation():
     assert "setmaxnreg" not in kept and "barrier.sync \t1;" in kept and ".maxnreg 168" in kept
 
 
-def test_the_pipeline_hook_chains_and_keys_its_builds(monkeypatch):
-    # Triton 3.9 asks every hook for a cache key (no arguments); the hook installed before ours still runs
+def test_the_pipeline_hook_is_in_place_only_around_the_two_consumer_builds(monkeypatch):
+    # inside: ours, chaining the hook found (Triton 3.9 asks every hook for a cache key, with no arguments); nested:
+    # no chain onto itself; after: the hook found, so no other kernel's build or cache key ever sees ours
     if g.gluon is None:
         pytest.skip("this Triton has no Gluon Hopper API")
     import triton
@@ -132,23 +133,26 @@ def test_the_pipeline_hook_chains_and_keys_its_builds(monkeypatch):
         seen.append(args[1])
 
     monkeypatch.setattr(triton.knobs.runtime, "add_stages_inspection_hook", earlier)
-    monkeypatch.setattr(g, "_previous_hook", None)
-    monkeypatch.setattr(g, "_installed", False)
-    g.install_hook()
-    hook = triton.knobs.runtime.add_stages_inspection_hook
-    assert hook is g._stages_hook and g._previous_hook is earlier
+    with g.launch_registers_kept():
+        hook = triton.knobs.runtime.add_stages_inspection_hook
+        assert hook is g._stages_hook and g._previous_hook is earlier
+        with g.launch_registers_kept():
+            assert triton.knobs.runtime.add_stages_inspection_hook is hook and g._previous_hook is earlier
+        assert triton.knobs.runtime.add_stages_inspection_hook is hook
+        key, digest = hook()
+        assert key.startswith("earlier") and g._HOOK_KEY in key and digest.startswith("e")
+        stages = {"ptx": lambda src, md: ".visible .entry w4a16_ws2_kernel(\n\tsetmaxnreg.dec.sync.aligned.u32 \t24;\n"}
+        hook(None, stages, None, None, 90)
+        assert seen == [stages] and "setmaxnreg" not in stages["ptx"](None, None)
+    assert triton.knobs.runtime.add_stages_inspection_hook is earlier and g._previous_hook is None
 
-    def later(*args):  # a hook installed after ours, chaining it: installing ours again must not chain that one
-        return g._stages_hook(*args)
 
-    triton.knobs.runtime.add_stages_inspection_hook = later
-    g.install_hook()
-    assert triton.knobs.runtime.add_stages_inspection_hook is later and g._previous_hook is earlier
-    key, digest = hook()
-    assert key.startswith("earlier") and g._HOOK_KEY in key and digest.startswith("e")
-    stages = {"ptx": lambda src, md: ".visible .entry w4a16_ws2_kernel(\n\tsetmaxnreg.dec.sync.aligned.u32 \t24;\n"}
-    hook(None, stages, None, None, 90)
-    assert seen == [stages] and "setmaxnreg" not in stages["ptx"](None, None)
+def test_the_consumer_count_is_checked_first():
+    qweight, scales = _layer(256, 192)
+    x = torch.randn(4, 256, dtype=torch.float16)
+    for bad in (0, 3, True, 2.0):
+        with pytest.raises(ValueError, match="use 1 or 2"):
+            g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=bad)
 
 
 @needs_hopper
@@ -237,3 +241,19 @@ def test_a_tuned_gluon_entry_passes_its_consumers_and_other_paths_refuse_them(mo
     assert seen == [2, 1]
     with pytest.raises(ValueError, match="consumers=2 is the gluon path's option"):
         k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, path="tiled", consumers=2)
+
+
+def test_a_frag_fallback_that_cannot_take_the_call_gives_way_to_the_untuned_choice(monkeypatch):
+    # bf16 x with the checkpoint's fp16 scales: neither the Gluon kernel nor the fallback's frag tiles take it
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    qweight, scales = _layer(256, 64, device=dev)
+    x = torch.randn(3, 256, dtype=torch.bfloat16, device=dev)
+    frag = dict(path="frag", block_m=16, block_n=64, block_k=128, split_k=1, num_warps=4, num_stages=3)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "consumers": 1, "fallback": frag})
+    untuned = []
+    heuristic = k._heuristic_config
+    monkeypatch.setattr(k, "_heuristic_config", lambda *a, **kw: untuned.append(kw) or heuristic(*a, **kw))
+    y = k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton")
+    ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4)
+    assert untuned == [{"frag": False}]
+    assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 1e-2
