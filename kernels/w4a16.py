@@ -1207,6 +1207,67 @@ def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, 
     return cfg
 
 
+TILE_ARGS = ("block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot", "reduce_rows",
+             "swap_ab", "spread_x", "permute_x", "stream_k")  # w4a16_matmul_triton's tile and variant arguments
+
+
+def _resolve(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, M: int, N: int, K: int, path, tiles: dict,
+             glu: bool) -> tuple[dict, bool, dict]:
+    """The config `w4a16_matmul_triton` runs (path, tiles, variants) from the tuned table or the heuristics, the
+    caller's path and tiles (`TILE_ARGS`, None where unset), and what the inputs allow; with whether a tuned gluon
+    entry was checked against the layer here, and the tiles the caller named."""
+    cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits, _zeros_mode(zeros) == 1))
+    fallback = cfg.pop("fallback", None)
+    tiles_given = any(v is not None for v in tiles.values())
+    gluon_checked = False  # a tuned gluon entry checked here (once a call) against the layer
+    if path is None and cfg["path"] == "gluon":
+        from kernels import w4a16_gluon
+
+        # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
+        # the entry's fallback (the tuner's best other config, checked below like any entry), else the untuned choice
+        if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
+            cfg = ({key: v for key, v in fallback.items() if key in CONFIG_KEYS} if fallback is not None else
+                   _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False))
+        else:
+            gluon_checked = True
+    gs_ = K if group_size == -1 else group_size
+    if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
+                                                     or gs_ % cfg["block_k"]):
+        cfg["path"] = "tiled"  # a tuned planes entry (keyed without x's dtype) for inputs it does not take
+    if path is None and cfg["path"] == "frag" and frag_supported(x.dtype, K, N, scales, zeros, g_idx, group_size,
+                                                                 bits) is not None:
+        # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
+        # the checkpoint's fp16 scales: the untuned choice
+        cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
+    if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
+        cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
+               "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
+               "num_stages": 3}
+    explicit = {name: value for name, value in tiles.items() if value is not None}
+    if explicit.keys() & {"block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages"}:
+        for flag in VARIANT_KEYS:  # a tuned entry's variants belong to its tiles, not to tiles the caller names
+            cfg.pop(flag, None)
+    cfg.update(explicit)
+    return cfg, gluon_checked, explicit
+
+
+def chosen_config(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, *, path: str | None = None,
+                  consumers: int | None = None, glu: bool = False, **tiles) -> dict:
+    """What `w4a16_matmul` would run for x [..., K] on this layer, without running it: the path and its tiles (the
+    gluon path: its consumer warpgroups). The kernel benchmark records it with each W4A16 point."""
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K)
+    N = qweight.shape[1]
+    cfg, _, _ = _resolve(x2, qweight, scales, zeros, g_idx, group_size, bits, x2.shape[0], N, K, path,
+                         {name: tiles.get(name) for name in TILE_ARGS}, glu)
+    if cfg["path"] == "gluon":
+        from kernels import w4a16_gluon
+
+        c = consumers if consumers is not None else cfg.get("consumers")
+        return {"path": "gluon", "consumers": c if c is not None else w4a16_gluon.consumers(x2.shape[0], N)}
+    return {name: v for name, v in cfg.items() if name in CONFIG_KEYS}
+
+
 def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, bias=None, *,
                         path: str | None = None, block_m: int | None = None, block_n: int | None = None,
                         block_k: int | None = None, split_k: int | None = None, num_warps: int | None = None,
@@ -1242,42 +1303,10 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     N = _check(K, qweight, scales, zeros, g_idx, group_size, bits, bias, values=validate)
     if max(x.numel(), M * N, qweight.numel() * (32 // bits)) >= 2**31:
         raise ValueError(f"w4a16: M={M}, N={N}, K={K} is too large for the kernel's int32 offsets (< 2^31 elements)")
-    cfg = dict(default_config(M, N, K, group_size, g_idx is not None, x.device, bits, _zeros_mode(zeros) == 1))
-    fallback = cfg.pop("fallback", None)
-    tiles_given = any(v is not None for v in (block_m, block_n, block_k, split_k, num_warps, num_stages, use_dot,
-                                              reduce_rows, swap_ab, spread_x, permute_x, stream_k))
-    gluon_checked = False  # a tuned gluon entry checked here (once a call) against the layer
-    if path is None and cfg["path"] == "gluon":
-        from kernels import w4a16_gluon
-
-        # a tuned entry for a call it cannot take (or whose caller names tiles, which belong to the other paths):
-        # the entry's fallback (the tuner's best other config, checked below like any entry), else the untuned choice
-        if glu or tiles_given or w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits):
-            cfg = ({key: v for key, v in fallback.items() if key in CONFIG_KEYS} if fallback is not None else
-                   _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False))
-        else:
-            gluon_checked = True
-    gs_ = K if group_size == -1 else group_size
-    if path is None and cfg["path"] == "planes" and (x.dtype == torch.float32 or K % cfg["block_k"]
-                                                     or gs_ % cfg["block_k"]):
-        cfg["path"] = "tiled"  # a tuned planes entry (keyed without x's dtype) for inputs it does not take
-    if path is None and cfg["path"] == "frag" and frag_supported(x.dtype, K, N, scales, zeros, g_idx, group_size,
-                                                                 bits) is not None:
-        # a tuned entry (timed with fp16 x and scales) for inputs it does not take, e.g. a bf16 model's layer with
-        # the checkpoint's fp16 scales: the untuned choice
-        cfg = _heuristic_config(M, N, K, group_size, g_idx is not None, x.device, bits, frag=False)
-    if path is not None and path != cfg["path"]:  # an explicit path starts from that path's own defaults
-        cfg = {"path": path, "block_m": 64, "block_n": 64 if path == "tiled" else 128,
-               "block_k": 64 if path == "tiled" else 16 * (32 // bits), "split_k": 1, "num_warps": 4,
-               "num_stages": 3}
-    explicit = {name: value for name, value in dict(
+    cfg, gluon_checked, explicit = _resolve(x, qweight, scales, zeros, g_idx, group_size, bits, M, N, K, path, dict(
         block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps,
         num_stages=num_stages, use_dot=use_dot, reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
-        permute_x=permute_x, stream_k=stream_k).items() if value is not None}
-    if explicit.keys() & {"block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages"}:
-        for flag in VARIANT_KEYS:  # a tuned entry's variants belong to its tiles, not to tiles the caller names
-            cfg.pop(flag, None)
-    cfg.update(explicit)
+        permute_x=permute_x, stream_k=stream_k), glu)
     if cfg["path"] not in PATHS:
         raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
     if cfg["path"] == "gluon":

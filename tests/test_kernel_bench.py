@@ -280,3 +280,18 @@ def test_gpu_sampler_summarises_clock_and_power_while_a_block_runs(monkeypatch):
     assert row["gpu_state"] == s
     assert "gpu_state" not in kb._row(backend, 64, 64, 1, 1000, torch.zeros(1, 64), kb.Roofline(1.0, 1.0, None),
                                       (0.1, 0.1, 0.1, "graph"), None, None)
+
+
+def test_a_w4a16_row_records_the_path_and_tiles_it_ran():
+    # our W4A16 backend's op says what w4a16_matmul runs for its x (kernels.w4a16.chosen_config)
+    import harness.metrics.kernels as kb
+    from kernels import w4a16
+
+    backend = next(b for b in kb.w4a16_backends(128) if b.name == "triton_w4a16_g128")
+    run, w_bytes, dtype = backend.build(256, 128, torch.device("cpu"))
+    x = torch.randn(3, 256, dtype=dtype)
+    roof = kb.Roofline(1.0, 1.0, None)
+    row = kb._row(backend, 256, 128, 3, w_bytes, x, roof, (0.1, 0.1, 0.1, "graph"), None, None, run)
+    assert row["kernel"] == run.kernel(x) and row["kernel"]["path"] in w4a16.PATHS
+    assert "kernel" not in kb._row(backend, 256, 128, 3, w_bytes, x, roof, (0.1, 0.1, 0.1, "graph"), None, None,
+                                   lambda x: x)

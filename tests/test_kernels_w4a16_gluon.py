@@ -257,3 +257,21 @@ def test_a_frag_fallback_that_cannot_take_the_call_gives_way_to_the_untuned_choi
     ref = k.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4)
     assert untuned == [{"frag": False}]
     assert ((y.float() - ref.float()).norm() / ref.float().norm()).item() < 1e-2
+
+
+def test_chosen_config_names_what_the_dispatch_runs(monkeypatch):
+    # kernels.w4a16.chosen_config (what the kernel benchmark records) follows the same resolution as the call
+    qweight, scales = _layer(256, 128)
+    x = torch.randn(2, 3, 256, dtype=torch.float16)
+    frag = dict(path="frag", block_m=16, block_n=64, block_k=128, split_k=1, num_warps=4, num_stages=3)
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "consumers": 2, "fallback": frag})
+    if not HOPPER:
+        assert k.chosen_config(x, qweight, scales, None, None, 128, 4) == frag  # the Gluon kernel cannot run here
+        # bf16 x with fp16 scales: nor can the fallback's frag tiles
+        assert k.chosen_config(x.bfloat16(), qweight, scales, None, None, 128, 4)["path"] not in ("frag", "gluon")
+    monkeypatch.setattr(g, "unsupported", lambda *a: None)
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4) == {"path": "gluon", "consumers": 2}
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4, consumers=1) == {"path": "gluon", "consumers": 1}
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4, block_n=32)["path"] == "frag"  # tiles named
+    tiled = k.chosen_config(x, qweight, scales, None, None, 128, 4, path="tiled", block_m=16, block_k=32)
+    assert tiled["path"] == "tiled" and tiled["block_m"] == 16 and tiled["block_k"] == 32

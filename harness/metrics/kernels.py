@@ -112,8 +112,10 @@ def _build(backend: Backend, K: int, N: int, device) -> tuple[tuple | None, str 
 
 
 def _row(backend: Backend, K: int, N: int, m: int, w_bytes: int, x: torch.Tensor, roof: Roofline,
-         timed: tuple[float, float, float, str], flush: torch.Tensor | None, gpu_state: dict | None = None) -> dict:
-    """gpu_state: the SM clock and power sampled while it was timed (`GpuSampler.summary`), when NVML answers."""
+         timed: tuple[float, float, float, str], flush: torch.Tensor | None, gpu_state: dict | None = None,
+         run=None) -> dict:
+    """gpu_state: the SM clock and power sampled while it was timed (`GpuSampler.summary`), when NVML answers.
+    run: the timed op; where it has a `kernel(x)` (our W4A16), the row records the path and tiles it ran."""
     med, lo, hi, timer = timed
     act_bytes = m * K * x.element_size() + m * N * 2
     bytes_moved = w_bytes + act_bytes
@@ -125,7 +127,8 @@ def _row(backend: Backend, K: int, N: int, m: int, w_bytes: int, x: torch.Tensor
             "tflops": tflops, "hbm_fraction": gbps / roof.hbm_gbps,
             "roofline_fraction": roofline_fraction(bytes_moved, flops, med, roof.__dict__, backend.matrix_rate),
             "matrix_rate": backend.matrix_rate, "l2_flushed": flush is not None, "timer": timer} | (
-                {"gpu_state": gpu_state} if gpu_state else {})
+                {"gpu_state": gpu_state} if gpu_state else {}) | (
+                {"kernel": run.kernel(x)} if hasattr(run, "kernel") else {})
 
 
 def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N: int, m: int, device,
@@ -173,7 +176,8 @@ def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N:
                     except Exception as e:
                         timed.append(e)
         for (i, b, run, w_bytes, x, _), t in zip(fast, timed):
-            rows[i] = (_row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary()) if not isinstance(t, Exception)
+            rows[i] = (_row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary(), run)
+                       if not isinstance(t, Exception)
                        else {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
                              "reason": f"{type(t).__name__}: {t}"})
     for i, b, run, w_bytes, x, once in ready:  # the slow ones after the others, so they heat none of them
@@ -181,7 +185,7 @@ def time_peers(built: list[tuple[Backend, tuple | None, str | None]], K: int, N:
             try:
                 with GpuSampler(device) as gpu:
                     t = graph_time_ms(lambda: run(x), 1, 5, flush)
-                rows[i] = _row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary())
+                rows[i] = _row(b, K, N, m, w_bytes, x, roof, t, flush, gpu.summary(), run)
             except Exception as e:
                 rows[i] = {"backend": b.name, "K": K, "N": N, "M": m, "status": "failed",
                            "reason": f"{type(e).__name__}: {e}"}
@@ -270,8 +274,11 @@ def w4a16_backends(group_size: int = 128, zero_forms: tuple[str, ...] = ("", "_z
                 g_idx = (torch.randperm(K, device=device) // group_size).to(torch.int32)
             w_bytes = qweight.numel() * 4 + scales.numel() * 2 + (K * 4 if act_order else 0)
             w_bytes += 0 if zeros is None else zeros.numel() * zeros.element_size()
-            return (lambda x: w4a16.w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, 4,
-                                                 validate=False)), w_bytes, torch.float16
+            def run(x):
+                return w4a16.w4a16_matmul(x, qweight, scales, zeros, g_idx, group_size, 4, validate=False)
+
+            run.kernel = lambda x: w4a16.chosen_config(x, qweight, scales, zeros, g_idx, group_size, 4)
+            return run, w_bytes, torch.float16
 
         return Backend(f"triton_w4a16_g{group_size}" + ("_actorder" if act_order else suffix), build, need_cuda)
 
