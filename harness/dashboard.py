@@ -39,6 +39,33 @@ def _geomean(x: pd.Series) -> float:
     return float(np.exp(np.log(x).mean()))
 
 
+def kernel_label(cfg) -> str:
+    """A short name of the config a W4A16 row ran (`kernels.w4a16.chosen_config`), e.g. "gluon x2",
+    "frag 128x128 split 4", "dequant"."""
+    if not isinstance(cfg, dict):
+        return ""
+    path = cfg.get("path", "?")
+    if path == "gluon":
+        return f"gluon x{cfg.get('consumers', 1)}"
+    if path == "dequant":
+        return "dequant"
+    tile = "x".join(str(cfg[k]) for k in ("block_m", "block_n") if k in cfg)
+    extra = [f"split {cfg['split_k']}"] if cfg.get("split_k", 1) > 1 else []
+    extra += [f"stream-K {cfg['stream_k']}"] if cfg.get("stream_k") else []
+    return " ".join([path, tile] + extra).strip()
+
+
+def kernel_choices(kernels: pd.DataFrame) -> pd.DataFrame:
+    """(GPU, model, layer, backend) x M: the kernel label of each row that recorded one."""
+    if kernels.empty or "kernel" not in kernels.columns:
+        return pd.DataFrame()
+    k = kernels[kernels["kernel"].map(lambda c: isinstance(c, dict))]
+    if k.empty:
+        return pd.DataFrame()
+    k = k.assign(ran=k["kernel"].map(kernel_label))
+    return k.pivot_table(index=["gpu", "model", "layer", "backend"], columns="M", values="ran", aggfunc="first")
+
+
 def kernel_tables(kernels: pd.DataFrame, records: list[dict]) -> str:
     """Speedup vs cuBLAS bf16 (geometric mean over the model's layer shapes) by backend and M, and the roofline
     each kernel record measured."""
@@ -48,6 +75,10 @@ def kernel_tables(kernels: pd.DataFrame, records: list[dict]) -> str:
                                                                values="speedup", aggfunc=_geomean)
         parts += [f"<h3>Speedup vs {plots.KERNEL_BASELINE} by M (geometric mean over layer shapes)</h3>",
                   _table(pivot, index=True)]
+    ran = kernel_choices(kernels)
+    if not ran.empty:
+        parts += ["<h3>Which of our W4A16 kernels ran at each point (path, tiles; the tuned table's choice)</h3>",
+                  _table(ran, index=True)]
     roof = [{"gpu": (r.get("env") or {}).get("gpu"), "date": r["created_at"],
              "git": str((r.get("env") or {}).get("git_sha"))[:8], "status": r["status"]} | {
                 k: v for k, v in (r.get("metrics") or {}).get("roofline", {}).items() if not isinstance(v, dict)}

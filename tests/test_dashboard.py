@@ -182,3 +182,24 @@ def test_dashboard_renders_in_headless_chromium(built, browser, tmp_path):
     errors = load(browser, tmp_path / "broken" / "index.html")
     assert sorted(w for _, w in images(browser))[0] == 0
     assert errors and "pareto" in errors[0]["message"]
+
+
+def test_the_dashboard_names_the_w4a16_kernel_each_point_ran():
+    import pandas as pd
+
+    from harness import dashboard
+
+    assert dashboard.kernel_label({"path": "gluon", "consumers": 2}) == "gluon x2"
+    assert dashboard.kernel_label({"path": "frag", "block_m": 128, "block_n": 128, "split_k": 4}) == \
+        "frag 128x128 split 4"
+    assert dashboard.kernel_label({"path": "dequant", "block_n": 128}) == "dequant"
+    rows = pd.DataFrame([
+        {"gpu": "H100", "model": "m", "layer": "o", "backend": "triton_w4a16_g128", "M": 128,
+         "kernel": {"path": "gluon", "consumers": 1}},
+        {"gpu": "H100", "model": "m", "layer": "o", "backend": "triton_w4a16_g128", "M": 1024,
+         "kernel": {"path": "dequant"}},
+        {"gpu": "H100", "model": "m", "layer": "o", "backend": "cublas_bfloat16", "M": 128, "kernel": float("nan")}])
+    table = dashboard.kernel_choices(rows)
+    assert table.loc[("H100", "m", "o", "triton_w4a16_g128")].tolist() == ["gluon x1", "dequant"]
+    assert len(table) == 1  # rows without a recorded kernel (peers, older records) are left out
+    assert dashboard.kernel_choices(rows.drop(columns="kernel")).empty
