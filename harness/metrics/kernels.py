@@ -3,7 +3,8 @@
 Each backend builds its weights once per (K, N) and exposes `run(x)`; every (backend, shape, M) is timed with
 CUDA events on CUDA-graph replays after warm-up (median of many runs, L2 flushed before each run), and
 reported with achieved GB/s and TFLOP/s and the fraction of the roofline measured in the same run (a large
-device copy for bandwidth, a large bf16 and fp8 matmul for the matrix rate).
+device copy for bandwidth, a large bf16 and fp8 matmul for the matrix rate). Rows also carry the SM clock and
+board power sampled while they were timed (`gpu_state`) and, for our W4A16, the path and tiles that ran (`kernel`).
 """
 
 from __future__ import annotations
