@@ -1291,8 +1291,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     (W dequantized by a Triton kernel into x's dtype, then one cuBLAS GEMM: large M), or gluon (Hopper,
     4-bit fp16 layers, symmetric or with zero codes: the warp-specialised Gluon kernel, `kernels.w4a16_gluon`;
     consumers: its 1 or 2 consumer warpgroups; tuned or explicit, its own tiles, an error names what it does not
-    take). Split-K on the gemv,
-    skinny and frag paths reduces in the same launch through a reusable workspace (`_splitk_workspace`)."""
+    take). Split-K on the gemv, skinny and frag paths reduces in the same launch through a reusable workspace
+    (`_splitk_workspace`)."""
     if triton is None:
         raise RuntimeError("w4a16: Triton is not installed: pip install 'quantbench[gpu]' or use backend='torch'")
     if not x.is_cuda and not _interpreted():
