@@ -40,13 +40,13 @@ def _geomean(x: pd.Series) -> float:
 
 
 def kernel_label(cfg) -> str:
-    """A short name of the config a W4A16 row ran (`kernels.w4a16.chosen_config`), e.g. "gluon x2",
+    """A short name of the config a W4A16 row ran (`kernels.w4a16.chosen_config`), e.g. "gluon x2 128 tokens",
     "frag 128x128 split 4", "dequant"."""
     if not isinstance(cfg, dict):
         return ""
     path = cfg.get("path", "?")
     if path == "gluon":
-        return f"gluon x{cfg.get('consumers', 1)}"
+        return f"gluon x{cfg.get('consumers', 1)}" + (f" {cfg['block_m']} tokens" if "block_m" in cfg else "")
     if path == "dequant":
         return "dequant"
     tile = "x".join(str(cfg[k]) for k in ("block_m", "block_n") if k in cfg)

@@ -360,14 +360,16 @@ def _setmaxnreg(kernel) -> list[str]:
 
 def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False) -> dict:
     """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles and 1 or 2 consumer
-    warpgroups (2: BM = 128 whatever is asked): `_wgmma_stats` and the register reallocations (setmaxnreg) left in
-    its PTX.
+    warpgroups (2: BM <= 128, 128 where 256 is asked): `_wgmma_stats` and the register reallocations
+    (setmaxnreg) left in its PTX.
     ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
     token), the binary a group-128 layer runs; zeros: a layer with uint8 zero codes."""
     from kernels import w4a16_gluon as g
 
+    if bm not in (64, 128, 256):
+        raise ValueError(f"w4a16-gluon: token tiles of 64, 128 or 256, not {bm}")
     if consumers == 2:
-        bm = 128  # the two-consumer kernel runs 128-token tiles only
+        bm = min(bm, 128)  # the two-consumer kernel runs 64- or 128-token tiles
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
            "w_desc": f"tensordesc<i32[16, 64],{g._words_layout()!r}>", "s_ptr": "*fp16",
            "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
@@ -388,7 +390,7 @@ def main(argv=None) -> None:
     ap.add_argument("kernel", choices=["gemv", "tiled", "skinny", "planes", "frag", "fp8", "fp8-gluon",
                                        "w4a16-gluon"])
     ap.add_argument("--m", type=int, default=1, help="gemv: rows (1, 2 or 4)")
-    ap.add_argument("--block-m", type=int, default=64, help="tiled, planes, fp8")
+    ap.add_argument("--block-m", type=int, default=None, help="tiled, planes, fp8, frag (64); w4a16-gluon (256)")
     ap.add_argument("--per-row", action="store_true", help="fp8: the per-tensor/per-row GEMM, not block-scaled")
     ap.add_argument("--block-n", type=int, default=None, help="default: 256 gemv, 128 tiled/skinny")
     ap.add_argument("--block-k", type=int, default=None, help="default: 64 gemv/tiled, 128 skinny")
@@ -419,12 +421,12 @@ def main(argv=None) -> None:
     if args.kernel == "fp8-gluon":
         print(json.dumps(fp8_gluon_stats()))
         return
-    if args.kernel == "w4a16-gluon":  # --block-m: the token tile (128 or 256)
-        print(json.dumps(w4a16_gluon_stats(args.block_m if args.block_m in (128, 256) else 256, args.ones,
-                                           args.consumers, args.zero_codes)))
+    block_m = args.block_m or (256 if args.kernel == "w4a16-gluon" else 64)
+    if args.kernel == "w4a16-gluon":  # --block-m: the token tile (64, 128 or 256)
+        print(json.dumps(w4a16_gluon_stats(block_m, args.ones, args.consumers, args.zero_codes)))
         return
     if args.kernel == "fp8":
-        loop, every = fp8_gemm_mix(args.block_m, args.block_n or 128, args.warps or 4, args.stages,
+        loop, every = fp8_gemm_mix(block_m, args.block_n or 128, args.warps or 4, args.stages,
                                    not args.per_row)
         out = {"loop": dict(loop), "spills": every["STL"] + every["LDL"], "qgmma": every["QGMMA"]}
         print(json.dumps(out) if args.json else f"loop {sum(loop.values())} instructions, QGMMA {loop['QGMMA']}, "
@@ -437,19 +439,19 @@ def main(argv=None) -> None:
                                           pdl=args.pdl, zeros=args.zeros, spread_x=args.spread_x)
     elif args.kernel == "frag" and args.hazards:
         stats = {}
-        found = wgmma_a_hazards(frag_sass(args.block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
+        found = wgmma_a_hazards(frag_sass(block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
                                           args.zeros, args.even_m, args.permute_x, args.stream_k), stats)
         print(f"{len(found)} writes to A registers of wgmmas in flight ({stats['loops']} loops, "
               f"{stats['register_a_wgmmas']} register-A wgmmas examined)" + "".join(f"\n  {h}" for h in found[:20]))
         raise SystemExit(1 if found or not stats["register_a_wgmmas"] else 0)
     elif args.kernel == "frag":
-        ops, per_weight, every = frag_mix(args.block_m, args.block_n or 128, args.warps or 8, args.stages,
+        ops, per_weight, every = frag_mix(block_m, args.block_n or 128, args.warps or 8, args.stages,
                                           args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
     elif args.kernel == "planes":
-        ops, per_weight = planes_mix(args.block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
+        ops, per_weight = planes_mix(block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)
     elif args.kernel == "tiled":
-        ops, per_weight = tiled_mix(args.block_m, args.block_n or 128, args.block_k or 64, warps, args.stages,
+        ops, per_weight = tiled_mix(block_m, args.block_n or 128, args.block_k or 64, warps, args.stages,
                                     args.bits, args.dtype, not args.row_scales, args.swap_ab, args.split_k or 1)
     else:
         ops, per_weight = skinny_mix(args.block_n or 128, args.block_k or 128, warps, args.stages, args.bits,

@@ -1251,6 +1251,12 @@ def _resolve(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, M: in
     return cfg, gluon_checked, explicit
 
 
+def _gluon_tokens(cfg: dict, path: str | None, explicit: dict) -> int | None:
+    """The Gluon kernel's token tile: the caller's block_m, else a tuned entry's (an explicit path's cfg holds the
+    other paths' defaults), else None (the kernel's own choice)."""
+    return explicit.get("block_m", cfg.get("block_m") if path is None else None)
+
+
 def chosen_config(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, *, path: str | None = None,
                   consumers: int | None = None, glu: bool = False, **tiles) -> dict:
     """What `w4a16_matmul` would run for x [..., K] on this layer, without running it: the path and its tiles (the
@@ -1263,8 +1269,13 @@ def chosen_config(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, 
     if cfg["path"] == "gluon":
         from kernels import w4a16_gluon
 
+        M = x2.shape[0]
         c = consumers if consumers is not None else cfg.get("consumers")
-        return {"path": "gluon", "consumers": c if c is not None else w4a16_gluon.consumers(x2.shape[0], N)}
+        c = c if c is not None else w4a16_gluon.consumers(M, N)
+        explicit = {name: tiles[name] for name in TILE_ARGS if tiles.get(name) is not None}
+        bm = _gluon_tokens(cfg, path, explicit)
+        return {"path": "gluon", "consumers": c,
+                "block_m": bm if bm is not None else 128 if c == 2 else w4a16_gluon.block_m(M)}
     return {name: v for name, v in cfg.items() if name in CONFIG_KEYS}
 
 
@@ -1316,11 +1327,12 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             why = w4a16_gluon.unsupported(x, qweight, scales, zeros, g_idx, group_size, bits)
             if why or glu:
                 raise ValueError(f"w4a16: path='gluon' cannot run this call: {why or 'glu=True'}; use path='frag'")
-            if explicit:
-                raise ValueError(f"w4a16: path='gluon' picks its own tiles; drop {sorted(explicit)}")
+            if explicit.keys() - {"block_m"}:
+                raise ValueError(f"w4a16: path='gluon' picks its own tiles but block_m (its token tile); drop "
+                                 f"{sorted(explicit.keys() - {'block_m'})}")
         return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias,
                                               consumers if consumers is not None else cfg.get("consumers"),
-                                              zeros=zeros)
+                                              zeros=zeros, tokens=_gluon_tokens(cfg, path, explicit))
     if consumers is not None:
         raise ValueError(f"w4a16: consumers={consumers} is the gluon path's option (path={cfg['path']!r})")
     if cfg["path"] == "gemv":

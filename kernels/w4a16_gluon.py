@@ -8,8 +8,8 @@ y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`k
 - a 1-warp loader brings by TMA, into a ring of shared-memory slots (ready/empty mbarriers), each K-block's x tile
   [BM, 128] and each consumer's packed words [16, 64] (unswizzled; read in the transposed words layout and permuted
   in registers, `_smem_words`);
-- one consumer warpgroup (`w4a16_ws_kernel`, BM = 128 or 256, 240 registers) or two on the same x slots
-  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 128, 168 registers) loads its scales (and zero codes) two K-blocks
+- one consumer warpgroup (`w4a16_ws_kernel`, BM = 64, 128 or 256 tokens, 240 registers) or two on the same x slots
+  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) loads its scales (and zero codes) two K-blocks
   ahead, dequantises each K-block into the wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2 a register
   pair of weights) while the previous block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and releases
   each x slot as its wgmmas retire.
@@ -24,8 +24,9 @@ twelfth session, call 8, the faster of one and two consumers over the 11 Llama l
 at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consumers; dequantize + cuBLAS
 0.75-0.78x in record 20261128T065900Z, another run).
 Words by TMA made it 1.04-1.22x faster than loading them from global memory two blocks ahead (one consumer, M <= 256;
-two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2)`; the tuner offers both at
-M = 65-1024 (results/h100/README.md).
+two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2, block_m=64|128|256)`; the
+tuner offers both consumer counts at M = 65-1024, and 64-token tiles up to M = 128 (not yet run on a GPU; see
+results/h100/README.md).
 Gluon kernels do not run under TRITON_INTERPRET."""
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ if gluon is not None:
         24 registers with one consumer, which takes the rest; with two, every warp keeps its 168, see
         `_keep_launch_registers`)."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
-        SLOTS_: gl.constexpr = 4 if BM == 128 else 3
+        SLOTS_: gl.constexpr = 3 if BM == 256 else 4
         xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
         ws = gl.allocate_shared_memory(gl.int32, [SLOTS_ * CONSUMERS, 16, 64], w_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
@@ -337,12 +338,16 @@ def consumers(M: int, N: int) -> int:
 
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                        bias: torch.Tensor | None = None, n_consumers: int | None = None, *,
-                       zeros: torch.Tensor | None = None) -> torch.Tensor:
+                       zeros: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
     """y = x @ W (+ bias) for a 4-bit layer (`unsupported` says which), symmetric or with integer zero codes
-    [G, N] (4-bit codes, 0-15); x [M, K] fp16. n_consumers: 1 or 2 consumer warpgroups (None: `consumers`). The
-    layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
+    [G, N] (4-bit codes, 0-15); x [M, K] fp16. n_consumers: 1 or 2 consumer warpgroups (None: `consumers`);
+    tokens: the token tile, 64, 128 or 256 (two consumers: up to 128; None: `block_m`, 128 with two consumers).
+    The layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
     if n_consumers is not None and (type(n_consumers) is not int or n_consumers not in (1, 2)):
         raise ValueError(f"w4a16 Gluon kernel: consumers={n_consumers!r}; use 1 or 2 (consumer warpgroups)")
+    if tokens is not None and (tokens not in (64, 128, 256) or (n_consumers == 2 and tokens == 256)):
+        raise ValueError(f"w4a16 Gluon kernel: token tiles of {tokens}; use 64, 128 or 256 (two consumers: 64 or "
+                         "128)")
     why = unsupported(x, qweight, scales, zeros, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
@@ -360,7 +365,9 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     if N % (64 * c):
         raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
                          "consumers=1")
-    bm = 128 if c == 2 else block_m(M)
+    bm = tokens if tokens is not None else 128 if c == 2 else block_m(M)
+    if c == 2 and bm == 256:
+        raise ValueError("w4a16 Gluon kernel: two consumers take token tiles of 64 or 128, not 256")
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
     w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 64], _words_layout())  # a consumer's K-block

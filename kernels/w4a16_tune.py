@@ -165,6 +165,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
     if bits == 4 and GLUON_M[0] <= M <= GLUON_M[1] and K % 256 == 0 and gs > 0 and gs % 128 == 0 and N % 64 == 0:
         for c in (1, 2) if N % 128 == 0 else (1,):  # the warp-specialised Gluon kernel (Hopper), its own tiles
             out.append(dict(path="gluon", consumers=c))
+            if M <= 128:  # 64-token tiles: twice the programs where 128-token ones leave SMs idle (small N)
+                out.append(dict(path="gluon", consumers=c, block_m=64))
     if k.frag_layout_supported(K, group_size, bits, False) is None:
         for bm, bn, warps, stages in FRAG_TILES + (FRAG_DECODE_TILES if M <= 16 else ()):
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles

@@ -189,7 +189,7 @@ def test_the_dashboard_names_the_w4a16_kernel_each_point_ran():
 
     from harness import dashboard
 
-    assert dashboard.kernel_label({"path": "gluon", "consumers": 2}) == "gluon x2"
+    assert dashboard.kernel_label({"path": "gluon", "consumers": 2, "block_m": 128}) == "gluon x2 128 tokens"
     assert dashboard.kernel_label({"path": "frag", "block_m": 128, "block_n": 128, "split_k": 4}) == \
         "frag 128x128 split 4"
     assert dashboard.kernel_label({"path": "dequant", "block_n": 128}) == "dequant"

@@ -222,8 +222,8 @@ def test_committed_tuning_table_is_well_formed():
         for key, cfg in entries.items():
             assert cfg["path"] in k.PATHS, (gpu, key)
             if cfg["path"] == "gluon":  # the Gluon kernel picks its own tiles; the others' best is its fallback
-                assert set(cfg) <= {"path", "median_ms", "default_ms", "fallback", "consumers"}, (gpu, key)
-                assert cfg.get("consumers", 1) in (1, 2), (gpu, key)
+                assert set(cfg) <= {"path", "median_ms", "default_ms", "fallback", "consumers", "block_m"}, (gpu, key)
+                assert cfg.get("consumers", 1) in (1, 2) and cfg.get("block_m", 128) in (64, 128, 256), (gpu, key)
                 if "fallback" not in cfg:
                     continue
                 cfg = cfg["fallback"]
@@ -546,7 +546,8 @@ def test_tuner_offers_the_gluon_kernel_where_it_takes_the_layer_and_measured_win
         return [c for c in w4a16_tune.candidates(M, N, K, bits, 132, gs) if c["path"] == "gluon"]
 
     both = [{"path": "gluon", "consumers": 1}, {"path": "gluon", "consumers": 2}]
-    assert gluon(128) == both and gluon(256) == both and gluon(1024) == both
+    assert gluon(256) == both and gluon(1024) == both
+    assert gluon(128) == [both[0], both[0] | {"block_m": 64}, both[1], both[1] | {"block_m": 64}]  # small M: 64 too
     assert gluon(256, N=4032) == both[:1]  # two consumers take 128 weight rows a program
     assert not gluon(64) and not gluon(2048)  # dequantize + cuBLAS won from M = 1024 on the H100
     assert not gluon(256, bits=8) and not gluon(256, gs=64) and not gluon(256, N=4000) and not gluon(256, K=4224)

@@ -48,7 +48,7 @@ def test_unsupported_names_the_reason_and_the_path_refuses_with_it(monkeypatch):
     with pytest.raises(ValueError, match="glu=True"):
         k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton", path="gluon", glu=True)
     with pytest.raises(ValueError, match="picks its own tiles"):
-        k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton", path="gluon", block_m=64)
+        k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, backend="triton", path="gluon", block_n=64)
     with pytest.raises(ValueError, match="qweight"):  # the layer's shapes, checked before any launch
         g.w4a16_matmul_gluon(x, qweight[:8], scales, 128)
 
@@ -80,7 +80,8 @@ def test_a_tuned_gluon_entry_falls_back_where_the_kernel_cannot_run(monkeypatch)
 
 @pytest.mark.parametrize("bm,ones,consumers,zeros", [(256, False, 1, False), (128, False, 1, False),
                                                      (128, True, 1, False), (128, False, 2, False),
-                                                     (256, False, 1, True), (128, False, 2, True)])
+                                                     (256, False, 1, True), (128, False, 2, True),
+                                                     (64, False, 1, False), (64, False, 2, False)])
 def test_gluon_w4a16_binary_waits_at_depth_one_without_a_register_hazards_or_spills(bm, ones, consumers, zeros):
     # ones: the binary a group-128 layer with a bias runs (the launcher specialises integer arguments of 1);
     # zeros: a layer with uint8 zero codes
@@ -153,6 +154,9 @@ def test_the_consumer_count_is_checked_first():
     for bad in (0, 3, True, 2.0):
         with pytest.raises(ValueError, match="use 1 or 2"):
             g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=bad)
+    for consumers, tokens in ((1, 32), (2, 256)):
+        with pytest.raises(ValueError, match="token tiles of"):
+            g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=consumers, tokens=tokens)
 
 
 @needs_hopper
@@ -195,8 +199,9 @@ def test_gluon_w4a16_matches_the_reference(M, K, N, group_size, bias):
     y3 = k.w4a16_matmul(x.view(1, M, K), qweight, scales, None, None, group_size, 4, b, path="gluon")
     assert y3.shape == (1, M, N) and torch.equal(y3[0], y)
     for c in (1, 2) if N % 128 == 0 else (1,):  # both kernels (the path picks 2 consumers where N allows)
-        y = g.w4a16_matmul_gluon(x, qweight, scales, group_size, b, n_consumers=c)
-        assert rel_err(y, ref) < MAX_REL_ERR, c
+        for tokens in (None, 64):
+            y = g.w4a16_matmul_gluon(x, qweight, scales, group_size, b, n_consumers=c, tokens=tokens)
+            assert rel_err(y, ref) < MAX_REL_ERR, (c, tokens)
     if N % 128:
         with pytest.raises(ValueError, match="N a multiple of 128"):
             g.w4a16_matmul_gluon(x, qweight, scales, group_size, b, n_consumers=2)
@@ -234,11 +239,16 @@ def test_a_tuned_gluon_entry_passes_its_consumers_and_other_paths_refuse_them(mo
     x = torch.randn(3, 256, dtype=torch.float16, device=dev)
     seen = []
     monkeypatch.setattr(g, "unsupported", lambda *a: None)
-    monkeypatch.setattr(g, "w4a16_matmul_gluon", lambda *a, zeros: seen.append(a[5]) or "ran")
+    monkeypatch.setattr(g, "w4a16_matmul_gluon", lambda *a, zeros, tokens: seen.append((a[5], tokens)) or "ran")
     monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "consumers": 2})
     assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4) == "ran"
     assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, consumers=1) == "ran"  # the caller's wins
-    assert seen == [2, 1]
+    assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, path="gluon", block_m=64) == "ran"
+    monkeypatch.setattr(k, "default_config", lambda *a, **kw: {"path": "gluon", "consumers": 1, "block_m": 64})
+    assert k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4) == "ran"  # a tuned entry's token tile
+    assert seen == [(2, None), (1, None), (2, 64), (1, 64)]  # naming the entry's own path keeps its consumers
+    with pytest.raises(ValueError, match="picks its own tiles but block_m"):
+        k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, path="gluon", block_n=64)
     with pytest.raises(ValueError, match="consumers=2 is the gluon path's option"):
         k.w4a16_matmul_triton(x, qweight, scales, None, None, 128, 4, path="tiled", consumers=2)
 
@@ -270,8 +280,11 @@ def test_chosen_config_names_what_the_dispatch_runs(monkeypatch):
         # bf16 x with fp16 scales: nor can the fallback's frag tiles
         assert k.chosen_config(x.bfloat16(), qweight, scales, None, None, 128, 4)["path"] not in ("frag", "gluon")
     monkeypatch.setattr(g, "unsupported", lambda *a: None)
-    assert k.chosen_config(x, qweight, scales, None, None, 128, 4) == {"path": "gluon", "consumers": 2}
-    assert k.chosen_config(x, qweight, scales, None, None, 128, 4, consumers=1) == {"path": "gluon", "consumers": 1}
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4) == {"path": "gluon", "consumers": 2, "block_m": 128}
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4, consumers=1) == {
+        "path": "gluon", "consumers": 1, "block_m": 128}
+    assert k.chosen_config(x, qweight, scales, None, None, 128, 4, path="gluon", block_m=64) == {
+        "path": "gluon", "consumers": 2, "block_m": 64}
     assert k.chosen_config(x, qweight, scales, None, None, 128, 4, block_n=32)["path"] == "frag"  # tiles named
     tiled = k.chosen_config(x, qweight, scales, None, None, 128, 4, path="tiled", block_m=16, block_k=32)
     assert tiled["path"] == "tiled" and tiled["block_m"] == 16 and tiled["block_k"] == 32
