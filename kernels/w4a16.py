@@ -1251,10 +1251,12 @@ def _resolve(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, M: in
     return cfg, gluon_checked, explicit
 
 
-def _gluon_tokens(cfg: dict, path: str | None, explicit: dict) -> int | None:
-    """The Gluon kernel's token tile: the caller's block_m, else a tuned entry's (an explicit path's cfg holds the
-    other paths' defaults), else None (the kernel's own choice)."""
-    return explicit.get("block_m", cfg.get("block_m") if path is None else None)
+def _gluon_args(cfg: dict, path: str | None, explicit: dict, consumers: int | None) -> tuple[int | None, int | None]:
+    """The Gluon kernel's consumer count and token tile as this call names them: the caller's, else a tuned
+    entry's (an explicit path's cfg holds the other paths' default block_m), else None (the kernel's own choice,
+    `w4a16_gluon.tiles`)."""
+    return (consumers if consumers is not None else cfg.get("consumers"),
+            explicit.get("block_m", cfg.get("block_m") if path is None else None))
 
 
 def chosen_config(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, *, path: str | None = None,
@@ -1264,18 +1266,13 @@ def chosen_config(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, 
     K = x.shape[-1]
     x2 = x.reshape(-1, K)
     N = qweight.shape[1]
-    cfg, _, _ = _resolve(x2, qweight, scales, zeros, g_idx, group_size, bits, x2.shape[0], N, K, path,
-                         {name: tiles.get(name) for name in TILE_ARGS}, glu)
+    cfg, _, explicit = _resolve(x2, qweight, scales, zeros, g_idx, group_size, bits, x2.shape[0], N, K, path,
+                                {name: tiles.get(name) for name in TILE_ARGS}, glu)
     if cfg["path"] == "gluon":
         from kernels import w4a16_gluon
 
-        M = x2.shape[0]
-        c = consumers if consumers is not None else cfg.get("consumers")
-        c = c if c is not None else w4a16_gluon.consumers(M, N)
-        explicit = {name: tiles[name] for name in TILE_ARGS if tiles.get(name) is not None}
-        bm = _gluon_tokens(cfg, path, explicit)
-        return {"path": "gluon", "consumers": c,
-                "block_m": bm if bm is not None else 128 if c == 2 else w4a16_gluon.block_m(M)}
+        c, bm = w4a16_gluon.tiles(x2.shape[0], N, *_gluon_args(cfg, path, explicit, consumers))
+        return {"path": "gluon", "consumers": c, "block_m": bm}
     return {name: v for name, v in cfg.items() if name in CONFIG_KEYS}
 
 
@@ -1330,9 +1327,8 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
             if explicit.keys() - {"block_m"}:
                 raise ValueError(f"w4a16: path='gluon' picks its own tiles but block_m (its token tile); drop "
                                  f"{sorted(explicit.keys() - {'block_m'})}")
-        return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias,
-                                              consumers if consumers is not None else cfg.get("consumers"),
-                                              zeros=zeros, tokens=_gluon_tokens(cfg, path, explicit))
+        c, tokens = _gluon_args(cfg, path, explicit, consumers)
+        return w4a16_gluon.w4a16_matmul_gluon(x, qweight, scales, group_size, bias, c, zeros=zeros, tokens=tokens)
     if consumers is not None:
         raise ValueError(f"w4a16: consumers={consumers} is the gluon path's option (path={cfg['path']!r})")
     if cfg["path"] == "gemv":

@@ -9,10 +9,10 @@ y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`k
   [BM, 128] and each consumer's packed words [16, 64] (unswizzled; read in the transposed words layout and permuted
   in registers, `_smem_words`);
 - one consumer warpgroup (`w4a16_ws_kernel`, BM = 64, 128 or 256 tokens, 240 registers) or two on the same x slots
-  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) loads its scales (and zero codes) two K-blocks
-  ahead, dequantises each K-block into the wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2 a register
-  pair of weights) while the previous block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and releases
-  each x slot as its wgmmas retire.
+  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) loads its scales (and zero codes) two
+  K-blocks ahead, dequantises each K-block into the wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2
+  a register pair of weights) while the previous block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and
+  releases each x slot as its wgmmas retire.
 
 Two consumers at BM = 256 would need more than the 168 registers a thread that 12 warps allow. At BM = 128 their code
 fits in 168, but Triton's register reallocation (workers at 120 and 24 outside their partitions) makes ptxas
@@ -49,7 +49,7 @@ except Exception:  # no Triton, or one without Gluon's Hopper API
     gluon = None
 
 MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
-# two consumers (BM = 128): 12 warps at 168 registers fill the register file, and every partition keeps them
+# two consumers (BM = 64 or 128): 12 warps at 168 registers fill the register file, and every partition keeps them
 MAXNREG_2 = 168
 
 
@@ -272,7 +272,7 @@ if gluon is not None:
     @gluon.jit
     def w4a16_ws2_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                          HAS_Z: gl.constexpr, num_warps: gl.constexpr):
-        """Two consumer warpgroups on BM = 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
+        """Two consumer warpgroups on BM = 64 or 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
         (`_keep_launch_registers`)."""
         _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2, HAS_Z)
 
@@ -336,6 +336,13 @@ def consumers(M: int, N: int) -> int:
     return 2 if N % 128 == 0 and (M >= 512 or (M <= 128 and N >= 10240)) else 1
 
 
+def tiles(M: int, N: int, n_consumers: int | None = None, tokens: int | None = None) -> tuple[int, int]:
+    """(consumer warpgroups, token tile) a call runs: the ones named, else `consumers` and 128 tokens with two,
+    `block_m` with one."""
+    c = consumers(M, N) if n_consumers is None else n_consumers
+    return c, tokens if tokens is not None else 128 if c == 2 else block_m(M)
+
+
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                        bias: torch.Tensor | None = None, n_consumers: int | None = None, *,
                        zeros: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
@@ -361,11 +368,10 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     y = torch.empty((M, N), dtype=torch.float16, device=x.device)
     if M == 0 or N == 0:
         return y
-    c = consumers(M, N) if n_consumers is None else n_consumers
+    c, bm = tiles(M, N, n_consumers, tokens)
     if N % (64 * c):
         raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
                          "consumers=1")
-    bm = tokens if tokens is not None else 128 if c == 2 else block_m(M)
     if c == 2 and bm == 256:
         raise ValueError("w4a16 Gluon kernel: two consumers take token tiles of 64 or 128, not 256")
     xf = _fragment_order(x.contiguous())
