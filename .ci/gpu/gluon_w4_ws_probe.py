@@ -6,7 +6,9 @@ groups of 128), before it moved into kernels/.
 
     python3 .ci/gpu/gluon_w4_ws_probe.py sass [BM [C]]     # CPU: waits, A-register hazards, spills (kernels.sass)
     python3 .ci/gpu/gluon_w4_ws_probe.py run [M ...]       # GPU; $SHAPES="KxN ..." (default: four Llama shapes),
-                                                           # $OLD_GLUON=file: another version of the module beside"""
+                                                           # $OLD_GLUON=file: another version of the module beside
+                                                           # $VARIANTS="name=file ...": several such versions;
+                                                           # $CONSUMERS="1 2" (default): the consumer counts timed"""
 
 import json
 import os
@@ -29,13 +31,16 @@ def main(argv) -> None:
     from kernels.timing import interleaved_time_ms, l2_flush_buffer
     from kernels.w4a16_tune import MAX_REL_ERR, random_layer, rel_err
 
-    old = None  # OLD_GLUON=path: another version of kernels/w4a16_gluon.py, timed in the same run
-    if os.environ.get("OLD_GLUON"):
-        import importlib.util
+    import importlib.util
 
-        spec = importlib.util.spec_from_file_location("old_w4a16_gluon", os.environ["OLD_GLUON"])
-        old = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old)
+    mods = {"": gluon_w4}  # other versions of kernels/w4a16_gluon.py, timed in the same run
+    named = [("old ", os.environ["OLD_GLUON"])] if os.environ.get("OLD_GLUON") else []
+    named += [(v.split("=")[0] + " ", v.split("=")[1]) for v in os.environ.get("VARIANTS", "").split()]
+    for name, path in named:
+        spec = importlib.util.spec_from_file_location("w4a16_gluon_" + name.strip(), path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    counts = [int(c) for c in os.environ.get("CONSUMERS", "1 2").split()]
     m_values = [int(v) for v in argv[1:]] or [128, 256, 512, 1024]
     shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("SHAPES", "").split()] or [
         (8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)]
@@ -50,10 +55,10 @@ def main(argv) -> None:
             def gluon(c, mod=gluon_w4):
                 return lambda: mod.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c)
 
-            fns = [gluon(1), gluon(2)] + ([gluon(1, old), gluon(2, old)] if old else []) + [lambda: x @ wf]
+            fns = [gluon(c, mod) for mod in mods.values() for c in counts] + [lambda: x @ wf]
             worst = max(rel_err(f(), ref) for f in fns[:-1] for _ in range(3))
             us = [v[0] * 1e3 for v in interleaved_time_ms(fns, 3, 20, flush)]
-            names = ["1c", "2c"] + (["old 1c", "old 2c"] if old else [])
+            names = [f"{name}{c}c" for name in mods for c in counts]
             print(f"K={K} N={N} M={M}: {'PASS' if worst < MAX_REL_ERR else 'FAIL'} rel err {worst:.1e}; "
                   + ", ".join(f"{n} {u:.1f} us" for n, u in zip(names, us)) + f", cuBLAS fp16 {us[-1]:.1f}; / fp16: "
                   + ", ".join(f"{n} {us[-1] / u:.2f}x" for n, u in zip(names, us)), flush=True)
