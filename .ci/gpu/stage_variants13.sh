@@ -2,11 +2,12 @@
 # Device machine (carry .whl and .ci/gpu/.sent), thirteenth session: versions of the Gluon W4A16 kernel timed in one
 # run (.ci/gpu/gluon_w4_ws_probe.py, $VARIANTS: module files carried in .whl/variants/, kernels/w4a16_gluon.py as
 # the unnamed one), then Nsight Compute's stalls per SASS line of the working tree's two-consumer kernel.
-#   VARIANT_FILES="name=.whl/variants/x.py ...", PROBE_SHAPES, PROBE_M, CONSUMERS ("1 2")
+#   VARIANT_FILES="name=.whl/variants/x.py ...", PROBE_SHAPES, PROBE_M, CONSUMERS ("1 2"); NO_NCU=1: the timings only
 source .ci/gpu/env.sh || exit 1
 SHAPES="${PROBE_SHAPES:-8192x57344 28672x8192 8192x8192 4096x28672 4096x4096}" VARIANTS="$VARIANT_FILES" \
   timeout ${PROBE_TIMEOUT:-300} python3 .ci/gpu/gluon_w4_ws_probe.py run ${PROBE_M:-256 1024} 2>&1 | grep -v Warn \
   | tee $OUT/variants.log | sed 's/PASS rel err [0-9.e-]*; //' | cut -c1-400
+[ -n "${NO_NCU:-}" ] && exit 0
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 timeout 120 $NCU --clock-control none --profile-from-start off -k regex:w4a16_ws2 --section SourceCounters \
   --section WarpStateStats --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
