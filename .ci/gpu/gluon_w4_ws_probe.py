@@ -8,7 +8,8 @@ groups of 128), before it moved into kernels/.
     python3 .ci/gpu/gluon_w4_ws_probe.py run [M ...]       # GPU; $SHAPES="KxN ..." (default: four Llama shapes),
                                                            # $OLD_GLUON=file: another version of the module beside
                                                            # $VARIANTS="name=file ...": several such versions;
-                                                           # $CONSUMERS="1 2" (default): the consumer counts timed"""
+                                                           # $TILES="1 2 2:256" (default "1 2"): the consumer
+                                                           # counts timed, each with a token tile or the default"""
 
 import json
 import os
@@ -40,7 +41,8 @@ def main(argv) -> None:
         spec = importlib.util.spec_from_file_location("w4a16_gluon_" + name.strip(), path)
         mods[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mods[name])
-    counts = [int(c) for c in os.environ.get("CONSUMERS", "1 2").split()]
+    tiles = [(int(t.split(":")[0]), int(t.split(":")[1]) if ":" in t else None)
+             for t in os.environ.get("TILES", os.environ.get("CONSUMERS", "1 2")).split()]
     m_values = [int(v) for v in argv[1:]] or [128, 256, 512, 1024]
     shapes = [tuple(int(v) for v in s.split("x")) for s in os.environ.get("SHAPES", "").split()] or [
         (8192, 57344), (8192, 8192), (4096, 4096), (28672, 8192)]
@@ -52,14 +54,25 @@ def main(argv) -> None:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             ref = w4a16.w4a16_matmul_ref(x, qweight, scales, None, None, 128, 4, validate=False)
 
-            def gluon(c, mod=gluon_w4):
-                return lambda: mod.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c)
+            def gluon(c, bm, mod=gluon_w4):
+                return lambda: mod.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=c, tokens=bm)
 
-            fns = [gluon(c, mod) for mod in mods.values() for c in counts] + [lambda: x @ wf]
-            worst = max(rel_err(f(), ref) for f in fns[:-1] for _ in range(3))
+            fns, names = [], []
+            for name, mod in mods.items():
+                for c, bm in tiles:
+                    try:  # a version that does not take the tile says so and is left out
+                        gluon(c, bm, mod)()
+                    except ValueError as e:
+                        print(f"{name}{c}c{bm or ''}: {e}")
+                        continue
+                    fns.append(gluon(c, bm, mod))
+                    names.append(f"{name}{c}c{bm or ''}")
+            fns.append(lambda: x @ wf)
+            errs = [max(rel_err(f(), ref) for _ in range(3)) for f in fns[:-1]]
+            worst = max(errs)
             us = [v[0] * 1e3 for v in interleaved_time_ms(fns, 3, 20, flush)]
-            names = [f"{name}{c}c" for name in mods for c in counts]
-            print(f"K={K} N={N} M={M}: {'PASS' if worst < MAX_REL_ERR else 'FAIL'} rel err {worst:.1e}; "
+            bad = [n for n, e in zip(names, errs) if not e < MAX_REL_ERR]
+            print(f"K={K} N={N} M={M}: {'PASS' if not bad else 'FAIL ' + ','.join(bad)} rel err {worst:.1e}; "
                   + ", ".join(f"{n} {u:.1f} us" for n, u in zip(names, us)) + f", cuBLAS fp16 {us[-1]:.1f}; / fp16: "
                   + ", ".join(f"{n} {us[-1] / u:.2f}x" for n, u in zip(names, us)), flush=True)
 
