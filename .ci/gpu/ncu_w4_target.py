@@ -2,7 +2,7 @@
 warpgroups (`kernels/w4a16_gluon.py`, symmetric g128 layer) and cuBLAS fp16 on the same shape, each launched once
 between cudaProfilerStart and Stop after two warm-up calls (run under `ncu --profile-from-start off`).
 
-    python3 .ci/gpu/ncu_w4_target.py K N M [1c 2c fp16]"""
+    python3 .ci/gpu/ncu_w4_target.py K N M [1c 2c 2c256 fp16]   # $GLUON_MODULE: another version of the module"""
 
 import os
 import sys
@@ -13,7 +13,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 def main(argv) -> None:
     import torch
 
-    from kernels import w4a16_gluon as g
+    if os.environ.get("GLUON_MODULE"):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("w4a16_gluon_other", os.environ["GLUON_MODULE"])
+        g = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(g)
+    else:
+        from kernels import w4a16_gluon as g
     from kernels.w4a16_tune import random_layer
 
     K, N, M = (int(v) for v in argv[:3])
@@ -23,6 +30,7 @@ def main(argv) -> None:
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     fns = {"1c": lambda: g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=1),
            "2c": lambda: g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=2),
+           "2c256": lambda: g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=2, tokens=256),
            "fp16": lambda: x @ wf}
     for n in names:
         fns[n]()
