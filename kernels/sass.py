@@ -360,27 +360,27 @@ def _setmaxnreg(kernel) -> list[str]:
 
 def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False) -> dict:
     """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles and 1 or 2 consumer
-    warpgroups (2: BM <= 128, 128 where 256 is asked): `_wgmma_stats` and the register reallocations
-    (setmaxnreg) left in its PTX.
+    warpgroups (2 with BM = 256: the kernel with one partition of two warpgroups in step), as
+    `w4a16_matmul_gluon` launches it: `_wgmma_stats` and the register reallocations (setmaxnreg) left in its PTX.
     ones: the launcher's specialisation of integer arguments equal to 1 (groups of 128 with a bias, one
     token), the binary a group-128 layer runs; zeros: a layer with uint8 zero codes."""
     from kernels import w4a16_gluon as g
 
     if bm not in (64, 128, 256):
         raise ValueError(f"w4a16-gluon: token tiles of 64, 128 or 256, not {bm}")
-    if consumers == 2:
-        bm = min(bm, 128)  # the two-consumer kernel runs 64- or 128-token tiles
+    in_step = consumers == 2 and bm == 256
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
-           "w_desc": f"tensordesc<i32[16, 64],{g._words_layout()!r}>", "s_ptr": "*fp16",
+           "w_desc": f"tensordesc<i32[16, {128 if in_step else 64}],{g._words_layout()!r}>", "s_ptr": "*fp16",
            "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
            "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
-    consts = {"num_warps": 4, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
+    consts = {"num_warps": 8 if in_step else 4, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
     for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
-    fn, maxnreg = (g.w4a16_ws_kernel, g.MAXNREG) if consumers == 1 else (g.w4a16_ws2_kernel, g.MAXNREG_2)
+    fn, maxnreg = ((g.w4a16_ws_kernel, g.MAXNREG) if consumers == 1 else (g.w4a16_ws_kernel, g.MAXNREG_2) if in_step
+                   else (g.w4a16_ws2_kernel, g.MAXNREG_2))
     with g.launch_registers_kept():
-        kernel = build(fn, sig, consts, ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), 4,
-                       maxnreg=maxnreg)
+        kernel = build(fn, sig, consts, ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"),
+                       consts["num_warps"], maxnreg=maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
 

@@ -39,9 +39,14 @@ def num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+# A GPU's key without an entry of its own takes the entry of the GPU named here, built on the same chip with as many
+# SMs and the same clocks: the H200 SXM is the H100 SXM's GH100 (132 SMs) with more and faster HBM.
+SAME_CHIP = {"NVIDIA H200": "NVIDIA H100 80GB HBM3"}
+
+
 def entry(table: dict, gpu: str, key: str, config_keys) -> dict | None:
-    """The config keys of the table's entry for this GPU and key, or None."""
-    cfg = table.get(gpu, {}).get(key)
+    """The config keys of the table's entry for this GPU and key (else for its `SAME_CHIP` GPU), or None."""
+    cfg = table.get(gpu, {}).get(key) or table.get(SAME_CHIP.get(gpu, ""), {}).get(key)
     return {k: v for k, v in cfg.items() if k in config_keys} if cfg else None
 
 

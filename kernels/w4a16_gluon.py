@@ -8,16 +8,25 @@ y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`k
 - a 1-warp loader brings by TMA, into a ring of shared-memory slots (ready/empty mbarriers), each K-block's x tile
   [BM, 128] and each consumer's packed words [16, 64] (unswizzled; read in the transposed words layout and permuted
   in registers, `_smem_words`);
-- one consumer warpgroup (`w4a16_ws_kernel`, BM = 64, 128 or 256 tokens, 240 registers) or two on the same x slots
-  (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) loads its scales (and zero codes) two
-  K-blocks ahead, dequantises each K-block into the wgmma A registers (`_dequant`: one LOP3, one HFMA2, one HMUL2
-  a register pair of weights) while the previous block's wgmmas run (`warpgroup_mma_wait(1, deps=(acc, a))`), and
-  releases each x slot as its wgmmas retire.
+- one consumer warpgroup (`w4a16_ws_kernel`, BM = 64, 128 or 256 tokens, 240 registers), two in step as one
+  partition (the same kernel with num_warps = 8: 128 weight rows x 256 tokens, cuBLAS's own tile, 240 registers) or
+  two partitions on the same x slots (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) load
+  their scales (and zero codes) two K-blocks ahead, dequantise each K-block into the wgmma A registers (`_dequant`:
+  one LOP3, one HFMA2, one HMUL2 a register pair of weights) while the previous block's wgmmas run
+  (`warpgroup_mma_wait(1, deps=(acc, a))`), and release each x slot as its wgmmas retire.
 
-Two consumers at BM = 256 would need more than the 168 registers a thread that 12 warps allow. At BM = 128 their code
-fits in 168, but Triton's register reallocation (workers at 120 and 24 outside their partitions) makes ptxas
-serialise every wgmma (C7512), so `_keep_launch_registers` removes it from that kernel's PTX. Both binaries wait at
-depth 1 with no write to an in-flight wgmma's A registers (tests/test_kernels_w4a16_gluon.py checks them).
+Two partitions at BM = 256 would need more than the 168 registers a thread that 12 warps allow. At BM = 128 their
+code fits in 168, but Triton's register reallocation (workers at 120 and 24 outside their partitions) makes ptxas
+serialise every wgmma of the worker consumer (C7512), so `_keep_launch_registers` removes it from that kernel's PTX.
+Two warpgroups in the default partition keep the reallocation (24 for the loader, 240 for them) without C7512, as the
+one-warpgroup kernel does. Every binary waits at depth 1 with no write to an in-flight wgmma's A registers
+(tests/test_kernels_w4a16_gluon.py checks them).
+
+Nsight Compute on an H200 (thirteenth session, 8192 x 57344, M = 1024): the two-partition kernel keeps the tensor
+pipe 77% busy (cuBLAS fp16: 95%); its words' shared loads conflict 7-way. With the A operand made of nothing (no
+words read, no dequantisation) it ran no faster (0.81x cuBLAS fp16): at 128 x 128 tiles the pipeline, not the
+dequantisation, binds. 128 x 256 tiles (two warpgroups in step): tensor pipe 80%, 0.81-0.85x cuBLAS fp16 at
+M = 512-4096 on the large Llama shapes, where the 128 x 128 kernel ran 0.77-0.82x.
 
 H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16, the copy of x into fragment order included),
 twelfth session, call 8, the faster of one and two consumers over the 11 Llama layer shapes: 0.85-1.45x cuBLAS fp16
@@ -25,8 +34,7 @@ at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consum
 0.75-0.78x in record 20261128T065900Z, another run).
 Words by TMA made it 1.04-1.22x faster than loading them from global memory two blocks ahead (one consumer, M <= 256;
 two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2, block_m=64|128|256)`; the
-tuner offers both consumer counts at M = 65-1024, and 64-token tiles up to M = 128 (not yet run on a GPU; see
-results/h100/README.md).
+tuner offers both consumer counts at M = 65-4096, 64-token tiles up to M = 128 and 128 x 256 tiles above.
 Gluon kernels do not run under TRITON_INTERPRET."""
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ except Exception:  # no Triton, or one without Gluon's Hopper API
 MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
 # two consumers (BM = 64 or 128): 12 warps at 168 registers fill the register file, and every partition keeps them
 MAXNREG_2 = 168
+# shared memory for the ring: the H100's 227 KB a block less 8 KB for its mbarriers and the compiler's scratch
+SMEM_FOR_RING = 227 * 1024 - 8 * 1024
 
 
 def block_m(M: int) -> int:
@@ -109,6 +119,12 @@ if gluon is not None:
                                           shape=[a.shape[0], 16])
 
     @triton.constexpr_function
+    def ring_slots(bm, rows):
+        """Slots of the loader's ring: as many K-blocks (an x tile of bm tokens, the packed words of `rows` weight
+        rows) as fit in SMEM_FOR_RING, at most 8."""
+        return min(8, SMEM_FOR_RING // (bm * 128 * 2 + rows * 16 * 4))
+
+    @triton.constexpr_function
     def _transposed(layout):
         """A 2-D linear layout with its two dimensions swapped."""
         swap = lambda bases: [[b[1], b[0]] for b in bases]  # noqa: E731
@@ -153,9 +169,10 @@ if gluon is not None:
     def _loader(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
                 stride_ym, gpb, has_bias, m0, n0, ci):
         """1 warp: into the slot the consumers released, by TMA, K-block b's x tile (rows m0 .., past M as zeros)
-        and for each consumer its 64 columns' packed words [16, 64]."""
+        and for each consumer partition its BN columns' packed words [16, BN]."""
         slots: gl.constexpr = xs.shape[0]
         CONS: gl.constexpr = ws.shape[0] // slots
+        BN: gl.constexpr = ws.shape[2]
         nbytes: gl.constexpr = x_desc.block_type.nbytes + CONS * w_desc.block_type.nbytes
         for b in range(K // 128):
             slot = b % slots
@@ -164,7 +181,7 @@ if gluon is not None:
             mbarrier.expect(bar, nbytes)
             _tma_load(x_desc, [m0, b * 128], bar, xs.index(slot))
             for c in gl.static_range(CONS):
-                _tma_load(w_desc, [b * 16, n0 + 64 * c], bar, ws.index(slot * CONS + c))
+                _tma_load(w_desc, [b * 16, n0 + BN * c], bar, ws.index(slot * CONS + c))
 
     @gluon.jit
     def _scale_row(s_ptr, blk, nb, N, rn_a, gpb):
@@ -174,33 +191,34 @@ if gluon is not None:
     @gluon.jit
     def _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
                  stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
-        """A consumer warpgroup (ci: its index, columns n0 ..): two K-blocks an iteration, each block's A made while
-        the other's wgmmas run."""
+        """A consumer partition (ci: its index, weight rows n0 .. n0 + BN; BN / 64 warpgroups, 64 rows each): two
+        K-blocks an iteration, each block's A made while the other's wgmmas run."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         slots: gl.constexpr = xs.shape[0]
         CONS: gl.constexpr = ws.shape[0] // slots
-        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+        BN: gl.constexpr = ws.shape[2]
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[BN // 16, 1],
                                                       instr_shape=[16, BM, 16])
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-        wl: gl.constexpr = words_layout(gl.to_linear_layout(a_l, [64, 128]))
-        rn_a = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, a_l))
+        wl: gl.constexpr = words_layout(gl.to_linear_layout(a_l, [BN, 128]))
+        rn_a = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, a_l))
         nb = K // 128
         ze = _zero_row(z_ptr, 0, nb, N, rn_a, gpb, HAS_Z)
         zo = _zero_row(z_ptr, 1, nb, N, rn_a, gpb, HAS_Z)
         se = _scale_row(s_ptr, 0, nb, N, rn_a, gpb)
         so = _scale_row(s_ptr, 1, nb, N, rn_a, gpb)
-        acc = gl.zeros([64, BM], gl.float32, mma)
-        a_o = gl.zeros([64, 128], gl.float16, a_l)
+        acc = gl.zeros([BN, BM], gl.float32, mma)
+        a_o = gl.zeros([BN, 128], gl.float16, a_l)
         for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
             mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
-            a_e = _dequant(_smem_words(ws.index((e % slots) * CONS + ci), wl), se, ze, 64, a_l)
+            a_e = _dequant(_smem_words(ws.index((e % slots) * CONS + ci), wl), se, ze, BN, a_l)
             ze = _zero_row(z_ptr, e + 2, nb, N, rn_a, gpb, HAS_Z)
             se = _scale_row(s_ptr, e + 2, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
             acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
             mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
             mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
-            a_o = _dequant(_smem_words(ws.index(((e + 1) % slots) * CONS + ci), wl), so, zo, 64, a_l)
+            a_o = _dequant(_smem_words(ws.index(((e + 1) % slots) * CONS + ci), wl), so, zo, BN, a_l)
             zo = _zero_row(z_ptr, e + 3, nb, N, rn_a, gpb, HAS_Z)
             so = _scale_row(s_ptr, e + 3, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
@@ -208,7 +226,7 @@ if gluon is not None:
             mbarrier.arrive(empty.index(e % slots))
         acc, a_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_o))  # a_o alive until its wgmmas retire
         ym = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
-        yn = n0 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
+        yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
         if has_bias:  # (a runtime flag: the partitions take no constexpr arguments on triton 3.6)
             acc += gl.load(b_ptr + yn).to(gl.float32)[:, None]
         gl.store(y_ptr + ym[None, :].to(gl.int64) * stride_ym + yn[:, None], acc.to(gl.float16),
@@ -231,26 +249,27 @@ if gluon is not None:
     @gluon.jit
     def _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                  CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
-        """Program (m, n): tokens m BM .. + BM, weight rows 64 CONSUMERS n .. + 64 CONSUMERS; M tiles vary fastest,
-        so consecutive programs share a W tile in L2. The default partition (num_warps = 4) is consumer 0; the
-        workers: consumer 1 (CONSUMERS = 2: 4 warps, the next 64 rows on the same x slots) and the loader (1 warp;
-        24 registers with one consumer, which takes the rest; with two, every warp keeps its 168, see
-        `_keep_launch_registers`)."""
+        """Program (m, n): tokens m BM .. + BM, weight rows BN CONSUMERS n .. (BN: the words tile's width, 16 rows
+        a warp of the default partition); M tiles vary fastest, so consecutive programs share a W tile in L2. The
+        default partition (num_warps = BN / 16) is consumer 0; the workers: consumer 1 (CONSUMERS = 2: 4 warps, the
+        next 64 rows on the same x slots) and the loader (1 warp; 24 registers with one consumer partition, which
+        takes the rest; with two, every warp keeps its 168, see `_keep_launch_registers`)."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
-        SLOTS_: gl.constexpr = 3 if BM == 256 else 4
+        BN: gl.constexpr = w_desc.block_type.shape[1]
+        SLOTS_: gl.constexpr = ring_slots(BM, BN * CONSUMERS)
         xs = gl.allocate_shared_memory(gl.float16, [SLOTS_, BM, 128], x_desc.layout)
-        ws = gl.allocate_shared_memory(gl.int32, [SLOTS_ * CONSUMERS, 16, 64], w_desc.layout)
+        ws = gl.allocate_shared_memory(gl.int32, [SLOTS_ * CONSUMERS, 16, BN], w_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [SLOTS_, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(SLOTS_):
             mbarrier.init(ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=CONSUMERS)  # a slot is free once every consumer released it
         m0 = gl.program_id(0) * BM
-        n0 = gl.program_id(1) * (64 * CONSUMERS)
+        n0 = gl.program_id(1) * (BN * CONSUMERS)
         args = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
                 has_bias, m0, n0, 0)
         args1 = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
-                 has_bias, m0, n0 + 64, 1)
+                 has_bias, m0, n0 + BN, 1)
         if CONSUMERS == 2:
             if HAS_Z:
                 gl.warp_specialize([(_consume_zp, args), (_consume_zp, args1), (_loader, args)], [4, 1], [168, 168])
@@ -266,7 +285,9 @@ if gluon is not None:
     @gluon.jit
     def w4a16_ws_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
                         HAS_Z: gl.constexpr, num_warps: gl.constexpr):
-        """One consumer warpgroup (`_program`), launched at MAXNREG. HAS_Z: z_ptr holds zero codes [G, N]."""
+        """One consumer partition (`_program`): one warpgroup (num_warps = 4, 64 weight rows, launched at MAXNREG)
+        or two in step (num_warps = 8, 128 rows, MAXNREG_2: 12 warps, Triton's register reallocation gives the
+        consumers 240). HAS_Z: z_ptr holds zero codes [G, N]."""
         _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1, HAS_Z)
 
     @gluon.jit
@@ -348,13 +369,14 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
                        zeros: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
     """y = x @ W (+ bias) for a 4-bit layer (`unsupported` says which), symmetric or with integer zero codes
     [G, N] (4-bit codes, 0-15); x [M, K] fp16. n_consumers: 1 or 2 consumer warpgroups (None: `consumers`);
-    tokens: the token tile, 64, 128 or 256 (two consumers: up to 128; None: `block_m`, 128 with two consumers).
+    tokens: the token tile, 64, 128 or 256 (None: `block_m`, 128 with two consumers). Two consumers with 64 or 128
+    tokens run as two partitions (`w4a16_ws2_kernel`), with 256 as one partition of two warpgroups in step
+    (`w4a16_ws_kernel`, num_warps = 8: a 128 x 256 tile, as cuBLAS's own).
     The layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
     if n_consumers is not None and (type(n_consumers) is not int or n_consumers not in (1, 2)):
         raise ValueError(f"w4a16 Gluon kernel: consumers={n_consumers!r}; use 1 or 2 (consumer warpgroups)")
-    if tokens is not None and (tokens not in (64, 128, 256) or (n_consumers == 2 and tokens == 256)):
-        raise ValueError(f"w4a16 Gluon kernel: token tiles of {tokens}; use 64, 128 or 256 (two consumers: 64 or "
-                         "128)")
+    if tokens is not None and tokens not in (64, 128, 256):
+        raise ValueError(f"w4a16 Gluon kernel: token tiles of {tokens}; use 64, 128 or 256")
     why = unsupported(x, qweight, scales, zeros, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
@@ -372,15 +394,16 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     if N % (64 * c):
         raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
                          "consumers=1")
-    if c == 2 and bm == 256:
-        raise ValueError("w4a16 Gluon kernel: two consumers take token tiles of 64 or 128, not 256")
     xf = _fragment_order(x.contiguous())
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
-    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 64], _words_layout())  # a consumer's K-block
+    in_step = c == 2 and bm == 256  # one partition of two warpgroups
+    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 128 if in_step else 64], _words_layout())
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
     args = (x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128, int(bias is not None))
-    if c == 2:
+    if in_step:
+        w4a16_ws_kernel[(-(-M // bm), N // 128)](*args, HAS_Z=zeros is not None, num_warps=8, maxnreg=MAXNREG_2)
+    elif c == 2:
         with launch_registers_kept():
             w4a16_ws2_kernel[(-(-M // bm), N // 128)](*args, HAS_Z=zeros is not None, num_warps=4, maxnreg=MAXNREG_2)
     else:

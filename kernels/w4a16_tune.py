@@ -104,8 +104,10 @@ def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
 # M range where the Gluon W4A16 kernel (`kernels.w4a16_gluon`) is offered: on the H100 it beat the tuned path at
 # M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11 (eleventh session), and at M = 128 on 5 of 11 with one or
 # two consumers (twelfth, call 3); at 1024 dequantize + cuBLAS won then, before the words came by TMA (call 8: two
-# consumers 0.67-0.80x cuBLAS fp16 there; dequantize + cuBLAS 0.75-0.78x in another run).
-GLUON_M = (65, 1024)
+# consumers 0.67-0.80x cuBLAS fp16 there; dequantize + cuBLAS 0.75-0.78x in another run). Up to 4096 since the
+# 128 x 256 tiles (two warpgroups in step; H200, thirteenth session: 0.77-0.84x cuBLAS fp16 at M = 4096 on the large
+# shapes, where dequantize + cuBLAS ran 0.88-0.94x on the H100): the tuner decides.
+GLUON_M = (65, 4096)
 
 
 def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 128) -> list[dict]:
@@ -167,6 +169,8 @@ def candidates(M: int, N: int, K: int, bits: int, sms: int, group_size: int = 12
             out.append(dict(path="gluon", consumers=c))
             if M <= 128:  # 64-token tiles: twice the programs where 128-token ones leave SMs idle (small N)
                 out.append(dict(path="gluon", consumers=c, block_m=64))
+            if M > 128 and c == 2:  # 128 x 256 tiles: two warpgroups in step
+                out.append(dict(path="gluon", consumers=2, block_m=256))
     if k.frag_layout_supported(K, group_size, bits, False) is None:
         for bm, bn, warps, stages in FRAG_TILES + (FRAG_DECODE_TILES if M <= 16 else ()):
             if (bm > 2 * M and bm > 16) or (bm < M // 8 and bm < 128):  # mostly padding / too many M-tiles

@@ -546,10 +546,11 @@ def test_tuner_offers_the_gluon_kernel_where_it_takes_the_layer_and_measured_win
         return [c for c in w4a16_tune.candidates(M, N, K, bits, 132, gs) if c["path"] == "gluon"]
 
     both = [{"path": "gluon", "consumers": 1}, {"path": "gluon", "consumers": 2}]
-    assert gluon(256) == both and gluon(1024) == both
+    in_step = {"path": "gluon", "consumers": 2, "block_m": 256}  # 128 x 256 tiles, from M = 129
+    assert gluon(256) == both + [in_step] and gluon(4096) == both + [in_step]
     assert gluon(128) == [both[0], both[0] | {"block_m": 64}, both[1], both[1] | {"block_m": 64}]  # small M: 64 too
     assert gluon(256, N=4032) == both[:1]  # two consumers take 128 weight rows a program
-    assert not gluon(64) and not gluon(2048)  # dequantize + cuBLAS won from M = 1024 on the H100
+    assert not gluon(64) and not gluon(8192)
     assert not gluon(256, bits=8) and not gluon(256, gs=64) and not gluon(256, N=4000) and not gluon(256, K=4224)
 
 
@@ -670,6 +671,18 @@ def test_layers_with_zero_codes_take_their_own_tuned_entry_then_the_shapes(tmp_p
     from kernels import tuning
     tuning.load_table.cache_clear()
     assert k.tuned_config(1, 4096, 4096, 4, 128, False, cuda, zero_codes=True)["block_n"] == 256  # the shape's
+
+
+def test_a_gpu_on_the_same_chip_takes_the_tuned_gpus_entries_where_it_has_none():
+    from kernels import tuning
+
+    h100, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+    assert tuning.SAME_CHIP[h200] == h100
+    table = {h100: {"a": {"path": "frag", "median_ms": 1.0}, "b": {"path": "tiled"}}, h200: {"b": {"path": "gluon"}}}
+    keys = ("path",)
+    assert tuning.entry(table, h200, "a", keys) == {"path": "frag"}  # the H100's, measurements dropped
+    assert tuning.entry(table, h200, "b", keys) == {"path": "gluon"}  # its own first
+    assert tuning.entry(table, h100, "c", keys) is None and tuning.entry(table, "NVIDIA A100", "a", keys) is None
 
 
 def test_zero_code_layers_borrowing_a_wide_m2_gemv_entry_take_a_tile_that_does_not_spill(tmp_path, monkeypatch):
