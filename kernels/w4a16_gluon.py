@@ -25,8 +25,8 @@ one-warpgroup kernel does. Every binary waits at depth 1 with no write to an in-
 Nsight Compute on an H200 (thirteenth session, 8192 x 57344, M = 1024): the two-partition kernel keeps the tensor
 pipe 77% busy (cuBLAS fp16: 95%); its words' shared loads conflict 7-way. With the A operand made of nothing (no
 words read, no dequantisation) it ran no faster (0.81x cuBLAS fp16): at 128 x 128 tiles the pipeline, not the
-dequantisation, binds. 128 x 256 tiles (two warpgroups in step): tensor pipe 80%, 0.81-0.85x cuBLAS fp16 at
-M = 512-4096 on the large Llama shapes, where the 128 x 128 kernel ran 0.77-0.82x.
+dequantisation, binds. 128 x 256 tiles (two warpgroups in step): tensor pipe 80%; 0.78-0.86x cuBLAS fp16 at
+M = 1024 and 4096 on four large Llama shapes, 2-5% faster than the 128 x 128 kernel at each (results/h200/README.md).
 
 H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16, the copy of x into fragment order included),
 twelfth session, call 8, the faster of one and two consumers over the 11 Llama layer shapes: 0.85-1.45x cuBLAS fp16
