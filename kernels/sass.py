@@ -368,19 +368,17 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zer
 
     if bm not in (64, 128, 256):
         raise ValueError(f"w4a16-gluon: token tiles of 64, 128 or 256, not {bm}")
-    in_step = consumers == 2 and bm == 256
+    plan = g.launch_plan(consumers, bm)
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
-           "w_desc": f"tensordesc<i32[16, {128 if in_step else 64}],{g._words_layout()!r}>", "s_ptr": "*fp16",
+           "w_desc": f"tensordesc<i32[16, {plan.words}],{g._words_layout()!r}>", "s_ptr": "*fp16",
            "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
            "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
-    consts = {"num_warps": 8 if in_step else 4, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
+    consts = {"num_warps": plan.num_warps, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
     for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
-    fn, maxnreg = ((g.w4a16_ws_kernel, g.MAXNREG) if consumers == 1 else (g.w4a16_ws_kernel, g.MAXNREG_2) if in_step
-                   else (g.w4a16_ws2_kernel, g.MAXNREG_2))
     with g.launch_registers_kept():
-        kernel = build(fn, sig, consts, ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"),
-                       consts["num_warps"], maxnreg=maxnreg)
+        kernel = build(g.w4a16_ws2_kernel if plan.two_partitions else g.w4a16_ws_kernel, sig, consts,
+                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), plan.num_warps, maxnreg=plan.maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
 

@@ -39,24 +39,28 @@ def num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-# A GPU's key without an entry of its own takes the entry of the GPU named here, built on the same chip with as many
-# SMs and the same clocks: the H200 SXM is the H100 SXM's GH100 (132 SMs) with more and faster HBM.
+# Where a kernel asks for it (same_chip=True: W4A16, whose H100 entries were checked on an H200), a GPU's key without
+# an entry of its own takes the entry of the GPU named here, built on the same chip with as many SMs and the same
+# clocks: the H200 SXM is the H100 SXM's GH100 (132 SMs) with more and faster HBM.
 SAME_CHIP = {"NVIDIA H200": "NVIDIA H100 80GB HBM3"}
 
 
-def entry(table: dict, gpu: str, key: str, config_keys) -> dict | None:
-    """The config keys of the table's entry for this GPU and key (else for its `SAME_CHIP` GPU), or None."""
-    cfg = table.get(gpu, {}).get(key) or table.get(SAME_CHIP.get(gpu, ""), {}).get(key)
+def entry(table: dict, gpu: str, key: str, config_keys, same_chip: bool = False) -> dict | None:
+    """The config keys of the table's entry for this GPU and key (same_chip: else for its `SAME_CHIP` GPU), or
+    None."""
+    cfg = table.get(gpu, {}).get(key)
+    if cfg is None and same_chip:
+        cfg = table.get(SAME_CHIP.get(gpu, ""), {}).get(key)
     return {k: v for k, v in cfg.items() if k in config_keys} if cfg else None
 
 
-def lookup(path: str, device, key: str, config_keys, gpu_name=gpu_name) -> dict | None:
-    """The entry of the table at `path` for `device`'s GPU (None off CUDA). gpu_name: the kernel module's name
-    of the GPU (tests replace it there)."""
+def lookup(path: str, device, key: str, config_keys, gpu_name=gpu_name, same_chip: bool = False) -> dict | None:
+    """The entry of the table at `path` for `device`'s GPU (None off CUDA; `entry`). gpu_name: the kernel module's
+    name of the GPU (tests replace it there)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return entry(load_table(path), gpu_name(device.index or 0), key, config_keys)
+    return entry(load_table(path), gpu_name(device.index or 0), key, config_keys, same_chip)
 
 
 def open_table(out: str, merge: str | None) -> dict:

@@ -1055,14 +1055,15 @@ def tuned_config(M: int, N: int, K: int, bits: int, group_size: int, has_g_idx: 
     """The committed per-GPU choice (path + tiles) for this shape and M-bucket (layers with zero codes: their
     own entry if there is one, else the shape's), or None (heuristics apply). Table: {gpu name: {tuning_key:
     config}}; $QUANTBENCH_W4A16_TUNING points at another file. A gluon entry carries `fallback`: the fastest
-    other config the tuner timed, for the calls the Gluon kernel does not take (bf16, pre-multiplied zeros, glu)."""
+    other config the tuner timed, for the calls the Gluon kernel does not take (bf16, pre-multiplied zeros, glu). A GPU
+    without an entry of its own takes the same chip's (`kernels.tuning.SAME_CHIP`: the H200 the H100's)."""
     path = os.environ.get(TUNING_ENV, TUNED_FILE)
     keys = CONFIG_KEYS + ("fallback",)
     if zero_codes:
-        entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx, True), keys, _gpu_name)
+        entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx, True), keys, _gpu_name, True)
         if entry is not None:
             return entry
-    entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx), keys, _gpu_name)
+    entry = lookup(path, device, tuning_key(M, N, K, bits, group_size, has_g_idx), keys, _gpu_name, True)
     return _fit_zero_codes(entry, M) if zero_codes and entry is not None else entry
 
 

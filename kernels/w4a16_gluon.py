@@ -3,30 +3,34 @@
 zero codes [G, N] (uint8/int16), fp16 activations and scales, contiguous groups of a multiple of 128 rows, K a
 multiple of 256, N of 64.
 
-y^T tile [64, BM] = W^T [64 rows of N, K] @ x^T [K, BM], x in fragment order (`kernels.w4a16._fragment_order`):
+y^T tile [BN, BM] = W^T [BN rows of N, K] @ x^T [K, BM] a consumer partition (BN = 64 a warpgroup), x in fragment
+order (`kernels.w4a16._fragment_order`):
 
-- a 1-warp loader brings by TMA, into a ring of shared-memory slots (ready/empty mbarriers), each K-block's x tile
-  [BM, 128] and each consumer's packed words [16, 64] (unswizzled; read in the transposed words layout and permuted
-  in registers, `_smem_words`);
+- a 1-warp loader brings by TMA, into a ring of shared-memory slots (ready/empty mbarriers; `ring_slots`: 3 at 256
+  tokens, 5-8 below), each K-block's x tile [BM, 128] and each consumer partition's packed words [16, BN]
+  (unswizzled; read in the transposed words layout and permuted in registers, `_smem_words`);
 - one consumer warpgroup (`w4a16_ws_kernel`, BM = 64, 128 or 256 tokens, 240 registers), two in step as one
   partition (the same kernel with num_warps = 8: 128 weight rows x 256 tokens, cuBLAS's own tile, 240 registers) or
   two partitions on the same x slots (`w4a16_ws2_kernel`, 64 weight rows each, BM = 64 or 128, 168 registers) load
   their scales (and zero codes) two K-blocks ahead, dequantise each K-block into the wgmma A registers (`_dequant`:
   one LOP3, one HFMA2, one HMUL2 a register pair of weights) while the previous block's wgmmas run
-  (`warpgroup_mma_wait(1, deps=(acc, a))`), and release each x slot as its wgmmas retire.
+  (`warpgroup_mma_wait(1, deps=(acc, a))`), and release each x slot as its wgmmas retire (one arrival a partition:
+Triton syncs the partition's warps before it, the barrier where the in-step warpgroups wait for each other).
 
 Two partitions at BM = 256 would need more than the 168 registers a thread that 12 warps allow. At BM = 128 their
 code fits in 168, but Triton's register reallocation (workers at 120 and 24 outside their partitions) makes ptxas
 serialise every wgmma of the worker consumer (C7512), so `_keep_launch_registers` removes it from that kernel's PTX.
 Two warpgroups in the default partition keep the reallocation (24 for the loader, 240 for them) without C7512, as the
 one-warpgroup kernel does. Every binary waits at depth 1 with no write to an in-flight wgmma's A registers
-(tests/test_kernels_w4a16_gluon.py checks them).
+(tests/test_kernels_w4a16_gluon.py checks them). The binaries a group-128 layer launches (the group count a block
+specialised to 1) spill in the epilogue only, after the K loop: 26, 5 and 38 spill stores for one warpgroup at 256
+tokens, two partitions at 128 and two warpgroups in step (ptxas 12.8); Nsight Compute counts them once a warp.
 
 Nsight Compute on an H200 (thirteenth session, 8192 x 57344, M = 1024): the two-partition kernel keeps the tensor
 pipe 77% busy (cuBLAS fp16: 95%); its words' shared loads conflict 7-way. With the A operand made of nothing (no
 words read, no dequantisation) it ran no faster (0.81x cuBLAS fp16): at 128 x 128 tiles the pipeline, not the
 dequantisation, binds. 128 x 256 tiles (two warpgroups in step): tensor pipe 80%; 0.78-0.86x cuBLAS fp16 at
-M = 1024 and 4096 on four large Llama shapes, 2-5% faster than the 128 x 128 kernel at each (results/h200/README.md).
+M = 1024 and 4096 on four large Llama shapes, 2-6% faster than the 128 x 128 kernel at each (results/h200/README.md).
 
 H100 (`.ci/gpu/gluon_w4_ws_probe.py`, graph-timed beside cuBLAS fp16, the copy of x into fragment order included),
 twelfth session, call 8, the faster of one and two consumers over the 11 Llama layer shapes: 0.85-1.45x cuBLAS fp16
@@ -42,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from typing import NamedTuple
 
 import torch
 
@@ -57,7 +62,8 @@ except Exception:  # no Triton, or one without Gluon's Hopper API
     gluon = None
 
 MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 240 registers fit the register file
-# two consumers (BM = 64 or 128): 12 warps at 168 registers fill the register file, and every partition keeps them
+# two consumers: 12 warps at 168 registers fill the register file. Two partitions (BM = 64 or 128) keep them
+# (`_keep_launch_registers`); two warpgroups in step (BM = 256) get 240 by Triton's reallocation, the loader 24
 MAXNREG_2 = 168
 # shared memory for the ring: the H100's 227 KB a block less 8 KB for its mbarriers and the compiler's scratch
 SMEM_FOR_RING = 227 * 1024 - 8 * 1024
@@ -134,8 +140,8 @@ if gluon is not None:
 
     @gluon.jit
     def _smem_words(tile, wl: gl.constexpr):
-        """A K-block's packed words [16, 64] in shared memory (unswizzled, as the loader's TMA wrote them) as the
-        words layout's [64, 16]: read in the transposed layout, then permuted in registers. (Reading the
+        """A K-block's packed words [16, BN] in shared memory (unswizzled, as the loader's TMA wrote them) as the
+        words layout's [BN, 16]: read in the transposed layout, then permuted in registers. (Reading the
         permuted shared view directly returned wrong words on the H100, Triton 3.6:
         .ci/gpu/gluon_tma_words_probe.py.)"""
         return gl.convert_layout(gl.permute(tile.load(_transposed(wl)), (1, 0)), wl, assert_trivial=True)
@@ -302,7 +308,7 @@ if gluon is not None:
         launched with. Triton (3.6, 3.9) reallocates registers between the partitions, the idle workers holding 120
         outside their partition, and ptxas then serialises every wgmma of the worker consumer (C7512, "insufficient
         register resources"), though its code fits in 168 with the wgmma wait at depth 1 and no spills (ptxas 12.8,
-        `python -m kernels.sass w4a16-gluon --consumers 2`)."""
+        `python -m kernels.sass w4a16-gluon --consumers 2 --block-m 128`)."""
         if ".entry w4a16_ws2_kernel(" not in ptx:
             return ptx
         return re.sub(r"[ \t]*setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+\d+;\n", "", ptx)
@@ -357,6 +363,28 @@ def consumers(M: int, N: int) -> int:
     return 2 if N % 128 == 0 and (M >= 512 or (M <= 128 and N >= 10240)) else 1
 
 
+class LaunchPlan(NamedTuple):
+    """How a (consumers, token tile) pair launches: `two_partitions` (w4a16_ws2_kernel, else w4a16_ws_kernel),
+    `num_warps` of its default partition, `maxnreg` at launch, the words tile's width (`words`: the weight rows one
+    consumer partition's TMA box brings) and the weight rows a program covers (`rows`)."""
+    two_partitions: bool
+    num_warps: int
+    maxnreg: int
+    words: int
+    rows: int
+
+
+def launch_plan(n_consumers: int, tokens: int) -> LaunchPlan:
+    """One consumer warpgroup: `w4a16_ws_kernel`, 4 warps at MAXNREG (8 warps in all). Two at 256 tokens: the same
+    kernel with 8 warps (two warpgroups in step, 128 rows; 12 warps in all at MAXNREG_2, and Triton's reallocation
+    gives them 240). Two at 64 or 128 tokens: `w4a16_ws2_kernel`, two partitions of 64 rows."""
+    if n_consumers == 1:
+        return LaunchPlan(False, 4, MAXNREG, 64, 64)
+    if tokens == 256:
+        return LaunchPlan(False, 8, MAXNREG_2, 128, 128)
+    return LaunchPlan(True, 4, MAXNREG_2, 64, 128)
+
+
 def tiles(M: int, N: int, n_consumers: int | None = None, tokens: int | None = None) -> tuple[int, int]:
     """(consumer warpgroups, token tile) a call runs: the ones named, else `consumers` and 128 tokens with two,
     `block_m` with one."""
@@ -395,17 +423,14 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
         raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
                          "consumers=1")
     xf = _fragment_order(x.contiguous())
+    plan = launch_plan(c, bm)
     x_desc = TensorDescriptor.from_tensor(xf, [bm, 128], _smem_layout(bm))
-    in_step = c == 2 and bm == 256  # one partition of two warpgroups
-    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, 128 if in_step else 64], _words_layout())
+    w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, plan.words], _words_layout())
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
     args = (x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128, int(bias is not None))
-    if in_step:
-        w4a16_ws_kernel[(-(-M // bm), N // 128)](*args, HAS_Z=zeros is not None, num_warps=8, maxnreg=MAXNREG_2)
-    elif c == 2:
-        with launch_registers_kept():
-            w4a16_ws2_kernel[(-(-M // bm), N // 128)](*args, HAS_Z=zeros is not None, num_warps=4, maxnreg=MAXNREG_2)
-    else:
-        w4a16_ws_kernel[(-(-M // bm), N // 64)](*args, HAS_Z=zeros is not None, num_warps=4, maxnreg=MAXNREG)
+    kernel = w4a16_ws2_kernel if plan.two_partitions else w4a16_ws_kernel
+    with launch_registers_kept() if plan.two_partitions else contextlib.nullcontext():
+        kernel[(-(-M // bm), N // plan.rows)](*args, HAS_Z=zeros is not None, num_warps=plan.num_warps,
+                                              maxnreg=plan.maxnreg)
     return y

@@ -104,9 +104,9 @@ def random_layer(K: int, N: int, device, bits: int = 4, group_size: int = 128,
 # M range where the Gluon W4A16 kernel (`kernels.w4a16_gluon`) is offered: on the H100 it beat the tuned path at
 # M = 256 on 8 of 11 Llama shapes and at M = 512 on all 11 (eleventh session), and at M = 128 on 5 of 11 with one or
 # two consumers (twelfth, call 3); at 1024 dequantize + cuBLAS won then, before the words came by TMA (call 8: two
-# consumers 0.67-0.80x cuBLAS fp16 there; dequantize + cuBLAS 0.75-0.78x in another run). Up to 4096 since the
-# 128 x 256 tiles (two warpgroups in step; H200, thirteenth session: 0.77-0.84x cuBLAS fp16 at M = 4096 on the large
-# shapes, where dequantize + cuBLAS ran 0.88-0.94x on the H100): the tuner decides.
+# consumers 0.67-0.80x cuBLAS fp16 there; dequantize + cuBLAS 0.75-0.78x in another run). Offered up to 4096 since
+# the 128 x 256 tiles (two warpgroups in step), for the tuner to decide: on an H200 (thirteenth session) they won
+# 5 of 11 shapes at M = 1024 and none at 4096, where dequantize + cuBLAS ran 0.94-0.95x.
 GLUON_M = (65, 4096)
 
 

@@ -680,9 +680,11 @@ def test_a_gpu_on_the_same_chip_takes_the_tuned_gpus_entries_where_it_has_none()
     assert tuning.SAME_CHIP[h200] == h100
     table = {h100: {"a": {"path": "frag", "median_ms": 1.0}, "b": {"path": "tiled"}}, h200: {"b": {"path": "gluon"}}}
     keys = ("path",)
-    assert tuning.entry(table, h200, "a", keys) == {"path": "frag"}  # the H100's, measurements dropped
-    assert tuning.entry(table, h200, "b", keys) == {"path": "gluon"}  # its own first
-    assert tuning.entry(table, h100, "c", keys) is None and tuning.entry(table, "NVIDIA A100", "a", keys) is None
+    assert tuning.entry(table, h200, "a", keys, same_chip=True) == {"path": "frag"}  # the H100's, measurements dropped
+    assert tuning.entry(table, h200, "b", keys, same_chip=True) == {"path": "gluon"}  # its own first
+    assert tuning.entry(table, h200, "a", keys) is None  # only where the kernel asks (W4A16; not FP8's table)
+    assert tuning.entry(table, h100, "c", keys, True) is None
+    assert tuning.entry(table, "NVIDIA A100", "a", keys, True) is None
 
 
 def test_zero_code_layers_borrowing_a_wide_m2_gemv_entry_take_a_tile_that_does_not_spill(tmp_path, monkeypatch):

@@ -103,6 +103,8 @@ def test_gluon_w4a16_binary_waits_at_depth_one_without_a_register_hazards_or_spi
     assert stats["depth1_waits"] >= 2 * partitions
     assert stats["register_a_wgmmas"] > 0 and stats["hazards"] == []
     assert stats["shared"] <= 227 * 1024
+    if consumers == 2 and bm == 256:  # two warpgroups in step: Triton's reallocation, the loader's 24 to them
+        assert stats["setmaxnreg"] == ["24", "240"]
     if consumers == 1 or bm == 256:  # one consumer partition (of two warpgroups in step at 256 tokens)
         assert stats["spills"] == 0
     else:  # every warp keeps its 168 launch registers: no setmaxnreg left. Triton 3.6 (the GPU machine's): no
@@ -151,6 +153,17 @@ def test_the_pipeline_hook_is_in_place_only_around_the_two_consumer_builds(monke
     assert triton.knobs.runtime.add_stages_inspection_hook is earlier and g._previous_hook is None
 
 
+def test_the_launch_plan_names_the_kernel_its_warps_registers_and_words_box():
+    # one warpgroup; two in step at 256 tokens (one partition of 8 warps, Triton's reallocation from 168); two
+    # partitions of 64 rows below (their setmaxnreg stripped)
+    assert g.launch_plan(1, 256) == g.LaunchPlan(False, 4, g.MAXNREG, 64, 64)
+    assert g.launch_plan(1, 64) == g.launch_plan(1, 128) == g.launch_plan(1, 256)
+    assert g.launch_plan(2, 256) == g.LaunchPlan(False, 8, g.MAXNREG_2, 128, 128)
+    assert g.launch_plan(2, 128) == g.launch_plan(2, 64) == g.LaunchPlan(True, 4, g.MAXNREG_2, 64, 128)
+    # 12 warps at MAXNREG_2 and 8 at MAXNREG fit the 65,536 registers
+    assert 12 * 32 * g.MAXNREG_2 <= 65536 and 8 * 32 * g.MAXNREG <= 65536
+
+
 def test_the_consumer_count_is_checked_first():
     qweight, scales = _layer(256, 192)
     x = torch.randn(4, 256, dtype=torch.float16)
@@ -190,8 +203,8 @@ def test_gluon_w4a16_reads_zero_codes(M, K, N, group_size, consumers, tokens, zd
                                                    (300, 1024, 256, 256, None), (513, 2048, 128, -1, torch.float32),
                                                    (64, 768, 128, 128, torch.bfloat16), (200, 1024, 64, 384, None)])
 def test_gluon_w4a16_matches_the_reference(M, K, N, group_size, bias):
-    # partial token tiles (1-513 rows; BM 128 and 256), groups of 1, 2, 3 (not dividing K) and 16 K-blocks, the
-    # x ring wrapping (768 = 6 blocks over 4 or 3 slots), biases of three dtypes
+    # partial token tiles (1-513 rows; BM 64, 128 and 256), groups of 1, 2, 3 (not dividing K) and 16 K-blocks, the
+    # ring wrapping (its 3-8 slots: K = 2048 is 16 blocks, 768 is 6), biases of three dtypes
     from kernels.w4a16_tune import MAX_REL_ERR, rel_err
 
     torch.manual_seed(M + K)
@@ -205,8 +218,8 @@ def test_gluon_w4a16_matches_the_reference(M, K, N, group_size, bias):
         assert rel_err(y, ref) < MAX_REL_ERR
     y3 = k.w4a16_matmul(x.view(1, M, K), qweight, scales, None, None, group_size, 4, b, path="gluon")
     assert y3.shape == (1, M, N) and torch.equal(y3[0], y)
-    for c in (1, 2) if N % 128 == 0 else (1,):  # both kernels (the path picks 2 consumers where N allows)
-        for tokens in (None, 64, 256):  # two consumers at 256: the two warpgroups in step
+    for c in (1, 2) if N % 128 == 0 else (1,):  # every kernel (the path picks 2 consumers where N allows)
+        for tokens in (None, 64, 128, 256):  # two consumers at 256: the two warpgroups in step
             y = g.w4a16_matmul_gluon(x, qweight, scales, group_size, b, n_consumers=c, tokens=tokens)
             assert rel_err(y, ref) < MAX_REL_ERR, (c, tokens)
     if N % 128:
