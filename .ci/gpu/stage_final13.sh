@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device machine (carry .whl and .ci/gpu/.sent), thirteenth session (an H200), ~8 minutes:
+# Device machine (carry .whl and .ci/gpu/.sent), thirteenth session (an H200; on an H100 it tunes and benchmarks that
+# GPU, the next session's first call), ~8 minutes:
 #   1  the Gluon W4A16 GPU tests (the 128 x 256 tiles' first run as tests) -> $OUT/tests.log
 #   2  the W4A16 table tuned for this GPU at M = 256, 1024, 4096 on the 11 Llama shapes, dequantize + cuBLAS and the
 #      Gluon kernel offered (128 x 256 tiles from M = 129; other M and paths: the H100's entries, same chip)
@@ -14,5 +15,6 @@ timeout ${TUNE_TIMEOUT:-280} python3 -m kernels.w4a16_tune $OUT/w4a16.json --mer
   --paths dequant gluon --m ${TUNE_M:-256 1024 4096} --shapes $SHAPES 2>&1 | tee $OUT/tune.log \
   | grep -E "best|wrote|Error" | cut -c1-200
 export QUANTBENCH_W4A16_TUNING=$OUT/w4a16.json
-GPU=h200 M_VALUES=${BENCH_M:-256,1024,4096} BENCH_TIMEOUT=170 bash .ci/gpu/w4_bench.sh
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
+GPU=$gpu M_VALUES=${BENCH_M:-256,1024,4096} BENCH_TIMEOUT=170 bash .ci/gpu/w4_bench.sh
 true
