@@ -15,7 +15,7 @@ order (`kernels.w4a16._fragment_order`):
   their scales (and zero codes) two K-blocks ahead, dequantise each K-block into the wgmma A registers (`_dequant`:
   one LOP3, one HFMA2, one HMUL2 a register pair of weights) while the previous block's wgmmas run
   (`warpgroup_mma_wait(1, deps=(acc, a))`), and release each x slot as its wgmmas retire (one arrival a partition:
-Triton syncs the partition's warps before it, the barrier where the in-step warpgroups wait for each other).
+  Triton syncs the partition's warps before it, the barrier where the in-step warpgroups wait for each other).
 
 Two partitions at BM = 256 would need more than the 168 registers a thread that 12 warps allow. At BM = 128 their
 code fits in 168, but Triton's register reallocation (workers at 120 and 24 outside their partitions) makes ptxas
