@@ -378,7 +378,8 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zer
         del sig[name]
     with g.launch_registers_kept():
         kernel = build(g.w4a16_ws2_kernel if plan.two_partitions else g.w4a16_ws_kernel, sig, consts,
-                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), plan.num_warps, maxnreg=plan.maxnreg)
+                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), plan.num_warps,
+                       maxnreg=plan.maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
 
