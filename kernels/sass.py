@@ -358,7 +358,8 @@ def _setmaxnreg(kernel) -> list[str]:
     return sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)", kernel.asm["ptx"])))
 
 
-def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False) -> dict:
+def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False,
+                      split: int = 1) -> dict:
     """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles and 1 or 2 consumer
     warpgroups (2 with BM = 256: the kernel with one partition of two warpgroups in step), as
     `w4a16_matmul_gluon` launches it: `_wgmma_stats` and the register reallocations (setmaxnreg) left in its PTX.
@@ -366,19 +367,20 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zer
     token), the binary a group-128 layer runs; zeros: a layer with uint8 zero codes."""
     from kernels import w4a16_gluon as g
 
-    if bm not in (64, 128, 256):
-        raise ValueError(f"w4a16-gluon: token tiles of 64, 128 or 256, not {bm}")
+    if bm not in (g.DECODE_TOKENS, 64, 128, 256):
+        raise ValueError(f"w4a16-gluon: token tiles of {g.DECODE_TOKENS}, 64, 128 or 256, not {bm}")
     plan = g.launch_plan(consumers, bm)
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
            "w_desc": f"tensordesc<i32[16, {plan.words}],{g._words_layout()!r}>", "s_ptr": "*fp16",
-           "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
-           "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
+           "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "ws_ptr": "*fp32",
+           "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32",
+           "split": "i32"}
     consts = {"num_warps": plan.num_warps, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
     for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
     with g.launch_registers_kept():
         kernel = build(g.w4a16_ws2_kernel if plan.two_partitions else g.w4a16_ws_kernel, sig, consts,
-                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), plan.num_warps,
+                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "ws_ptr", "cnt_ptr", "N", "K", "stride_ym"), plan.num_warps,
                        maxnreg=plan.maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
@@ -422,7 +424,7 @@ def main(argv=None) -> None:
         return
     block_m = args.block_m or (256 if args.kernel == "w4a16-gluon" else 64)
     if args.kernel == "w4a16-gluon":  # --block-m: the token tile (64, 128 or 256)
-        print(json.dumps(w4a16_gluon_stats(block_m, args.ones, args.consumers, args.zero_codes)))
+        print(json.dumps(w4a16_gluon_stats(block_m, args.ones, args.consumers, args.zero_codes, args.split_k or 1)))
         return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(block_m, args.block_n or 128, args.warps or 4, args.stages,
