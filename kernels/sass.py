@@ -282,25 +282,26 @@ FRAG_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
 
 
 def frag_sass(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-              zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False) -> str:
+              zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False,
+              scale_after: int = 0) -> str:
     """sm_90 SASS of the fragment-order W4A16 kernel (`_w4a16_frag_kernel`) for one tile and variant."""
     from kernels import w4a16
 
     zmode, zty = ZEROS[zeros]
     sig = _typed(FRAG_SIGNATURE, dtype) | {"z_ptr": zty if zeros == "codes" else f"*{dtype}"}
     ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN_N=True, EVEN_M=even_m, ASM=True, EMULATE_BF16=False,
-              PERMUTE_X=permute_x, STREAM_K=stream_k,
+              PERMUTE_X=permute_x, STREAM_K=stream_k, SCALE_AFTER=scale_after,
               Z_WORDS=zeros == "codes" and w4a16.frag_zero_words_tile(block_m, block_n, num_warps),
               BLOCK_M=block_m, BLOCK_N=block_n)
     return compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
 
 
 def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False
-             ) -> tuple[collections.Counter, float, collections.Counter]:
+             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False,
+             scale_after: int = 0) -> tuple[collections.Counter, float, collections.Counter]:
     """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
     kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
-    sass = frag_sass(block_m, block_n, num_warps, num_stages, dtype, zeros, even_m, permute_x, stream_k)
+    sass = frag_sass(block_m, block_n, num_warps, num_stages, dtype, zeros, even_m, permute_x, stream_k, scale_after)
     ops = loop_mix(sass)
     return ops, sum(ops.values()) / (128 * block_n / (32 * num_warps)), opcodes(sass.splitlines())
 
@@ -409,6 +410,8 @@ def main(argv=None) -> None:
     ap.add_argument("--even-m", action="store_true", help="frag: M a multiple of BLOCK_M (x loads unmasked)")
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
+    ap.add_argument("--scale-after", type=int, default=0, choices=[0, 1, 2],
+                    help="frag: scales applied to each K-block's product (1: codes minus zeros, 2: raw codes)")
     ap.add_argument("--consumers", type=int, default=1, choices=[1, 2], help="w4a16-gluon: consumer warpgroups")
     ap.add_argument("--zero-codes", action="store_true", help="w4a16-gluon: a layer with uint8 zero codes")
     ap.add_argument("--ones", action="store_true",
@@ -441,13 +444,15 @@ def main(argv=None) -> None:
     elif args.kernel == "frag" and args.hazards:
         stats = {}
         found = wgmma_a_hazards(frag_sass(block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
-                                          args.zeros, args.even_m, args.permute_x, args.stream_k), stats)
+                                          args.zeros, args.even_m, args.permute_x, args.stream_k, args.scale_after),
+                                stats)
         print(f"{len(found)} writes to A registers of wgmmas in flight ({stats['loops']} loops, "
               f"{stats['register_a_wgmmas']} register-A wgmmas examined)" + "".join(f"\n  {h}" for h in found[:20]))
         raise SystemExit(1 if found or not stats["register_a_wgmmas"] else 0)
     elif args.kernel == "frag":
         ops, per_weight, every = frag_mix(block_m, args.block_n or 128, args.warps or 8, args.stages,
-                                          args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
+                                          args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k,
+                                          args.scale_after)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -484,7 +484,9 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
     grid = (-(-M // bm), N // plan.rows, split_k)
-    ws, cnt = splitk_workspace(x.device, M * N, grid[0] * grid[1]) if split_k > 1 else (y, y)
+    # decode tiles build the split-K epilogue (split a runtime argument): its pointers typed fp32 / int32 even at
+    # split_k = 1, where they are never read
+    ws, cnt = splitk_workspace(x.device, M * N, grid[0] * grid[1]) if bm == DECODE_TOKENS else (y, y)
     args = (x_desc, w_desc, scales.contiguous(), z, y, b, ws, cnt, M, N, K, y.stride(0), gs // 128,
             int(bias is not None), split_k)
     kernel = w4a16_ws2_kernel if plan.two_partitions else w4a16_ws_kernel
