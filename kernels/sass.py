@@ -282,26 +282,25 @@ FRAG_DIVISIBLE = ("x_ptr", "qw_ptr", "s_ptr", "z_ptr", "b_ptr", "y_ptr", "ws_ptr
 
 
 def frag_sass(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-              zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False,
-              scale_after: int = 0) -> str:
+              zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False) -> str:
     """sm_90 SASS of the fragment-order W4A16 kernel (`_w4a16_frag_kernel`) for one tile and variant."""
     from kernels import w4a16
 
     zmode, zty = ZEROS[zeros]
     sig = _typed(FRAG_SIGNATURE, dtype) | {"z_ptr": zty if zeros == "codes" else f"*{dtype}"}
     ce = dict(ZMODE=zmode, HAS_BIAS=False, EVEN_N=True, EVEN_M=even_m, ASM=True, EMULATE_BF16=False,
-              PERMUTE_X=permute_x, STREAM_K=stream_k, SCALE_AFTER=scale_after,
+              PERMUTE_X=permute_x, STREAM_K=stream_k,
               Z_WORDS=zeros == "codes" and w4a16.frag_zero_words_tile(block_m, block_n, num_warps),
               BLOCK_M=block_m, BLOCK_N=block_n)
     return compile_sass(w4a16._w4a16_frag_kernel, sig, ce, FRAG_DIVISIBLE, num_warps, num_stages)
 
 
 def frag_mix(block_m: int = 128, block_n: int = 128, num_warps: int = 8, num_stages: int = 3, dtype: str = "fp16",
-             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False,
-             scale_after: int = 0) -> tuple[collections.Counter, float, collections.Counter]:
+             zeros: str = "none", even_m: bool = False, permute_x: bool = False, stream_k: bool = False
+             ) -> tuple[collections.Counter, float, collections.Counter]:
     """(K-loop opcode counts, instructions per weight and thread, whole-kernel counts) of the fragment-order W4A16
     kernel (`_w4a16_frag_kernel`; each weight dequantized once per BLOCK_M rows, 128-row K-blocks)."""
-    sass = frag_sass(block_m, block_n, num_warps, num_stages, dtype, zeros, even_m, permute_x, stream_k, scale_after)
+    sass = frag_sass(block_m, block_n, num_warps, num_stages, dtype, zeros, even_m, permute_x, stream_k)
     ops = loop_mix(sass)
     return ops, sum(ops.values()) / (128 * block_n / (32 * num_warps)), opcodes(sass.splitlines())
 
@@ -359,8 +358,7 @@ def _setmaxnreg(kernel) -> list[str]:
     return sorted(set(re.findall(r"setmaxnreg\.(?:inc|dec)\.sync\.aligned\.u32\s+(\d+)", kernel.asm["ptx"])))
 
 
-def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False,
-                      split: int = 1) -> dict:
+def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zeros: bool = False) -> dict:
     """The Gluon W4A16 GEMM (`kernels.w4a16_gluon`) built for sm_90 with BM-token tiles and 1 or 2 consumer
     warpgroups (2 with BM = 256: the kernel with one partition of two warpgroups in step), as
     `w4a16_matmul_gluon` launches it: `_wgmma_stats` and the register reallocations (setmaxnreg) left in its PTX.
@@ -368,20 +366,19 @@ def w4a16_gluon_stats(bm: int = 256, ones: bool = False, consumers: int = 1, zer
     token), the binary a group-128 layer runs; zeros: a layer with uint8 zero codes."""
     from kernels import w4a16_gluon as g
 
-    if bm not in (g.DECODE_TOKENS, 64, 128, 256):
-        raise ValueError(f"w4a16-gluon: token tiles of {g.DECODE_TOKENS}, 64, 128 or 256, not {bm}")
+    if bm not in (64, 128, 256):
+        raise ValueError(f"w4a16-gluon: token tiles of 64, 128 or 256, not {bm}")
     plan = g.launch_plan(consumers, bm)
     sig = {"x_desc": f"tensordesc<fp16[{bm}, 128],{g._smem_layout(bm)!r}>",
            "w_desc": f"tensordesc<i32[16, {plan.words}],{g._words_layout()!r}>", "s_ptr": "*fp16",
-           "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "ws_ptr": "*fp32",
-           "cnt_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32",
-           "split": "i32"}
+           "z_ptr": "*u8" if zeros else "*fp16", "y_ptr": "*fp16", "b_ptr": "*fp16", "M": "i32", "N": "i32",
+           "K": "i32", "stride_ym": "i32", "gpb": "i32", "has_bias": "i32"}
     consts = {"num_warps": plan.num_warps, "HAS_Z": zeros} | ({"gpb": 1, "has_bias": 1, "M": 1} if ones else {})
     for name in consts.keys() - {"num_warps", "HAS_Z"}:
         del sig[name]
     with g.launch_registers_kept():
         kernel = build(g.w4a16_ws2_kernel if plan.two_partitions else g.w4a16_ws_kernel, sig, consts,
-                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "ws_ptr", "cnt_ptr", "N", "K", "stride_ym"), plan.num_warps,
+                       ("s_ptr", "z_ptr", "y_ptr", "b_ptr", "N", "K", "stride_ym"), plan.num_warps,
                        maxnreg=plan.maxnreg)
     return _wgmma_stats(kernel) | {"setmaxnreg": _setmaxnreg(kernel)}
 
@@ -410,8 +407,6 @@ def main(argv=None) -> None:
     ap.add_argument("--even-m", action="store_true", help="frag: M a multiple of BLOCK_M (x loads unmasked)")
     ap.add_argument("--permute-x", action="store_true", help="frag: x read in natural order, permuted in the kernel")
     ap.add_argument("--stream-k", action="store_true", help="frag: the stream-K launch (runs of K-blocks per program)")
-    ap.add_argument("--scale-after", type=int, default=0, choices=[0, 1, 2],
-                    help="frag: scales applied to each K-block's product (1: codes minus zeros, 2: raw codes)")
     ap.add_argument("--consumers", type=int, default=1, choices=[1, 2], help="w4a16-gluon: consumer warpgroups")
     ap.add_argument("--zero-codes", action="store_true", help="w4a16-gluon: a layer with uint8 zero codes")
     ap.add_argument("--ones", action="store_true",
@@ -427,7 +422,7 @@ def main(argv=None) -> None:
         return
     block_m = args.block_m or (256 if args.kernel == "w4a16-gluon" else 64)
     if args.kernel == "w4a16-gluon":  # --block-m: the token tile (64, 128 or 256)
-        print(json.dumps(w4a16_gluon_stats(block_m, args.ones, args.consumers, args.zero_codes, args.split_k or 1)))
+        print(json.dumps(w4a16_gluon_stats(block_m, args.ones, args.consumers, args.zero_codes)))
         return
     if args.kernel == "fp8":
         loop, every = fp8_gemm_mix(block_m, args.block_n or 128, args.warps or 4, args.stages,
@@ -444,15 +439,13 @@ def main(argv=None) -> None:
     elif args.kernel == "frag" and args.hazards:
         stats = {}
         found = wgmma_a_hazards(frag_sass(block_m, args.block_n or 128, args.warps or 8, args.stages, args.dtype,
-                                          args.zeros, args.even_m, args.permute_x, args.stream_k, args.scale_after),
-                                stats)
+                                          args.zeros, args.even_m, args.permute_x, args.stream_k), stats)
         print(f"{len(found)} writes to A registers of wgmmas in flight ({stats['loops']} loops, "
               f"{stats['register_a_wgmmas']} register-A wgmmas examined)" + "".join(f"\n  {h}" for h in found[:20]))
         raise SystemExit(1 if found or not stats["register_a_wgmmas"] else 0)
     elif args.kernel == "frag":
         ops, per_weight, every = frag_mix(block_m, args.block_n or 128, args.warps or 8, args.stages,
-                                          args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k,
-                                          args.scale_after)
+                                          args.dtype, args.zeros, args.even_m, args.permute_x, args.stream_k)
     elif args.kernel == "planes":
         ops, per_weight = planes_mix(block_m, args.block_n or 128, args.block_k or 128, warps, args.stages,
                                      args.dtype, args.split_k or 1)

@@ -853,46 +853,10 @@ if triton is not None:
         return w
 
     @triton.jit
-    def _frag_pair_codes(u, nzz, DT: tl.constexpr, ASM: tl.constexpr, SUB: tl.constexpr):
-        """Word pairs u [.., 2] (as `_frag_pair_dequant`) -> the codes in DT, unscaled (`SCALE_AFTER` of the frag
-        kernel): magic + q (SUB off: one LOP3 a register pair) or q - z = (magic + q) + nzz (SUB: a LOP3 and one
-        packed add), exact either way."""
-        if DT == tl.float16:
-            MAGIC: tl.constexpr = 0x64006400
-        else:
-            MAGIC: tl.constexpr = 0x43004300
-        if ASM:
-            if SUB:
-                if DT == tl.float16:
-                    w = tl.inline_asm_elementwise(
-                        "{ .reg .b32 d; lop3.b32 d, $1, 0x000F000F, 0x64006400, 0xea; add.rn.f16x2 $0, d, $3; }",
-                        "=r,r,r,r", [u, nzz], dtype=tl.float16, is_pure=True, pack=2)
-                else:
-                    w = tl.inline_asm_elementwise(
-                        "{ .reg .b32 d, one; lop3.b32 d, $1, 0x000F000F, 0x43004300, 0xea; mov.b32 one, 0x3F803F80; "
-                        "fma.rn.bf16x2 $0, d, one, $3; }",
-                        "=r,r,r,r", [u, nzz], dtype=tl.bfloat16, is_pure=True, pack=2)
-            else:
-                if DT == tl.float16:
-                    w = tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r",
-                                                  [u], dtype=tl.float16, is_pure=True, pack=2)
-                else:
-                    w = tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x43004300, 0xea;", "=r,r",
-                                                  [u], dtype=tl.bfloat16, is_pure=True, pack=2)
-        else:
-            e = tl.arange(0, 2)
-            h = ((((u & 0x000F000F) | MAGIC) >> (16 * e)) & 0xFFFF).to(tl.int16)
-            v = h.to(DT, bitcast=True).to(tl.float32)  # magic + q (bf16 under the interpreter: exact in fp32)
-            if SUB:
-                v = v + nzz.to(tl.float32)
-            w = v.to(DT)
-        return w
-
-    @triton.jit
     def _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, k_lo, k_hi, N, group_size, stride_xm,
                   ZMODE: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
                   EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, SCALE_AFTER: tl.constexpr = 0):
+                  BLOCK_N: tl.constexpr):
         """y^T tile [BLOCK_N, BLOCK_M] (fp32) of the rows k_lo..k_hi of K (multiples of 128): the frag path's K loop
         (`_w4a16_frag_kernel`)."""
         DT: tl.constexpr = x_ptr.dtype.element_ty
@@ -941,17 +905,11 @@ if triton is not None:
             # t [n, s_hi, c, h, s_lo] (each join adds a last dim: j = h + 2 s_lo); each register twice along e, as
             # pack=2 hands the asm pairs of consecutive elements
             shp: tl.constexpr = (BLOCK_N, 4, 4, 2, 2, 2)
-            if SCALE_AFTER == 0:
-                w = _frag_pair_dequant(tl.broadcast_to(t[:, :, :, :, :, None], shp),
-                                       tl.broadcast_to(nzz[:, None, None, None, None, None], shp),
-                                       tl.broadcast_to(s[:, None, None, None, None, None], shp),
-                                       tl.broadcast_to(nzs[:, None, None, None, None, None], shp),
-                                       DT, ASM, EMULATE_BF16)
-            else:  # unscaled codes (1: q - z, 2: magic + q); the K-block's product scaled below, in fp32
-                # (the register pairs made by a join, not a broadcast, which Triton would move past the asm, whose
-                # pairs would then straddle two registers: PRMTs)
-                w = _frag_pair_codes(tl.join(t, t), tl.broadcast_to(nzz[:, None, None, None, None, None], shp),
-                                     DT, ASM, SCALE_AFTER == 1)
+            w = _frag_pair_dequant(tl.broadcast_to(t[:, :, :, :, :, None], shp),
+                                   tl.broadcast_to(nzz[:, None, None, None, None, None], shp),
+                                   tl.broadcast_to(s[:, None, None, None, None, None], shp),
+                                   tl.broadcast_to(nzs[:, None, None, None, None, None], shp),
+                                   DT, ASM, EMULATE_BF16)
             a = tl.reshape(tl.permute(w, (0, 1, 4, 3, 2, 5)), (BLOCK_N, 128))  # [n, s_hi, s_lo, h, c, e] = k
             if EVEN_M:  # no mask: fewer instructions for each of x's async copies
                 xt = tl.load(x_ptrs)
@@ -960,30 +918,10 @@ if triton is not None:
             if PERMUTE_X:  # x in natural order: rows k = 32 s_hi + 8 c + 4 e + 2 s_lo + h into fragment order
                 xt = tl.reshape(tl.permute(tl.reshape(xt, (4, 4, 2, 2, 2, BLOCK_M)), (0, 3, 4, 1, 2, 5)),
                                 (128, BLOCK_M))
-            if SCALE_AFTER == 0:
-                if EMULATE_BF16:
-                    acc += tl.dot(a, xt.to(tl.float32))
-                else:
-                    acc += tl.dot(a, xt)
+            if EMULATE_BF16:
+                acc += tl.dot(a, xt.to(tl.float32))
             else:
-                # one group a K-block (groups are multiples of 128 rows): y^T += s * (codes @ x^T), and for raw codes
-                # (magic + q) less (magic + z) * s * colsum(x) (or magic * s + zs for pre-multiplied zs), in fp32
-                if EMULATE_BF16:
-                    p = tl.dot(a.to(tl.float32), xt.to(tl.float32))
-                else:
-                    p = tl.dot(a, xt)
-                sf = s.to(tl.float32)
-                if SCALE_AFTER == 2 or ZMODE == 0:  # (pre-multiplied zs: codes q - 0, zs * colsum(x) taken off)
-                    if SCALE_AFTER == 1:
-                        c = z.to(tl.float32)
-                    elif ZMODE == 0:
-                        c = BASE * sf + z.to(tl.float32)
-                    else:
-                        c = (BASE + zf) * sf
-                    xs = tl.sum(xt.to(tl.float32), axis=0)  # [BLOCK_M]: the K-block's column sums of x
-                    acc += sf[:, None] * p - c[:, None] * xs[None, :]
-                else:
-                    acc += sf[:, None] * p
+                acc += tl.dot(a, xt)
             if ASM:  # a use of acc: the K-block's wgmmas retire here, before the next block's A registers exist
                 acc = tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [acc], dtype=tl.float32, is_pure=True,
                                                 pack=1)
@@ -996,8 +934,7 @@ if triton is not None:
                            k_split, split_k, n_tiles, tiles, stride_xm, stride_ym, ZMODE: tl.constexpr,
                            HAS_BIAS: tl.constexpr, EVEN_N: tl.constexpr, EVEN_M: tl.constexpr, ASM: tl.constexpr,
                            EMULATE_BF16: tl.constexpr, PERMUTE_X: tl.constexpr, Z_WORDS: tl.constexpr,
-                           STREAM_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           SCALE_AFTER: tl.constexpr = 0):
+                           STREAM_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """4-bit W4A16, y^T tiles = W^T @ x^T over 128-row K-blocks in fragment order (above; path frag). Per
         K-block: words [BLOCK_N, 16] (4 of them per thread and row), one scale (and zero) row, x^T [128,
         BLOCK_M] streamed into shared memory as wgmma's B operand; W^T, dequantized in the A fragment's
@@ -1029,7 +966,7 @@ if triton is not None:
                 n_ok = rn < N
                 acc = _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, ((u - t0) * 128).to(tl.int32),
                                 ((seg_end - t0) * 128).to(tl.int32), N, group_size, stride_xm, ZMODE, EVEN_N, EVEN_M,
-                                ASM, EMULATE_BF16, PERMUTE_X, Z_WORDS, BLOCK_M, BLOCK_N, SCALE_AFTER)
+                                ASM, EMULATE_BF16, PERMUTE_X, Z_WORDS, BLOCK_M, BLOCK_N)
                 # the programs whose runs meet this tile: program p starts at unit p * total // G
                 first = ((t0 + 1) * G - 1) // total
                 last = ((t0 + kb) * G - 1) // total
@@ -1048,7 +985,7 @@ if triton is not None:
             k_lo = pid_k * k_split
             acc = _frag_acc(x_ptr, qw_ptr, s_ptr, z_ptr, rm, rn, m_ok, n_ok, k_lo, tl.minimum(K, k_lo + k_split), N,
                             group_size, stride_xm, ZMODE, EVEN_N, EVEN_M, ASM, EMULATE_BF16, PERMUTE_X, Z_WORDS,
-                            BLOCK_M, BLOCK_N, SCALE_AFTER)
+                            BLOCK_M, BLOCK_N)
             _splitk_store(tl.trans(acc), rm, rn, m_ok, n_ok, ws_ptr, cnt_ptr, b_ptr, y_ptr, N, stride_ym, split_k,
                           HAS_BIAS, EMULATE_BF16)
 
@@ -1099,8 +1036,8 @@ GEMV_DEFAULT_MAX_M = 2  # untuned, it is the default up to here (measured on the
 PATHS = ("gemv", "skinny", "tiled", "planes", "frag", "dequant", "gluon")
 # What a config holds; a tuned table's entries also carry their measurements (median_ms, default_ms).
 CONFIG_KEYS = ("path", "block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot",
-               "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k", "scale_after", "consumers")
-VARIANT_KEYS = ("use_dot", "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k", "scale_after")  # each path's own flags
+               "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k", "consumers")
+VARIANT_KEYS = ("use_dot", "reduce_rows", "swap_ab", "spread_x", "permute_x", "stream_k")  # each path's own flags
 TUNING_ENV = "QUANTBENCH_W4A16_TUNING"
 TUNED_FILE = os.path.join(os.path.dirname(__file__), "tuned", "w4a16.json")
 
@@ -1272,8 +1209,7 @@ def _heuristic_config(M: int, N: int, K: int, group_size: int, has_g_idx: bool, 
 
 
 TILE_ARGS = ("block_m", "block_n", "block_k", "split_k", "num_warps", "num_stages", "use_dot", "reduce_rows",
-             "swap_ab", "spread_x", "permute_x", "stream_k", "scale_after")  # w4a16_matmul_triton's tile and variant
-# arguments
+             "swap_ab", "spread_x", "permute_x", "stream_k")  # w4a16_matmul_triton's tile and variant arguments
 
 
 def _resolve(x, qweight, scales, zeros, g_idx, group_size: int, bits: int, M: int, N: int, K: int, path, tiles: dict,
@@ -1347,8 +1283,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
                         num_stages: int | None = None, use_dot: bool | None = None,
                         reduce_rows: bool | None = None, swap_ab: bool | None = None,
                         spread_x: bool | None = None, permute_x: bool | None = None,
-                        stream_k: int | None = None, scale_after: int | None = None, consumers: int | None = None,
-                        validate: bool = True,
+                        stream_k: int | None = None, consumers: int | None = None, validate: bool = True,
                         glu: bool = False) -> torch.Tensor:
     """Fused dequantise + GEMM in Triton; x [M, K] 2-D. Unset path/tiles come from `default_config`.
     glu: W's columns alternate gate, up (`interleave_glu`); returns silu(gate) * up [M, N / 2], computed in the
@@ -1380,7 +1315,7 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
     cfg, gluon_checked, explicit = _resolve(x, qweight, scales, zeros, g_idx, group_size, bits, M, N, K, path, dict(
         block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps,
         num_stages=num_stages, use_dot=use_dot, reduce_rows=reduce_rows, swap_ab=swap_ab, spread_x=spread_x,
-        permute_x=permute_x, stream_k=stream_k, scale_after=scale_after), glu)
+        permute_x=permute_x, stream_k=stream_k), glu)
     if cfg["path"] not in PATHS:
         raise ValueError(f"w4a16: path={cfg['path']!r}; use one of {list(PATHS)}")
     if cfg["path"] == "gluon":
@@ -1503,17 +1438,12 @@ def w4a16_matmul_triton(x, qweight, scales, zeros, g_idx, group_size: int, bits:
         # trip a K-block) instead of a copy of x in fragment order, a second kernel: for decode-sized tiles, where
         # that copy is a few percent of the call
         permute_x = bool(cfg.get("permute_x", False))
-        scale_after = int(cfg.get("scale_after") or 0)
-        if scale_after not in (0, 1, 2):
-            raise ValueError(f"w4a16: scale_after={scale_after}; use 0 (scales in the dequantisation), 1 (codes minus "
-                             "zeros, each K-block's product scaled in fp32) or 2 (raw codes, the zeros taken off "
-                             "with x's column sums)")
         xf = x if permute_x else _fragment_order(x)
         _w4a16_frag_kernel[grid](
             xf, qweight.contiguous(), scales.contiguous(), z_arg, bias.contiguous() if bias is not None else y, y,
             ws, counters, M, N, K, gs, k_split, split, n_tiles, tiles, xf.stride(0), y.stride(0), ZMODE=zmode,
             HAS_BIAS=bias is not None, EVEN_N=N % bn == 0, EVEN_M=M % bm == 0, ASM=not _interpreted(),
-            EMULATE_BF16=emulate, PERMUTE_X=permute_x, STREAM_K=stream_k > 0, SCALE_AFTER=scale_after,
+            EMULATE_BF16=emulate, PERMUTE_X=permute_x, STREAM_K=stream_k > 0,
             Z_WORDS=_frag_zero_words(zmode, z_arg, N, bm, bn, cfg["num_warps"]),
             BLOCK_M=bm, BLOCK_N=bn, **launch)
         return y

@@ -50,8 +50,6 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.splitk import workspace as splitk_workspace
-
 try:
     import triton
     from triton.experimental import gluon
@@ -60,7 +58,6 @@ try:
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared  # renamed in Triton 3.9
-    _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # renamed in Triton 3.9
 except Exception:  # no Triton, or one without Gluon's Hopper API
     gluon = None
 
@@ -68,11 +65,6 @@ MAXNREG = 240  # one consumer warpgroup and the loader's warpgroup: 8 warps x 24
 # two consumers: 12 warps at 168 registers fill the register file. Two partitions (BM = 64 or 128) keep them
 # (`_keep_launch_registers`); two warpgroups in step (BM = 256) get 240 by Triton's reallocation, the loader 24
 MAXNREG_2 = 168
-# decode tiles (M <= 16): 16 tokens (wgmma's n16), launched with few registers a thread so that several programs
-# (8 or 12 warps each) share an SM: the consumers' code needs ~100 (an accumulator of 8 registers, two A operands of
-# 32), and Triton's reallocation hands them the loader's share
-DECODE_TOKENS = 16
-DECODE_MAXNREG = {1: 80, 2: 80}
 # shared memory for the ring: the H100's 227 KB a block less 8 KB for its mbarriers and the compiler's scratch
 SMEM_FOR_RING = 227 * 1024 - 8 * 1024
 
@@ -181,17 +173,16 @@ if gluon is not None:
 
     @gluon.jit
     def _loader(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr, cnt_ptr, split, tile):
-        """1 warp: into the slot the consumers released, by TMA, K-block kb0 + i's x tile (rows m0 .., past M as
-        zeros) and for each consumer partition its BN columns' packed words [16, BN], i = 0 .. nbk - 1."""
+                stride_ym, gpb, has_bias, m0, n0, ci):
+        """1 warp: into the slot the consumers released, by TMA, K-block b's x tile (rows m0 .., past M as zeros)
+        and for each consumer partition its BN columns' packed words [16, BN]."""
         slots: gl.constexpr = xs.shape[0]
         CONS: gl.constexpr = ws.shape[0] // slots
         BN: gl.constexpr = ws.shape[2]
         nbytes: gl.constexpr = x_desc.block_type.nbytes + CONS * w_desc.block_type.nbytes
-        for i in range(nbk):
-            b = kb0 + i
-            slot = i % slots
-            mbarrier.wait(empty.index(slot), ((i // slots) & 1) ^ 1)  # a fresh mbarrier counts as released
+        for b in range(K // 128):
+            slot = b % slots
+            mbarrier.wait(empty.index(slot), ((b // slots) & 1) ^ 1)  # a fresh mbarrier counts as released
             bar = ready.index(slot)
             mbarrier.expect(bar, nbytes)
             _tma_load(x_desc, [m0, b * 128], bar, xs.index(slot))
@@ -205,10 +196,9 @@ if gluon is not None:
 
     @gluon.jit
     def _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                 stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr, cnt_ptr, split, tile, HAS_Z: gl.constexpr):
-        """A consumer partition (ci: its index, weight rows n0 .. n0 + BN; BN / 64 warpgroups, 64 rows each) over
-        K-blocks kb0 .. kb0 + nbk (nbk even): two K-blocks an iteration, each block's A made while the other's
-        wgmmas run. split > 1: the tile is one of `split` K-slices, summed by `_split_store`."""
+                 stride_ym, gpb, has_bias, m0, n0, ci, HAS_Z: gl.constexpr):
+        """A consumer partition (ci: its index, weight rows n0 .. n0 + BN; BN / 64 warpgroups, 64 rows each): two
+        K-blocks an iteration, each block's A made while the other's wgmmas run."""
         BM: gl.constexpr = x_desc.block_type.shape[0]
         slots: gl.constexpr = xs.shape[0]
         CONS: gl.constexpr = ws.shape[0] // slots
@@ -218,51 +208,32 @@ if gluon is not None:
         a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
         wl: gl.constexpr = words_layout(gl.to_linear_layout(a_l, [BN, 128]))
         rn_a = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, a_l))
-        nb = kb0 + nbk  # the end of this program's K-blocks
-        ze = _zero_row(z_ptr, kb0, nb, N, rn_a, gpb, HAS_Z)
-        zo = _zero_row(z_ptr, kb0 + 1, nb, N, rn_a, gpb, HAS_Z)
-        se = _scale_row(s_ptr, kb0, nb, N, rn_a, gpb)
-        so = _scale_row(s_ptr, kb0 + 1, nb, N, rn_a, gpb)
+        nb = K // 128
+        ze = _zero_row(z_ptr, 0, nb, N, rn_a, gpb, HAS_Z)
+        zo = _zero_row(z_ptr, 1, nb, N, rn_a, gpb, HAS_Z)
+        se = _scale_row(s_ptr, 0, nb, N, rn_a, gpb)
+        so = _scale_row(s_ptr, 1, nb, N, rn_a, gpb)
         acc = gl.zeros([BN, BM], gl.float32, mma)
         a_o = gl.zeros([BN, 128], gl.float16, a_l)
-        for e in range(0, nbk, 2):  # ring blocks e and e + 1; on entry block e - 1's wgmmas may still run
+        for e in range(0, nb, 2):  # blocks e and e + 1; on entry block e - 1's wgmmas may still run
             mbarrier.wait(ready.index(e % slots), (e // slots) & 1)
             a_e = _dequant(_smem_words(ws.index((e % slots) * CONS + ci), wl), se, ze, BN, a_l)
-            ze = _zero_row(z_ptr, kb0 + e + 2, nb, N, rn_a, gpb, HAS_Z)
-            se = _scale_row(s_ptr, kb0 + e + 2, nb, N, rn_a, gpb)
+            ze = _zero_row(z_ptr, e + 2, nb, N, rn_a, gpb, HAS_Z)
+            se = _scale_row(s_ptr, e + 2, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_e, xs.index(e % slots).permute((1, 0)), acc, is_async=True)
             acc, a_o = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_o))  # block e - 1 retired
             mbarrier.arrive(empty.index((e + slots - 1) % slots), pred=e > 0)
             mbarrier.wait(ready.index((e + 1) % slots), ((e + 1) // slots) & 1)
             a_o = _dequant(_smem_words(ws.index(((e + 1) % slots) * CONS + ci), wl), so, zo, BN, a_l)
-            zo = _zero_row(z_ptr, kb0 + e + 3, nb, N, rn_a, gpb, HAS_Z)
-            so = _scale_row(s_ptr, kb0 + e + 3, nb, N, rn_a, gpb)
+            zo = _zero_row(z_ptr, e + 3, nb, N, rn_a, gpb, HAS_Z)
+            so = _scale_row(s_ptr, e + 3, nb, N, rn_a, gpb)
             acc = warpgroup_mma(a_o, xs.index((e + 1) % slots).permute((1, 0)), acc, is_async=True)
             acc, a_e = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_e))  # block e retired
             mbarrier.arrive(empty.index(e % slots))
         acc, a_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_o))  # a_o alive until its wgmmas retire
         ym = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, mma))
         yn = n0 + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-        if BM != 16:  # split-K serves the decode tiles (DECODE_TOKENS) only: its epilogue spills larger ones
-            _store_y(acc, ym, yn, M, y_ptr, b_ptr, stride_ym, has_bias)
-        elif split == 1:
-            _store_y(acc, ym, yn, M, y_ptr, b_ptr, stride_ym, has_bias)
-        else:  # fp32 partial sums in the workspace [M, N]; the last of the split's programs stores y
-            wp = ws_ptr + ym[None, :].to(gl.int64) * N + yn[:, None]
-            msk = gl.broadcast((ym < M)[None, :], wp)[0]
-            gl.atomic_add(wp, acc, mask=msk, sem="relaxed")
-            _cta_barrier()  # every thread's partial is in before the one arrival
-            if gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel") == split - 1:
-                gl.store(cnt_ptr + tile, 0)  # the counter and (below) the sums left zero for the next launch
-                total = gl.load(wp, mask=msk, other=0.0, cache_modifier=".cg")
-                gl.store(wp, gl.zeros_like(total), mask=msk)  # (each thread clears what it read: one layout)
-                _store_y(total, ym, yn, M, y_ptr, b_ptr, stride_ym, has_bias)
-
-    @gluon.jit
-    def _store_y(acc, ym, yn, M, y_ptr, b_ptr, stride_ym, has_bias):
-        """y^T tile acc [BN, BM] (fp32, the wgmma layout) plus the bias (a runtime flag: the partitions take no
-        constexpr arguments on triton 3.6) into y [M, N] fp16."""
-        if has_bias:
+        if has_bias:  # (a runtime flag: the partitions take no constexpr arguments on triton 3.6)
             acc += gl.load(b_ptr + yn).to(gl.float32)[:, None]
         gl.store(y_ptr + ym[None, :].to(gl.int64) * stride_ym + yn[:, None], acc.to(gl.float16),
                  mask=(ym < M)[None, :])
@@ -271,25 +242,21 @@ if gluon is not None:
     # arguments on Triton 3.6, so HAS_Z is fixed here)
     @gluon.jit
     def _consume_sym(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                     stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr,
-                     cnt_ptr, split, tile):
+                     stride_ym, gpb, has_bias, m0, n0, ci):
         _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                 stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr, cnt_ptr, split, tile, False)
+                 stride_ym, gpb, has_bias, m0, n0, ci, False)
 
     @gluon.jit
     def _consume_zp(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                    stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr,
-                    cnt_ptr, split, tile):
+                    stride_ym, gpb, has_bias, m0, n0, ci):
         _consume(x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K,
-                 stride_ym, gpb, has_bias, m0, n0, ci, kb0, nbk, ws_ptr, cnt_ptr, split, tile, True)
+                 stride_ym, gpb, has_bias, m0, n0, ci, True)
 
     @gluon.jit
-    def _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, ws_ptr, cnt_ptr, M, N, K, stride_ym, gpb, has_bias,
-                 split, CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
-        """Program (m, n, k): tokens m BM .. + BM, weight rows BN CONSUMERS n .. (BN: the words tile's width, 16 rows
-        a warp of the default partition), K-slice k of `split` (an even number of K-blocks each; the slices of a
-        tile summed in the fp32 workspace ws_ptr [M, N], arrivals counted in cnt_ptr, `kernels.splitk.workspace`);
-        M tiles vary fastest, so consecutive programs share a W tile in L2. The
+    def _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                 CONSUMERS: gl.constexpr, HAS_Z: gl.constexpr):
+        """Program (m, n): tokens m BM .. + BM, weight rows BN CONSUMERS n .. (BN: the words tile's width, 16 rows
+        a warp of the default partition); M tiles vary fastest, so consecutive programs share a W tile in L2. The
         default partition (num_warps = BN / 16) is consumer 0; the workers: consumer 1 (CONSUMERS = 2: 4 warps, the
         next 64 rows on the same x slots) and the loader (1 warp; 24 registers with one consumer partition, which
         takes the rest; with two, every warp keeps its 168, see `_keep_launch_registers`)."""
@@ -305,17 +272,10 @@ if gluon is not None:
             mbarrier.init(empty.index(i), count=CONSUMERS)  # a slot is free once every consumer released it
         m0 = gl.program_id(0) * BM
         n0 = gl.program_id(1) * (BN * CONSUMERS)
-        if BM == 16:  # decode tiles: K-slice program_id(2) of split
-            nbk = K // 128 // split
-            kb0 = gl.program_id(2) * nbk
-        else:  # (kept out of the larger tiles' registers)
-            nbk = K // 128
-            kb0 = 0
-        tile = gl.program_id(0) + gl.num_programs(0) * gl.program_id(1)
         args = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
-                has_bias, m0, n0, 0, kb0, nbk, ws_ptr, cnt_ptr, split, tile)
+                has_bias, m0, n0, 0)
         args1 = (x_desc, w_desc, xs, ws, ready, empty, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb,
-                 has_bias, m0, n0 + BN, 1, kb0, nbk, ws_ptr, cnt_ptr, split, tile)
+                 has_bias, m0, n0 + BN, 1)
         if CONSUMERS == 2:
             if HAS_Z:
                 gl.warp_specialize([(_consume_zp, args), (_consume_zp, args1), (_loader, args)], [4, 1], [168, 168])
@@ -328,22 +288,20 @@ if gluon is not None:
             else:
                 gl.warp_specialize([(_consume_sym, args), (_loader, args)], [1], [24])
 
-    @gluon.jit(do_not_specialize=["split"])  # a constexpr 1 cannot pass into the partitions (Triton 3.6)
-    def w4a16_ws_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, ws_ptr, cnt_ptr, M, N, K, stride_ym, gpb,
-                        has_bias, split, HAS_Z: gl.constexpr, num_warps: gl.constexpr):
+    @gluon.jit
+    def w4a16_ws_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                        HAS_Z: gl.constexpr, num_warps: gl.constexpr):
         """One consumer partition (`_program`): one warpgroup (num_warps = 4, 64 weight rows, launched at MAXNREG)
         or two in step (num_warps = 8, 128 rows, MAXNREG_2: 12 warps, Triton's register reallocation gives the
         consumers 240). HAS_Z: z_ptr holds zero codes [G, N]."""
-        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, ws_ptr, cnt_ptr, M, N, K, stride_ym, gpb, has_bias,
-                 split, 1, HAS_Z)
+        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 1, HAS_Z)
 
-    @gluon.jit(do_not_specialize=["split"])  # a constexpr 1 cannot pass into the partitions (Triton 3.6)
-    def w4a16_ws2_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, ws_ptr, cnt_ptr, M, N, K, stride_ym, gpb,
-                         has_bias, split, HAS_Z: gl.constexpr, num_warps: gl.constexpr):
+    @gluon.jit
+    def w4a16_ws2_kernel(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias,
+                         HAS_Z: gl.constexpr, num_warps: gl.constexpr):
         """Two consumer warpgroups on BM = 64 or 128 (`_program`), launched at MAXNREG_2 with its setmaxnreg removed
         (`_keep_launch_registers`)."""
-        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, ws_ptr, cnt_ptr, M, N, K, stride_ym, gpb, has_bias,
-                 split, 2, HAS_Z)
+        _program(x_desc, w_desc, s_ptr, z_ptr, y_ptr, b_ptr, M, N, K, stride_ym, gpb, has_bias, 2, HAS_Z)
 
     def _keep_launch_registers(ptx: str) -> str:
         """w4a16_ws2_kernel's PTX without its setmaxnreg instructions: every warp keeps the 168 registers it was
@@ -419,10 +377,7 @@ class LaunchPlan(NamedTuple):
 def launch_plan(n_consumers: int, tokens: int) -> LaunchPlan:
     """One consumer warpgroup: `w4a16_ws_kernel`, 4 warps at MAXNREG (8 warps in all). Two at 256 tokens: the same
     kernel with 8 warps (two warpgroups in step, 128 rows; 12 warps in all at MAXNREG_2, and Triton's reallocation
-    gives them 240). Two at 64 or 128 tokens: `w4a16_ws2_kernel`, two partitions of 64 rows. Decode tiles (16
-    tokens): one warpgroup, or two in step, launched at DECODE_MAXNREG so that several programs share an SM."""
-    if tokens == DECODE_TOKENS:
-        return LaunchPlan(False, 4 * n_consumers, DECODE_MAXNREG[n_consumers], 64 * n_consumers, 64 * n_consumers)
+    gives them 240). Two at 64 or 128 tokens: `w4a16_ws2_kernel`, two partitions of 64 rows."""
     if n_consumers == 1:
         return LaunchPlan(False, 4, MAXNREG, 64, 64)
     if tokens == 256:
@@ -439,28 +394,17 @@ def tiles(M: int, N: int, n_consumers: int | None = None, tokens: int | None = N
 
 def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int,
                        bias: torch.Tensor | None = None, n_consumers: int | None = None, *,
-                       zeros: torch.Tensor | None = None, tokens: int | None = None, split_k: int = 1) -> torch.Tensor:
+                       zeros: torch.Tensor | None = None, tokens: int | None = None) -> torch.Tensor:
     """y = x @ W (+ bias) for a 4-bit layer (`unsupported` says which), symmetric or with integer zero codes
     [G, N] (4-bit codes, 0-15); x [M, K] fp16. n_consumers: 1 or 2 consumer warpgroups (None: `consumers`);
-    tokens: the token tile, 16 (decode), 64, 128 or 256 (None: `block_m`, 128 with two consumers). Two consumers with
-    64 or 128 tokens run as two partitions (`w4a16_ws2_kernel`), with 16 or 256 as one partition of two warpgroups
-    in step (`w4a16_ws_kernel`, num_warps = 8: at 256 a 128 x 256 tile, as cuBLAS's own). split_k: each tile's K
-    cut into that many slices (an even number of 128-row blocks each), summed in an fp32 workspace.
+    tokens: the token tile, 64, 128 or 256 (None: `block_m`, 128 with two consumers). Two consumers with 64 or 128
+    tokens run as two partitions (`w4a16_ws2_kernel`), with 256 as one partition of two warpgroups in step
+    (`w4a16_ws_kernel`, num_warps = 8: a 128 x 256 tile, as cuBLAS's own).
     The layer's tensor shapes are checked as `w4a16_matmul` checks them (a ValueError names the mismatch)."""
     if n_consumers is not None and (type(n_consumers) is not int or n_consumers not in (1, 2)):
         raise ValueError(f"w4a16 Gluon kernel: consumers={n_consumers!r}; use 1 or 2 (consumer warpgroups)")
-    if tokens is not None and tokens not in (DECODE_TOKENS, 64, 128, 256):
-        raise ValueError(f"w4a16 Gluon kernel: token tiles of {tokens}; use {DECODE_TOKENS}, 64, 128 or 256")
-    if type(split_k) is not int or split_k < 1:
-        raise ValueError(f"w4a16 Gluon kernel: split_k={split_k!r}; use a positive int")
-    c, bm = tiles(x.shape[0] if x.dim() else 0, qweight.shape[-1], n_consumers, tokens)
-    K = x.shape[-1] if x.dim() else 0
-    if split_k > 1 and bm != DECODE_TOKENS:
-        raise ValueError(f"w4a16 Gluon kernel: split_k={split_k} with {bm}-token tiles; split-K serves the "
-                         f"{DECODE_TOKENS}-token decode tiles only (tokens={DECODE_TOKENS})")
-    if split_k > 1 and (K % 128 or (K // 128) % (2 * split_k)):
-        raise ValueError(f"w4a16 Gluon kernel: split_k={split_k} needs K / 128 (K={K}) to be a multiple of "
-                         f"{2 * split_k} blocks (an even number a slice); use a divisor of {K // 256}")
+    if tokens is not None and tokens not in (64, 128, 256):
+        raise ValueError(f"w4a16 Gluon kernel: token tiles of {tokens}; use 64, 128 or 256")
     why = unsupported(x, qweight, scales, zeros, None, group_size, 4)
     if why:
         raise ValueError(f"w4a16 Gluon kernel: {why}; use another path")
@@ -468,12 +412,13 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
 
     _check(x.shape[1], qweight, scales, zeros, None, group_size, 4, bias, values=False)
 
-    M = x.shape[0]
+    M, K = x.shape
     N = qweight.shape[1]
     gs = K if group_size == -1 else group_size
     y = torch.empty((M, N), dtype=torch.float16, device=x.device)
     if M == 0 or N == 0:
         return y
+    c, bm = tiles(M, N, n_consumers, tokens)
     if N % (64 * c):
         raise ValueError(f"w4a16 Gluon kernel: {c} consumer warpgroups need N a multiple of {64 * c} (N={N}); use "
                          "consumers=1")
@@ -483,13 +428,9 @@ def w4a16_matmul_gluon(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     w_desc = TensorDescriptor.from_tensor(qweight.contiguous(), [16, plan.words], _words_layout())
     b = bias.contiguous() if bias is not None else y  # any float dtype: the kernel adds it in fp32
     z = zeros.contiguous() if zeros is not None else y  # (not read when HAS_Z is off)
-    grid = (-(-M // bm), N // plan.rows, split_k)
-    # decode tiles build the split-K epilogue (split a runtime argument): its pointers typed fp32 / int32 even at
-    # split_k = 1, where they are never read
-    ws, cnt = splitk_workspace(x.device, M * N, grid[0] * grid[1]) if bm == DECODE_TOKENS else (y, y)
-    args = (x_desc, w_desc, scales.contiguous(), z, y, b, ws, cnt, M, N, K, y.stride(0), gs // 128,
-            int(bias is not None), split_k)
+    args = (x_desc, w_desc, scales.contiguous(), z, y, b, M, N, K, y.stride(0), gs // 128, int(bias is not None))
     kernel = w4a16_ws2_kernel if plan.two_partitions else w4a16_ws_kernel
     with launch_registers_kept() if plan.two_partitions else contextlib.nullcontext():
-        kernel[grid](*args, HAS_Z=zeros is not None, num_warps=plan.num_warps, maxnreg=plan.maxnreg)
+        kernel[(-(-M // bm), N // plan.rows)](*args, HAS_Z=zeros is not None, num_warps=plan.num_warps,
+                                              maxnreg=plan.maxnreg)
     return y

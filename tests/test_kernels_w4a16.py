@@ -952,31 +952,3 @@ def test_a_tuned_entrys_variants_do_not_leak_into_tiles_the_caller_names(monkeyp
     assert seen == dict(grid=(2 * 2, 2), STREAM_K=False, PERMUTE_X=False)
     k.w4a16_matmul_triton(x, **layer)  # no tiles named: the tuned entry as it stands
     assert seen["STREAM_K"] and seen["PERMUTE_X"]
-
-
-@pytest.mark.parametrize("scale_after", [1])
-@pytest.mark.parametrize("M,K,N,dtype,zeros,bias,tiles,group", [FRAG_CASES[i] for i in (0, 1, 2, 3, 4, 6, 7, 11)])
-def test_frag_scale_after_matches_float64(M, K, N, dtype, zeros, bias, tiles, group, scale_after):
-    # scale_after=1: each K-block's codes minus zeros (exact in x's dtype) times x, then scaled in fp32 (W never
-    # rounded); pre-multiplied zs taken off as zs * the block's column sums of x
-    layer, q, rows_group, z = make_layer(K, N, 4, group, dtype=dtype, seed=M + N)
-    s = layer["scales"].cpu().double()[rows_group]
-    if zeros == "none":
-        layer["zeros"], w64 = None, (q.double() - 8) * s
-    elif zeros == "codes":
-        layer["zeros"], w64 = z.to(torch.uint8).to(DEV), (q.double() - z.double()[rows_group]) * s
-    else:
-        layer["zeros"] = layer["zeros"].to(dtype)
-        w64 = q.double() * s - layer["zeros"].cpu().double()[rows_group]
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(M, K, generator=gen).to(dtype).to(DEV)
-    b = torch.randn(N, generator=gen).to(dtype).to(DEV) if bias else None
-    bm, bn, split, *permute_x = tiles
-    y = k.w4a16_matmul_triton(x, bias=b, path="frag", block_m=bm, block_n=bn, split_k=split, num_warps=4,
-                              num_stages=2, permute_x=bool(permute_x and permute_x[0]), scale_after=scale_after,
-                              **layer)
-    assert y.shape == (M, N) and y.dtype == dtype
-    ref = x.cpu().double() @ w64 + (b.cpu().double() if bias else 0)
-    assert rel(y.cpu(), ref) < {torch.float16: 1e-3, torch.bfloat16: 6e-3}[dtype]
-    with pytest.raises(ValueError, match="scale_after=3"):
-        k.w4a16_matmul_triton(x, bias=b, path="frag", block_m=bm, block_n=bn, scale_after=3, **layer)

@@ -82,11 +82,10 @@ def test_a_tuned_gluon_entry_falls_back_where_the_kernel_cannot_run(monkeypatch)
                                                      (128, True, 1, False), (128, False, 2, False),
                                                      (256, False, 1, True), (128, False, 2, True),
                                                      (64, False, 1, False), (64, False, 2, False),
-                                                     (256, False, 2, False), (256, False, 2, True),
-                                                     (16, True, 1, False), (16, False, 2, True)])
+                                                     (256, False, 2, False), (256, False, 2, True)])
 def test_gluon_w4a16_binary_waits_at_depth_one_without_a_register_hazards_or_spills(bm, ones, consumers, zeros):
     # ones: the binary a group-128 layer with a bias runs (the launcher specialises integer arguments of 1);
-    # zeros: a layer with uint8 zero codes; 16 tokens: the decode tiles (their split-K epilogue built in)
+    # zeros: a layer with uint8 zero codes
     if g.gluon is None:
         pytest.skip("this Triton has no Gluon Hopper API")
     import triton
@@ -100,17 +99,13 @@ def test_gluon_w4a16_binary_waits_at_depth_one_without_a_register_hazards_or_spi
     print(stats)
     # both K-blocks of an iteration leave their wgmmas running while the next block's A is made (each consumer
     # partition: two warpgroups in step at 256 tokens are one)
-    in_step = consumers == 1 or bm in (16, 256)
-    partitions = 1 if in_step else 2
+    partitions = 1 if consumers == 1 or bm == 256 else 2
     assert stats["depth1_waits"] >= 2 * partitions
     assert stats["register_a_wgmmas"] > 0 and stats["hazards"] == []
     assert stats["shared"] <= 227 * 1024
     if consumers == 2 and bm == 256:  # two warpgroups in step: Triton's reallocation, the loader's 24 to them
         assert stats["setmaxnreg"] == ["24", "240"]
-    if bm == 16:  # decode tiles: launched at DECODE_MAXNREG, the loader's share reallocated to the consumers
-        regs = (32 * 4 * (consumers + 1) * g.DECODE_MAXNREG[consumers] - 24 * 128) // (128 * consumers) // 8 * 8
-        assert stats["setmaxnreg"] == sorted([str(regs), "24"])
-    if in_step:  # one consumer partition (of two warpgroups in step at 16 and 256 tokens)
+    if consumers == 1 or bm == 256:  # one consumer partition (of two warpgroups in step at 256 tokens)
         assert stats["spills"] == 0
     else:  # every warp keeps its 168 launch registers: no setmaxnreg left. Triton 3.6 (the GPU machine's): no
         # spills; 3.9 (CI's) builds 32 spill loads/stores (72 with zero codes)
@@ -165,10 +160,6 @@ def test_the_launch_plan_names_the_kernel_its_warps_registers_and_words_box():
     assert g.launch_plan(1, 64) == g.launch_plan(1, 128) == g.launch_plan(1, 256)
     assert g.launch_plan(2, 256) == g.LaunchPlan(False, 8, g.MAXNREG_2, 128, 128)
     assert g.launch_plan(2, 128) == g.launch_plan(2, 64) == g.LaunchPlan(True, 4, g.MAXNREG_2, 64, 128)
-    # decode tiles: one warpgroup or two in step, few launch registers so that several programs share an SM
-    assert g.launch_plan(1, 16) == g.LaunchPlan(False, 4, g.DECODE_MAXNREG[1], 64, 64)
-    assert g.launch_plan(2, 16) == g.LaunchPlan(False, 8, g.DECODE_MAXNREG[2], 128, 128)
-    assert 3 * 8 * 32 * g.DECODE_MAXNREG[1] <= 65536 and 2 * 12 * 32 * g.DECODE_MAXNREG[2] <= 65536
     # 12 warps at MAXNREG_2 and 8 at MAXNREG fit the 65,536 registers
     assert 12 * 32 * g.MAXNREG_2 <= 65536 and 8 * 32 * g.MAXNREG <= 65536
 
@@ -182,13 +173,6 @@ def test_the_consumer_count_is_checked_first():
     for consumers, tokens in ((1, 32), (2, 512)):
         with pytest.raises(ValueError, match="token tiles of"):
             g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=consumers, tokens=tokens)
-    for bad in (0, 2.0, None):
-        with pytest.raises(ValueError, match="use a positive int"):
-            g.w4a16_matmul_gluon(x, qweight, scales, 128, tokens=16, split_k=bad)
-    with pytest.raises(ValueError, match="decode tiles only"):
-        g.w4a16_matmul_gluon(x, qweight, scales, 128, tokens=64, split_k=2)
-    with pytest.raises(ValueError, match="multiple of 4 blocks"):  # K = 256: two blocks, one slice of two
-        g.w4a16_matmul_gluon(x, qweight, scales, 128, tokens=16, split_k=2)
 
 
 @needs_hopper
@@ -241,28 +225,6 @@ def test_gluon_w4a16_matches_the_reference(M, K, N, group_size, bias):
     if N % 128:
         with pytest.raises(ValueError, match="N a multiple of 128"):
             g.w4a16_matmul_gluon(x, qweight, scales, group_size, b, n_consumers=2)
-
-
-@needs_hopper
-@pytest.mark.parametrize("M,K,N,zeros,bias", [(1, 1024, 128, False, None), (5, 2048, 192, True, torch.float16),
-                                              (16, 1024, 256, False, torch.float32), (33, 1536, 128, True, None)])
-def test_gluon_w4a16_decode_tiles_with_split_k_match_the_reference(M, K, N, zeros, bias):
-    # 16-token tiles (1, 5, 16 tokens; 33: three tiles, the last partly filled), split-K 1-4 (the slices summed in
-    # the workspace, left zero for the next call: each call three times), zero codes, biases
-    from kernels.w4a16_tune import MAX_REL_ERR, rel_err
-
-    torch.manual_seed(M + K + N)
-    qweight, scales = _layer(K, N, 128, "cuda")
-    z = torch.randint(0, 16, (K // 128, N), device="cuda", dtype=torch.uint8) if zeros else None
-    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-    b = torch.randn(N, device="cuda", dtype=bias) if bias is not None else None
-    ref = k.w4a16_matmul_ref(x, qweight, scales, z, None, 128, 4, b, validate=False)
-    for c in (1, 2) if N % 128 == 0 else (1,):
-        for split in (s for s in (1, 2, 3, 4) if (K // 128) % (2 * s) == 0):
-            for _ in range(3):
-                y = g.w4a16_matmul_gluon(x, qweight, scales, 128, b, n_consumers=c, zeros=z, tokens=16,
-                                         split_k=split)
-                assert y.shape == (M, N) and rel_err(y, ref) < MAX_REL_ERR, (c, split)
 
 
 def test_the_tuner_keeps_the_best_other_config_beside_a_gluon_winner(monkeypatch):

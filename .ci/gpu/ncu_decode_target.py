@@ -2,7 +2,7 @@
 symmetric g128 layer (the tuned table's entry for this GPU) and cuBLAS fp16 on the same shape, each launched once
 between cudaProfilerStart and Stop after two warm-up calls (run under `ncu --profile-from-start off`).
 
-    python3 .ci/gpu/ncu_decode_target.py K N M [auto fp16 gluon gd1 gd2]   # gd1/gd2: the Gluon decode tiles (16 tokens), 1/2 warpgroups"""
+    python3 .ci/gpu/ncu_decode_target.py K N M [auto fp16 gluon]"""
 
 import os
 import sys
@@ -14,7 +14,6 @@ def main(argv) -> None:
     import torch
 
     from kernels import w4a16 as k
-    from kernels import w4a16_gluon as g
     from kernels.w4a16_tune import random_layer
 
     K, N, M = (int(v) for v in argv[:3])
@@ -25,8 +24,6 @@ def main(argv) -> None:
     print("auto:", k.chosen_config(x, qweight, scales, None, None, 128, 4))
     fns = {"auto": lambda: k.w4a16_matmul(x, qweight, scales, None, None, 128, 4),
            "gluon": lambda: k.w4a16_matmul(x, qweight, scales, None, None, 128, 4, path="gluon"),
-           "gd1": lambda: g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=1, tokens=16),
-           "gd2": lambda: g.w4a16_matmul_gluon(x, qweight, scales, 128, n_consumers=2, tokens=16),
            "fp16": lambda: x @ wf}
     for n in names:
         fns[n]()
