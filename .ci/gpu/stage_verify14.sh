@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Device machine (carry .whl and .ci/gpu/.sent), fourteenth session (an H200), ~8 minutes, the committed tables (H200 decode entries: stage_tune14.sh):
+# Device machine (carry .whl and .ci/gpu/.sent), fourteenth session (an H200), ~8 minutes, the committed tables (the
+# H200 decode entries of stage_tune14.sh):
 #   1  the Gluon tests and every tuned W4A16 entry this GPU takes (its own and the H100's) -> $OUT/tests.log
-#   2  the kernel benchmark's W4A16 rows beside cuBLAS and the int4 peers (tinygemm, gemlite) at M = 1-128 (BENCH_M;
-#      the thirteenth session made M = 32-4096) -> $OUT/records.tar (one record per model)
+#   2  the kernel benchmark's W4A16 rows beside cuBLAS and the int4 peers (tinygemm, gemlite) at M = 1-16 (BENCH_M)
+#      -> $OUT/records.tar (one record per model)
 source .ci/gpu/env.sh || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q tests/test_kernels_w4a16_gluon.py tests/test_kernels_w4a16.py \
