@@ -813,6 +813,10 @@ if triton is not None:
     # H100 (ninth session, `.ci/gpu/frag_check.py`) 128 x 128 / 8 warps / 3 stages gave 0.12 relative error,
     # 256 x 128 / 8 warps 5e-3 on rows 0-7 of a warp's A fragment, 128 x 128 / 4 warps with split-K NaN, each
     # differing from run to run; 2 stages and 4-warp tiles mostly hid it.
+    #
+    # Scaling each K-block's product in fp32 instead (codes minus zeros into the wgmma, one HFMA2 fewer a register
+    # pair, W never rounded) ran 4-21% slower at M = 1 and 16 on an H200 (fourteenth session): at decode the K loop
+    # is latency-bound (Nsight Compute: two CTAs an SM, no eligible warp in 49% of cycles), not issue-bound.
 
     @triton.jit
     def _frag_pair_dequant(u, nzz, s, nzs, DT: tl.constexpr, ASM: tl.constexpr, EMULATE_BF16: tl.constexpr):

@@ -39,6 +39,8 @@ at M = 128, 0.64-0.96x at 256, 0.63-0.85x at 512, 0.67-0.80x at 1024 (two consum
 Words by TMA made it 1.04-1.22x faster than loading them from global memory two blocks ahead (one consumer, M <= 256;
 two consumers 1.05-1.16x everywhere). `w4a16_matmul(..., path="gluon", consumers=1|2, block_m=64|128|256)`; the
 tuner offers both consumer counts at M = 65-4096, 64-token tiles up to M = 128 and 128 x 256 tiles above.
+Decode-sized tiles (16 tokens, a TMA ring of 8 slots, 2-3 programs an SM, split-K) ran 1.03-2.6x slower than the
+tuned frag path at M = 1 and 16 on an H200 (fourteenth session, results/h200/README.md) and were not kept.
 Gluon kernels do not run under TRITON_INTERPRET."""
 
 from __future__ import annotations
